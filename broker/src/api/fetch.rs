@@ -1,0 +1,143 @@
+//! Fetch: file ranges of whole batches, long polling woken by appends.
+//!
+//! Fetch sessions (KIP-227) are declined the way Kafka declines them when its session cache
+//! is full: every response carries session id 0, so clients keep sending full fetch requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::*;
+
+use crate::broker::Broker;
+use crate::error::BrokerError;
+use crate::log::LogError;
+use crate::server::api_table::Reply;
+use crate::server::RequestContext;
+
+/// Kafka's FINAL_EPOCH: a sessionless full fetch.
+const FINAL_EPOCH: i32 = -1;
+const READ_COMMITTED: i8 = 1;
+
+pub async fn handle(ctx: Arc<RequestContext>, req: FetchRequest) -> Reply<FetchResponse> {
+    if req.session_id != 0 && req.session_epoch != FINAL_EPOCH {
+        // We never hand out sessions, so any session id is one we do not know.
+        return Reply::Ready(
+            FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
+        );
+    }
+    let broker = ctx.broker.clone();
+    let version = ctx.api_version;
+    Reply::Deferred(Box::pin(async move {
+        let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            // Register for the wake-up before reading, so an append between the read and the
+            // wait is not missed.
+            let appended = broker.appended.notified();
+            tokio::pin!(appended);
+            appended.as_mut().enable();
+            let (response, bytes, errors) = read_once(&broker, &req, version);
+            if bytes >= req.min_bytes.max(0) as usize || errors || tokio::time::Instant::now() >= deadline {
+                return response;
+            }
+            tokio::select! {
+                _ = appended => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }))
+}
+
+/// Reads every requested partition once. Returns the response, the record bytes in it, and
+/// whether any partition carries an error (which ends a long poll at once, as in Kafka).
+fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
+    let mut remaining = req.max_bytes.max(0) as usize;
+    let mut total = 0usize;
+    let mut errors = false;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let topic = if version >= 13 {
+            broker
+                .logs
+                .topic_by_id(t.topic_id)
+                .ok_or(BrokerError::UnknownTopicId)
+        } else {
+            broker
+                .logs
+                .topic(t.topic.0.as_str())
+                .ok_or(BrokerError::UnknownTopicOrPartition)
+        };
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let base = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_preferred_read_replica(BrokerId(-1))
+                .with_aborted_transactions((req.isolation_level == READ_COMMITTED).then(Vec::new));
+            let log = match &topic {
+                Err(e) => Err(match e {
+                    BrokerError::UnknownTopicId => BrokerError::UnknownTopicId,
+                    _ => BrokerError::UnknownTopicOrPartition,
+                }),
+                Ok(topic) => topic
+                    .partition(p.partition)
+                    .cloned()
+                    .ok_or(BrokerError::UnknownTopicOrPartition),
+            };
+            let data = match log {
+                Err(e) => {
+                    errors = true;
+                    failed(base, e.code())
+                }
+                Ok(_) if p.current_leader_epoch > super::LEADER_EPOCH => {
+                    errors = true;
+                    failed(base, ResponseError::UnknownLeaderEpoch.code())
+                }
+                Ok(log) => {
+                    let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
+                    // Kafka's rule: the first partition with data returns at least one whole
+                    // batch even past the limits, so a large batch never stalls a consumer.
+                    match log.read(p.fetch_offset, limit, total == 0) {
+                        Ok(read) => {
+                            let n = read.records.len();
+                            total += n;
+                            remaining = remaining.saturating_sub(n);
+                            base.with_high_watermark(read.high_watermark)
+                                .with_last_stable_offset(read.high_watermark)
+                                .with_log_start_offset(if version >= 5 { read.log_start_offset } else { -1 })
+                                .with_records(Some(read.records))
+                        }
+                        Err(e) => {
+                            errors = true;
+                            if !matches!(e, LogError::OffsetOutOfRange { .. }) {
+                                tracing::error!(topic = %t.topic.0.as_str(), partition = p.partition, error = %e, "fetch read failed");
+                            }
+                            failed(base, BrokerError::Log(e).code())
+                                .with_high_watermark(log.high_watermark())
+                                .with_last_stable_offset(log.high_watermark())
+                                .with_log_start_offset(if version >= 5 { log.log_start_offset() } else { -1 })
+                        }
+                    }
+                }
+            };
+            partitions.push(data);
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    (FetchResponse::default().with_responses(topics), total, errors)
+}
+
+fn failed(base: PartitionData, code: i16) -> PartitionData {
+    base.with_error_code(code)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_records(Some(Bytes::new()))
+}

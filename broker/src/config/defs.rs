@@ -1,0 +1,160 @@
+//! Every broker setting Keel knows, defined once: Kafka name, type, default, doc line.
+//!
+//! The loader, `--override` validation, DescribeConfigs and docs/configuration.md all read this
+//! table, so a setting cannot exist in one place and be missing from another.
+
+/// The type of a setting's value, as Kafka's ConfigDef names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Int,
+    Long,
+    Short,
+    Bool,
+    Double,
+    Str,
+    List,
+}
+
+impl Kind {
+    /// The name DescribeConfigs v3+ reports (Kafka's `ConfigType`).
+    pub fn describe_type(self) -> i8 {
+        match self {
+            Kind::Bool => 1,
+            Kind::Str => 2,
+            Kind::Int => 3,
+            Kind::Short => 4,
+            Kind::Long => 5,
+            Kind::Double => 6,
+            Kind::List => 7,
+        }
+    }
+
+    /// Checks that `value` parses as this kind; the message names what was expected.
+    pub fn check(self, value: &str) -> Result<(), String> {
+        let ok = match self {
+            Kind::Int => value.trim().parse::<i32>().is_ok(),
+            Kind::Short => value.trim().parse::<i16>().is_ok(),
+            Kind::Long => value.trim().parse::<i64>().is_ok(),
+            Kind::Double => value.trim().parse::<f64>().is_ok(),
+            Kind::Bool => matches!(value.trim().to_ascii_lowercase().as_str(), "true" | "false"),
+            Kind::Str | Kind::List => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("expected {self:?} but got {value:?}"))
+        }
+    }
+}
+
+/// One setting.
+#[derive(Debug)]
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// `None` means "no default" (Kafka's null), reported as a null value.
+    pub default: Option<&'static str>,
+    /// Allowed values for enumerations, compared case-sensitively as Kafka does.
+    pub valid: &'static [&'static str],
+    /// Accepted so compose files written for apache/kafka start unchanged, but Keel has no use
+    /// for it (KRaft quorum, JVM thread pools, replication of a single node).
+    pub inert: bool,
+    pub doc: &'static str,
+}
+
+impl ConfigDef {
+    pub fn validate(&self, value: &str) -> Result<(), String> {
+        self.kind.check(value)?;
+        if !self.valid.is_empty() && !self.valid.contains(&value.trim()) {
+            return Err(format!("{value:?} is not one of {:?}", self.valid));
+        }
+        Ok(())
+    }
+}
+
+const fn def(name: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> ConfigDef {
+    ConfigDef {
+        name,
+        kind,
+        default: Some(default),
+        valid: &[],
+        inert: false,
+        doc,
+    }
+}
+
+const fn inert(name: &'static str, kind: Kind, default: &'static str) -> ConfigDef {
+    ConfigDef {
+        name,
+        kind,
+        default: Some(default),
+        valid: &[],
+        inert: true,
+        doc: "Accepted for compatibility with apache/kafka configurations; no effect on a single-node Keel.",
+    }
+}
+
+const fn opt(name: &'static str, kind: Kind, doc: &'static str) -> ConfigDef {
+    ConfigDef {
+        name,
+        kind,
+        default: None,
+        valid: &[],
+        inert: false,
+        doc,
+    }
+}
+
+pub const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
+pub const CLEANUP_POLICIES: &[&str] = &["delete", "compact", "compact,delete", "delete,compact"];
+pub const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+
+pub static BROKER_CONFIGS: &[ConfigDef] = &[
+    def("node.id", Kind::Int, "1", "The id of this broker, reported in Metadata and persisted in meta.properties."),
+    opt("listeners", Kind::List, "Comma-separated NAME://host:port to bind. Derived from advertised.listeners (host 0.0.0.0) when unset; PLAINTEXT://0.0.0.0:9092 when both are unset. Port 0 binds an ephemeral port."),
+    opt("advertised.listeners", Kind::List, "Comma-separated NAME://host:port that clients are told to connect to, per listener name. Defaults to listeners, with 0.0.0.0 replaced by localhost."),
+    def("listener.security.protocol.map", Kind::List, "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT", "Listener name to security protocol. Keel serves PLAINTEXT only for now."),
+    def("log.dirs", Kind::List, "./data", "Data directory (segment files, RocksDB metadata, meta.properties). Only the first entry is used."),
+    opt("log.dir", Kind::Str, "Single data directory; used when log.dirs is not set."),
+    def("num.partitions", Kind::Int, "1", "Partitions of an auto-created topic, and of CreateTopics without a count."),
+    def("default.replication.factor", Kind::Short, "1", "Replication factor of auto-created topics; a single node only accepts 1."),
+    def("auto.create.topics.enable", Kind::Bool, "true", "Create a topic when Metadata or Produce names one that does not exist."),
+    def("delete.topic.enable", Kind::Bool, "true", "Allow DeleteTopics."),
+    def("message.max.bytes", Kind::Int, "1048588", "Largest record batch accepted (topic: max.message.bytes)."),
+    def("socket.request.max.bytes", Kind::Int, "104857600", "Largest request frame; a larger size prefix closes the connection before anything is allocated."),
+    def("max.connections", Kind::Int, "10000", "Connections served at once; further ones wait to be accepted."),
+    def("log.segment.bytes", Kind::Int, "1073741824", "Segment size at which the log rolls (topic: segment.bytes)."),
+    opt("log.roll.ms", Kind::Long, "Segment age at which the log rolls (topic: segment.ms); log.roll.hours when unset."),
+    def("log.roll.hours", Kind::Int, "168", "Segment age in hours at which the log rolls."),
+    opt("log.retention.ms", Kind::Long, "Retention time (topic: retention.ms); log.retention.minutes, then log.retention.hours when unset."),
+    opt("log.retention.minutes", Kind::Int, "Retention time in minutes."),
+    def("log.retention.hours", Kind::Int, "168", "Retention time in hours."),
+    def("log.retention.bytes", Kind::Long, "-1", "Retention size per partition (topic: retention.bytes); -1 is unbounded."),
+    def("log.index.interval.bytes", Kind::Int, "4096", "Bytes between offset index entries (topic: index.interval.bytes)."),
+    ConfigDef { name: "log.message.timestamp.type", kind: Kind::Str, default: Some("CreateTime"), valid: TIMESTAMP_TYPES, inert: false, doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock (topic: message.timestamp.type)." },
+    ConfigDef { name: "log.cleanup.policy", kind: Kind::List, default: Some("delete"), valid: CLEANUP_POLICIES, inert: false, doc: "Default cleanup.policy of topics." },
+    ConfigDef { name: "compression.type", kind: Kind::Str, default: Some("producer"), valid: COMPRESSION_TYPES, inert: false, doc: "Default compression.type of topics. Keel stores batches as produced." },
+    def("min.insync.replicas", Kind::Int, "1", "Default min.insync.replicas of topics."),
+    def("log.flush.acks.all", Kind::Bool, "true", "Keel's durability policy: true answers acks=-1 produces only after their data is fsynced (shared group-commit fsyncs); false answers once the data reaches the OS, as Kafka does by default."),
+    def("group.initial.rebalance.delay.ms", Kind::Int, "3000", "Delay of the first rebalance of a new group (consumer groups are not yet served)."),
+    inert("process.roles", Kind::List, "broker,controller"),
+    inert("controller.quorum.voters", Kind::List, ""),
+    inert("controller.quorum.bootstrap.servers", Kind::List, ""),
+    inert("controller.listener.names", Kind::List, "CONTROLLER"),
+    inert("inter.broker.listener.name", Kind::Str, "PLAINTEXT"),
+    inert("offsets.topic.replication.factor", Kind::Short, "1"),
+    inert("transaction.state.log.replication.factor", Kind::Short, "1"),
+    inert("transaction.state.log.min.isr", Kind::Int, "1"),
+    inert("num.network.threads", Kind::Int, "3"),
+    inert("num.io.threads", Kind::Int, "8"),
+    inert("num.recovery.threads.per.data.dir", Kind::Int, "1"),
+    inert("socket.send.buffer.bytes", Kind::Int, "102400"),
+    inert("socket.receive.buffer.bytes", Kind::Int, "102400"),
+    inert("log.retention.check.interval.ms", Kind::Long, "300000"),
+    inert("broker.id", Kind::Int, "-1"),
+];
+
+/// Looks a setting up by its Kafka name.
+pub fn broker_def(name: &str) -> Option<&'static ConfigDef> {
+    BROKER_CONFIGS.iter().find(|d| d.name == name)
+}

@@ -1,0 +1,62 @@
+//! docs/configuration.md, generated from the setting tables so it cannot drift from them.
+
+use std::fmt::Write;
+
+use super::defs::BROKER_CONFIGS;
+use super::topic::TOPIC_CONFIGS;
+
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         Generated from `broker/src/config/` by `keel --print-config-reference`; a unit test keeps \
+         this file equal to that output.\n\n\
+         Keel reads settings as Kafka does, lowest layer first: defaults, a `server.properties` file \
+         given as the first argument, `KAFKA_*` environment variables (the apache/kafka image's \
+         convention: `KAFKA_LOG_DIRS` is `log.dirs`; `_` is `.`, `__` is `_`, `___` is `-`), then \
+         `--override key=value` flags. `CLUSTER_ID` in the environment sets the cluster id on first \
+         start. An invalid value stops the broker with a message naming the key; an unknown key is \
+         logged as a warning.\n\n## Broker settings\n\n| Setting | Type | Default | Description |\n|---|---|---|---|\n",
+    );
+    for d in BROKER_CONFIGS {
+        let _ = writeln!(
+            out,
+            "| `{}` | {:?} | {} | {} |",
+            d.name,
+            d.kind,
+            d.default
+                .map(|v| format!("`{v}`"))
+                .unwrap_or_else(|| "(none)".into()),
+            d.doc
+        );
+    }
+    out.push_str(
+        "\n## Topic settings\n\nSet with CreateTopics, AlterConfigs or IncrementalAlterConfigs and kept in RocksDB. \
+         A topic without an override takes the broker setting named in the second column, else the default.\n\n\
+         | Setting | Broker setting | Type | Default | Description |\n|---|---|---|---|---|\n",
+    );
+    for d in TOPIC_CONFIGS {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {:?} | `{}` | {} |",
+            d.name,
+            d.synonym.map(|s| format!("`{s}`")).unwrap_or_else(|| "-".into()),
+            d.kind,
+            d.fixed_default,
+            d.doc
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn docs_configuration_md_matches_the_tables() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == super::markdown(),
+            "docs/configuration.md is stale: regenerate it with `keel --print-config-reference > docs/configuration.md`"
+        );
+    }
+}

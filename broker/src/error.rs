@@ -1,0 +1,80 @@
+//! The broker's typed errors and their one mapping to Kafka error codes.
+
+use kafka_protocol::error::ResponseError;
+
+use crate::log::LogError;
+use crate::meta::MetaError;
+
+/// Everything a request can fail with, by Kafka's meaning.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("unknown topic id")]
+    UnknownTopicId,
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("topic deletion is disabled (delete.topic.enable=false)")]
+    TopicDeletionDisabled,
+    #[error("{0}")]
+    InvalidRequiredAcks(String),
+    #[error("{0}")]
+    UnsupportedVersion(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+impl BrokerError {
+    /// The Kafka error this becomes on the wire.
+    pub fn kafka(&self) -> ResponseError {
+        use ResponseError as E;
+        match self {
+            BrokerError::UnknownTopicOrPartition => E::UnknownTopicOrPartition,
+            BrokerError::UnknownTopicId => E::UnknownTopicId,
+            BrokerError::TopicAlreadyExists(_) => E::TopicAlreadyExists,
+            BrokerError::InvalidTopic(_) => E::InvalidTopicException,
+            BrokerError::InvalidPartitions(_) => E::InvalidPartitions,
+            BrokerError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor,
+            BrokerError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment,
+            BrokerError::InvalidConfig(_) => E::InvalidConfig,
+            BrokerError::InvalidRequest(_) => E::InvalidRequest,
+            BrokerError::TopicDeletionDisabled => E::TopicDeletionDisabled,
+            BrokerError::InvalidRequiredAcks(_) => E::InvalidRequiredAcks,
+            BrokerError::UnsupportedVersion(_) => E::UnsupportedVersion,
+            BrokerError::Log(e) => match e {
+                LogError::CorruptRecord(_) => E::CorruptMessage,
+                LogError::InvalidRecord(_) => E::InvalidRecord,
+                LogError::MessageTooLarge { .. } => E::MessageTooLarge,
+                LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
+                _ => E::KafkaStorageError,
+            },
+            BrokerError::Meta(_) => E::KafkaStorageError,
+        }
+    }
+
+    pub fn code(&self) -> i16 {
+        self.kafka().code()
+    }
+
+    /// The message for responses that carry one; `None` where Kafka sends a null message.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            BrokerError::UnknownTopicOrPartition | BrokerError::UnknownTopicId => None,
+            other => Some(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,47 @@
+/// Which timestamp a topic stores (Kafka's `message.timestamp.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimestampType {
+    /// The producer's timestamps are kept.
+    #[default]
+    CreateTime,
+    /// The broker stamps each batch's maxTimestamp with the append time.
+    LogAppendTime,
+}
+
+/// Per-partition log settings; `Default` gives Kafka's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll when a batch would push the active segment past this size.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll when the active segment's first append is older than this.
+    pub segment_ms: i64,
+    /// `index.interval.bytes`: bytes between sparse index entries.
+    pub index_interval_bytes: u32,
+    /// `max.message.bytes`: the largest batch accepted by `append`.
+    pub max_message_bytes: usize,
+    /// `message.timestamp.type`.
+    pub timestamp_type: TimestampType,
+    /// Written into each appended batch's partitionLeaderEpoch field.
+    pub leader_epoch: i32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            index_interval_bytes: 4096,
+            max_message_bytes: 1_048_588,
+            timestamp_type: TimestampType::CreateTime,
+            leader_epoch: 0,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Index entries hold 32-bit positions and Kafka's `segment.bytes` is an int, so a segment
+    /// never grows past `i32::MAX` whatever the configuration says.
+    pub(crate) fn effective_segment_bytes(&self) -> u64 {
+        self.segment_bytes.clamp(1, i32::MAX as u64)
+    }
+}

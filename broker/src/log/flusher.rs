@@ -1,0 +1,179 @@
+//! Group commit for acks=-1: concurrent flush requests are batched into rounds, and each round
+//! fsyncs every distinct log once, so producers share fsyncs instead of queueing for their own.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{LogError, PartitionLog};
+
+/// Upper bound on requests gathered into one round, to bound the round's latency.
+const MAX_ROUND: usize = 4096;
+
+struct Request {
+    log: Arc<PartitionLog>,
+    offset: i64,
+    done: oneshot::Sender<Result<(), LogError>>,
+}
+
+/// Handle to the flusher task. Cloneable; the task stops once every handle is dropped.
+#[derive(Clone, Debug)]
+pub struct Flusher {
+    tx: mpsc::UnboundedSender<Request>,
+    rounds: Arc<AtomicU64>,
+}
+
+fn stopped() -> LogError {
+    LogError::Closed("the log flusher has stopped".into())
+}
+
+impl Flusher {
+    /// Starts the flusher task on the current tokio runtime (panics outside one).
+    pub fn spawn() -> Flusher {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let rounds = Arc::new(AtomicU64::new(0));
+        tokio::spawn(flusher_task(rx, Arc::clone(&rounds)));
+        Flusher { tx, rounds }
+    }
+
+    /// Resolves once every offset below `offset` in `log` is durable (or the fsync that was to
+    /// make it so failed; then all waiters of that round get the error).
+    pub async fn flush(&self, log: Arc<PartitionLog>, offset: i64) -> Result<(), LogError> {
+        if offset <= log.recovery_point() {
+            return Ok(());
+        }
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Request { log, offset, done })
+            .map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
+    }
+
+    /// `flush` for callers that need a `'static` future (to spawn it).
+    pub async fn flush_owned(self, log: Arc<PartitionLog>, offset: i64) -> Result<(), LogError> {
+        self.flush(log, offset).await
+    }
+
+    /// Rounds completed so far (each round fsyncs each log in it at most once).
+    pub fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Acquire)
+    }
+}
+
+/// One log's share of a round.
+struct Group {
+    log: Arc<PartitionLog>,
+    offset: i64,
+    waiters: Vec<oneshot::Sender<Result<(), LogError>>>,
+}
+
+/// Merges a round's requests per log (by identity), keeping the highest offset asked for.
+fn group(requests: impl Iterator<Item = Request>) -> Vec<Group> {
+    let mut groups: HashMap<*const PartitionLog, Group> = HashMap::new();
+    for req in requests {
+        let group = groups.entry(Arc::as_ptr(&req.log)).or_insert_with(|| Group {
+            log: Arc::clone(&req.log),
+            offset: req.offset,
+            waiters: Vec::new(),
+        });
+        group.offset = group.offset.max(req.offset);
+        group.waiters.push(req.done);
+    }
+    groups.into_values().collect()
+}
+
+async fn flusher_task(mut rx: mpsc::UnboundedReceiver<Request>, rounds: Arc<AtomicU64>) {
+    let mut batch = Vec::new();
+    // Requests arriving while a round's fsyncs run queue up and form the next round.
+    while rx.recv_many(&mut batch, MAX_ROUND).await > 0 {
+        let syncs: Vec<_> = group(batch.drain(..))
+            .into_iter()
+            .map(|g| {
+                let (log, offset) = (Arc::clone(&g.log), g.offset);
+                let sync = tokio::task::spawn_blocking(move || log.flush_until(offset));
+                (sync, g.waiters)
+            })
+            .collect();
+        for (sync, waiters) in syncs {
+            let result = sync.await.unwrap_or_else(|e| {
+                Err(LogError::Io(Arc::new(std::io::Error::other(format!(
+                    "flush task failed: {e}"
+                )))))
+            });
+            for waiter in waiters {
+                // A producer that gave up waiting is no concern of ours.
+                let _ = waiter.send(result.clone());
+            }
+        }
+        rounds.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::testutil::batch;
+    use crate::log::LogConfig;
+
+    fn log_with(n: usize) -> (tempfile::TempDir, Arc<PartitionLog>) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(PartitionLog::open(&dir.path().join("t-0"), LogConfig::default()).unwrap());
+        for _ in 0..n {
+            log.append(&batch(1), 0).unwrap();
+        }
+        (dir, log)
+    }
+
+    #[tokio::test]
+    async fn concurrent_flushes_share_rounds() {
+        let (_dir, log) = log_with(0);
+        let flusher = Flusher::spawn();
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let (flusher, log) = (flusher.clone(), Arc::clone(&log));
+            tasks.push(tokio::spawn(async move {
+                let info = log.append(&batch(2), 0).unwrap();
+                flusher.flush(log, info.last_offset + 1).await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(log.recovery_point(), 400);
+        let rounds = flusher.rounds();
+        // On one thread all 200 requests queue before the flusher runs: one shared fsync.
+        assert!((1..=2).contains(&rounds), "{rounds} rounds for 200 flushes");
+        // Already durable: answered without a round.
+        flusher.flush(Arc::clone(&log), 400).await.unwrap();
+        assert_eq!(flusher.rounds(), rounds);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rounds_cover_several_logs() {
+        let (_d1, a) = log_with(3);
+        let (_d2, b) = log_with(5);
+        let flusher = Flusher::spawn();
+        a.append(&batch(1), 0).unwrap();
+        b.append(&batch(1), 0).unwrap();
+        let (ra, rb) = tokio::join!(flusher.flush(Arc::clone(&a), 4), flusher.flush(Arc::clone(&b), 6));
+        ra.unwrap();
+        rb.unwrap();
+        assert_eq!((a.recovery_point(), b.recovery_point()), (4, 6));
+    }
+
+    #[tokio::test]
+    async fn errors_reach_every_waiter() {
+        let (_dir, log) = log_with(0);
+        log.append(&batch(1), 0).unwrap();
+        log.delete().unwrap();
+        let flusher = Flusher::spawn();
+        let waits: Vec<_> = (0..5)
+            .map(|_| tokio::spawn(flusher.clone().flush_owned(Arc::clone(&log), 1)))
+            .collect();
+        for w in waits {
+            assert!(matches!(w.await.unwrap(), Err(LogError::Closed(_))));
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! The partition log: Kafka's on-disk layout (segments of v2 record batches with sparse
+//! `.index` and `.timeindex` files), kept as bytes end to end.
+//!
+//! The log layer knows nothing of the wire protocol: the protocol handlers map [`LogError`] to
+//! Kafka error codes. Record batches are never decoded below the 61-byte batch header.
+
+mod batch;
+mod config;
+mod flusher;
+mod index;
+mod partition_log;
+mod recovery;
+mod segment;
+mod time_index;
+mod walker;
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+use std::sync::Arc;
+
+pub use batch::{validate_produce_batch, BatchHeaders, RecordBatchHeader, BATCH_HEADER_SIZE};
+pub use config::{LogConfig, TimestampType};
+pub use flusher::Flusher;
+pub use partition_log::{AppendInfo, PartitionLog, ReadResult};
+
+/// Errors of the log layer. Cloneable so that one failed group-commit fsync can be reported to
+/// every producer waiting on it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// Bytes that fail structural or CRC checks (Kafka's CORRUPT_MESSAGE).
+    #[error("corrupt record: {0}")]
+    CorruptRecord(String),
+    /// A well-formed batch that breaks a produce rule (Kafka's INVALID_RECORD).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    #[error("record batch of {size} bytes exceeds the maximum of {max} bytes")]
+    MessageTooLarge { size: usize, max: usize },
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+    /// The log was deleted, or the flusher task is gone.
+    #[error("log closed: {0}")]
+    Closed(String),
+    #[error("I/O error: {0}")]
+    Io(Arc<std::io::Error>),
+}
+
+impl From<std::io::Error> for LogError {
+    fn from(e: std::io::Error) -> Self {
+        LogError::Io(Arc::new(e))
+    }
+}

@@ -1,0 +1,492 @@
+//! One partition's log: a directory of segments keyed by base offset, one writer at a time,
+//! lock-free-ish readers.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+
+use super::batch::{rewrite_header, validate_produce_batch, BATCH_HEADER_SIZE};
+use super::recovery::{load_segment, LoadSpec};
+use super::segment::{BatchInfo, LogSegment, SegmentRead};
+use super::{LogConfig, LogError, TimestampType};
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The time stamped into the batch under LogAppendTime; -1 under CreateTime.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+/// Batches returned by a fetch, with the partition state the response reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole v2 batches, as stored.
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+/// The high watermark with its place in the log, so readers can bound reads by position.
+#[derive(Debug, Clone, Copy)]
+struct HighWatermark {
+    offset: i64,
+    segment_base: i64,
+    position: u64,
+}
+
+struct Writer {
+    active: Arc<LogSegment>,
+}
+
+/// A partition's log. `Send + Sync`; share it behind an `Arc`. Appends are serialised by an
+/// internal lock; reads, flushes and offset queries never wait for an append's I/O.
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: RwLock<LogConfig>,
+    writer: Mutex<Writer>,
+    segments: RwLock<BTreeMap<i64, Arc<LogSegment>>>,
+    high_watermark: RwLock<HighWatermark>,
+    hw_offset: AtomicI64,
+    log_end_offset: AtomicI64,
+    log_start_offset: AtomicI64,
+    /// Every offset below this is on stable storage.
+    recovery_point: AtomicI64,
+    deleted: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Makes file creations and deletions in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Base offsets of the `.log` files in `dir`, sorted. Anything else is reported and left alone.
+fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
+    let mut logs = Vec::new();
+    let mut indexes = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let parsed = name.to_str().and_then(|n| {
+            let (stem, ext) = n.split_once('.')?;
+            let base = (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| stem.parse::<i64>().ok())
+                .flatten()?;
+            Some((base, ext))
+        });
+        match parsed {
+            Some((base, "log")) => logs.push(base),
+            Some((base, "index" | "timeindex")) => indexes.push((base, name)),
+            _ => {
+                tracing::warn!(dir = %dir.display(), file = ?name, "ignoring unexpected file in partition directory")
+            }
+        }
+    }
+    logs.sort_unstable();
+    for (base, name) in indexes {
+        if logs.binary_search(&base).is_err() {
+            tracing::warn!(dir = %dir.display(), file = ?name, "ignoring index file without a log segment");
+        }
+    }
+    Ok(logs)
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the partition directory `dir` and recovers its segments:
+    /// after any crash, no partial or corrupt batch survives and the log end offset follows
+    /// the last valid batch.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        let bases = list_segments(dir)?;
+        let now_ms = wall_clock_ms();
+        let mut segments = BTreeMap::new();
+        for (i, &base_offset) in bases.iter().enumerate() {
+            let spec = LoadSpec {
+                dir,
+                base_offset,
+                offset_limit: bases.get(i + 1).copied(),
+                index_interval: config.index_interval_bytes,
+                now_ms,
+            };
+            segments.insert(base_offset, Arc::new(load_segment(&spec)?));
+        }
+        let active = match segments.last_key_value() {
+            Some((_, s)) => Arc::clone(s),
+            None => {
+                let s = Arc::new(LogSegment::create(dir, 0)?);
+                sync_dir(dir)?;
+                segments.insert(0, Arc::clone(&s));
+                s
+            }
+        };
+        // What survived an unclean stop may sit only in the page cache; make it durable so the
+        // recovery point below is true.
+        active.file().sync_data()?;
+        let log_end = active.next_offset();
+        let log_start = segments.keys().next().copied().unwrap_or(0);
+        let hw = HighWatermark {
+            offset: log_end,
+            segment_base: active.base_offset(),
+            position: active.size(),
+        };
+        Ok(PartitionLog {
+            dir: dir.to_path_buf(),
+            config: RwLock::new(config),
+            writer: Mutex::new(Writer { active }),
+            segments: RwLock::new(segments),
+            high_watermark: RwLock::new(hw),
+            hw_offset: AtomicI64::new(log_end),
+            log_end_offset: AtomicI64::new(log_end),
+            log_start_offset: AtomicI64::new(log_start),
+            recovery_point: AtomicI64::new(log_end),
+            deleted: AtomicBool::new(false),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        *read(&self.config)
+    }
+
+    /// Applies a topic config change; it takes effect from the next append.
+    pub fn set_config(&self, config: LogConfig) {
+        *write(&self.config) = config;
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.hw_offset.load(Ordering::Acquire)
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset.load(Ordering::Acquire)
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset.load(Ordering::Acquire)
+    }
+
+    /// Offsets below this are durable.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point.load(Ordering::Acquire)
+    }
+
+    fn check_open(&self) -> Result<(), LogError> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(LogError::Closed(format!("{} was deleted", self.dir.display())));
+        }
+        Ok(())
+    }
+
+    /// Appends one produced v2 batch (validated here) at the log end offset. The stored header
+    /// gets the assigned base offset and the configured leader epoch, and under LogAppendTime
+    /// the timestamp type bit and `now_ms` as maxTimestamp (with a recomputed CRC), as Kafka
+    /// does. The records are written as received, never copied or decoded.
+    pub fn append(&self, batch: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        let config = self.config();
+        if batch.len() > config.max_message_bytes {
+            return Err(LogError::MessageTooLarge {
+                size: batch.len(),
+                max: config.max_message_bytes,
+            });
+        }
+        let header = validate_produce_batch(batch)?;
+        let mut writer = lock(&self.writer);
+        self.check_open()?;
+        let base_offset = self.log_end_offset.load(Ordering::Acquire);
+        let last_offset = base_offset + i64::from(header.last_offset_delta());
+        if self.should_roll(&writer.active, batch.len() as u64, last_offset, now_ms, &config) {
+            self.roll(&mut writer, base_offset)?;
+        }
+        let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let stored = rewrite_header(batch, base_offset, config.leader_epoch, append_time);
+        let info = BatchInfo {
+            last_offset,
+            max_timestamp: append_time.unwrap_or(header.max_timestamp()),
+            size: batch.len() as u64,
+        };
+        let active = &writer.active;
+        active.append(
+            &stored,
+            &batch[BATCH_HEADER_SIZE..],
+            info,
+            now_ms,
+            config.index_interval_bytes,
+        )?;
+        self.log_end_offset.store(last_offset + 1, Ordering::Release);
+        // A single node commits on append: the high watermark follows the log end.
+        *write(&self.high_watermark) = HighWatermark {
+            offset: last_offset + 1,
+            segment_base: active.base_offset(),
+            position: active.size(),
+        };
+        self.hw_offset.store(last_offset + 1, Ordering::Release);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            log_append_time: append_time.unwrap_or(-1),
+            log_start_offset: self.log_start_offset(),
+        })
+    }
+
+    fn should_roll(
+        &self,
+        active: &LogSegment,
+        batch_size: u64,
+        last_offset: i64,
+        now_ms: i64,
+        config: &LogConfig,
+    ) -> bool {
+        active.size() > 0
+            && (active.size() + batch_size > config.effective_segment_bytes()
+                || active
+                    .rolling_ts()
+                    .is_some_and(|t| now_ms.saturating_sub(t) > config.segment_ms)
+                || last_offset - active.base_offset() > i64::from(i32::MAX))
+    }
+
+    /// Seals the active segment (durably, so recovery can trust it) and starts a new one.
+    fn roll(&self, writer: &mut Writer, base_offset: i64) -> Result<(), LogError> {
+        writer.active.flush()?;
+        let segment = Arc::new(LogSegment::create(&self.dir, base_offset)?);
+        sync_dir(&self.dir)?;
+        write(&self.segments).insert(base_offset, Arc::clone(&segment));
+        self.recovery_point.fetch_max(base_offset, Ordering::AcqRel);
+        tracing::debug!(dir = %self.dir.display(), base_offset, "rolled log segment");
+        writer.active = segment;
+        Ok(())
+    }
+
+    /// The segment holding `offset` (the last with a base offset <= it), or the first one.
+    fn floor_segment(&self, offset: i64) -> Option<Arc<LogSegment>> {
+        let segments = read(&self.segments);
+        segments
+            .range(..=offset)
+            .next_back()
+            .or_else(|| segments.iter().next())
+            .map(|(_, s)| Arc::clone(s))
+    }
+
+    fn next_segment(&self, after: &LogSegment) -> Option<Arc<LogSegment>> {
+        read(&self.segments)
+            .range(after.base_offset() + 1..)
+            .next()
+            .map(|(_, s)| Arc::clone(s))
+    }
+
+    /// How far a reader may read in `segment`: the high watermark's position in its own
+    /// segment, the whole of an earlier (sealed) one.
+    fn read_limit(segment: &LogSegment, hw: &HighWatermark) -> Option<u64> {
+        use std::cmp::Ordering::*;
+        match segment.base_offset().cmp(&hw.segment_base) {
+            Less => Some(segment.size()),
+            Equal => Some(hw.position),
+            Greater => None,
+        }
+    }
+
+    /// Reads whole batches starting with the one containing `fetch_offset`, at most
+    /// `max_bytes` of them unless `min_one_batch` lets a larger first batch through (Kafka's
+    /// rule for the first partition of a fetch), never past the high watermark. Returns data
+    /// from one segment only; the client fetches again for more. `fetch_offset` equal to the
+    /// high watermark gives empty records.
+    pub fn read(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, LogError> {
+        self.check_open()?;
+        let hw = *read(&self.high_watermark);
+        let log_start = self.log_start_offset();
+        let log_end = self.log_end_offset();
+        if fetch_offset < log_start || fetch_offset > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                offset: fetch_offset,
+                log_start,
+                log_end,
+            });
+        }
+        let result = |records| ReadResult {
+            records,
+            high_watermark: hw.offset,
+            log_start_offset: log_start,
+        };
+        if fetch_offset >= hw.offset {
+            return Ok(result(Bytes::new()));
+        }
+        let mut next = self.floor_segment(fetch_offset);
+        while let Some(segment) = next {
+            let Some(max_pos) = Self::read_limit(&segment, &hw) else {
+                break;
+            };
+            match segment.read(fetch_offset, max_pos, max_bytes, min_one_batch)? {
+                SegmentRead::Batches(records) => return Ok(result(records)),
+                // Offsets may have gaps, so the next batch can live in a later segment.
+                SegmentRead::NotHere => next = self.next_segment(&segment),
+            }
+        }
+        Ok(result(Bytes::new()))
+    }
+
+    /// The first batch below the high watermark whose maxTimestamp is >= `timestamp`, as (its
+    /// base offset, its maxTimestamp); `None` if there is none. This is batch precision: the
+    /// caller narrows it to the first record with timestamp >= `timestamp` by decoding that
+    /// batch.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+        self.check_open()?;
+        let hw = *read(&self.high_watermark);
+        let mut next = self.floor_segment(i64::MIN);
+        while let Some(segment) = next {
+            let Some(max_pos) = Self::read_limit(&segment, &hw) else {
+                break;
+            };
+            if segment.max_timestamp().is_some_and(|(max, _)| max >= timestamp) {
+                if let Some(found) = segment.find_by_timestamp(timestamp, max_pos)? {
+                    return Ok(Some(found));
+                }
+            }
+            next = self.next_segment(&segment);
+        }
+        Ok(None)
+    }
+
+    /// The largest batch maxTimestamp in the log, as (offset, timestamp), for ListOffsets'
+    /// MAX_TIMESTAMP. The offset is the last offset of the first batch carrying that timestamp
+    /// (Kafka's shallow offset); the caller may narrow it to the record. `None` for an empty log.
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        let segments = read(&self.segments);
+        let mut best: Option<(i64, i64)> = None;
+        for segment in segments.values() {
+            if let Some((ts, offset)) = segment.max_timestamp() {
+                if best.is_none_or(|(best_ts, _)| ts > best_ts) {
+                    best = Some((ts, offset));
+                }
+            }
+        }
+        best.map(|(ts, offset)| (offset, ts))
+    }
+
+    /// Makes every offset below `offset` (or the whole log, if it is shorter) durable. An
+    /// already durable offset costs no syscall. The fsync runs without the append lock, so
+    /// producers keep appending meanwhile. The active segment's index files are not synced:
+    /// they are rebuilt from the log on every open.
+    pub fn flush_until(&self, offset: i64) -> Result<(), LogError> {
+        if offset <= self.recovery_point() {
+            return Ok(());
+        }
+        self.check_open()?;
+        let (file, log_end) = {
+            let writer = lock(&self.writer);
+            (writer.active.file(), self.log_end_offset())
+        };
+        if log_end <= self.recovery_point() {
+            return Ok(());
+        }
+        file.sync_data()?;
+        self.recovery_point.fetch_max(log_end, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Removes every segment and restarts the log empty at `start_offset` (log start, end and
+    /// high watermark all become `start_offset`).
+    pub fn truncate_fully(&self, start_offset: i64) -> Result<(), LogError> {
+        let mut writer = lock(&self.writer);
+        self.check_open()?;
+        let mut segments = write(&self.segments);
+        let fresh = segments
+            .values()
+            .try_for_each(|s| s.delete_files())
+            .and_then(|()| LogSegment::create(&self.dir, start_offset))
+            .and_then(|s| sync_dir(&self.dir).map(|()| s));
+        segments.clear();
+        let segment = match fresh {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                // The directory no longer matches any consistent log: refuse further use.
+                self.deleted.store(true, Ordering::Release);
+                return Err(e.into());
+            }
+        };
+        segments.insert(start_offset, Arc::clone(&segment));
+        writer.active = segment;
+        *write(&self.high_watermark) = HighWatermark {
+            offset: start_offset,
+            segment_base: start_offset,
+            position: 0,
+        };
+        for a in [
+            &self.log_start_offset,
+            &self.log_end_offset,
+            &self.hw_offset,
+            &self.recovery_point,
+        ] {
+            a.store(start_offset, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Deletes the partition directory (topic deletion). Afterwards every operation fails with
+    /// `LogError::Closed`; reads already running finish on the unlinked files.
+    pub fn delete(&self) -> Result<(), LogError> {
+        let _writer = lock(&self.writer);
+        if self.deleted.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        write(&self.segments).clear();
+        match std::fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    #[cfg(test)]
+    fn segment_bases(&self) -> Vec<i64> {
+        read(&self.segments).keys().copied().collect()
+    }
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.dir)
+            .field("log_start_offset", &self.log_start_offset())
+            .field("log_end_offset", &self.log_end_offset())
+            .field("high_watermark", &self.high_watermark())
+            .field("recovery_point", &self.recovery_point())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;

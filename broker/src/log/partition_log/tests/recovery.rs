@@ -1,0 +1,204 @@
+//! Reopening logs after clean stops, crashes and damage.
+
+use super::*;
+
+fn seg_path(dir: &Path, base: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{ext}"))
+}
+
+fn chop(path: &Path, cut: u64) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len - cut).unwrap();
+}
+
+/// (base offset, last offset) of a batch, or (offset, timestamp) of a lookup.
+type Pair = (i64, i64);
+
+/// What a consumer can observe: the batch served for every offset and timestamp lookups.
+fn observe(log: &PartitionLog) -> (Vec<Pair>, Vec<Option<Pair>>) {
+    let batches = (log.log_start_offset()..log.log_end_offset())
+        .map(|o| {
+            let h = headers(&log.read(o, 1, true).unwrap().records)[0];
+            (h.base_offset(), h.last_offset())
+        })
+        .collect();
+    let by_time = (0..40)
+        .map(|i| log.offset_for_timestamp(990 + i * 50).unwrap())
+        .collect();
+    (batches, by_time)
+}
+
+fn fill(log: &PartitionLog, batches: i64) {
+    for i in 0..batches {
+        let b = BatchSpec::new(1 + (i as usize % 3))
+            .timestamps(1000 + i * 50, 7)
+            .build();
+        log.append(&b, 0).unwrap();
+    }
+}
+
+#[test]
+fn clean_reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small(400));
+    fill(&log, 30);
+    let before = observe(&log);
+    let (leo, max) = (log.log_end_offset(), log.max_timestamp());
+    drop(log);
+    let log = open(dir.path(), small(400));
+    assert_eq!(observe(&log), before);
+    assert_eq!((log.log_end_offset(), log.high_watermark()), (leo, leo));
+    assert_eq!(log.recovery_point(), leo);
+    assert_eq!(log.max_timestamp(), max);
+    assert_eq!(log.append(&batch(1), 0).unwrap().base_offset, leo);
+}
+
+#[test]
+fn torn_last_batch_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default());
+    let sizes: Vec<u64> = (0..3)
+        .map(|_| {
+            let b = batch(2);
+            log.append(&b, 0).unwrap();
+            b.len() as u64
+        })
+        .collect();
+    drop(log);
+    let path = seg_path(dir.path(), 0, "log");
+    chop(&path, 10);
+    let log = open(dir.path(), LogConfig::default());
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), sizes[0] + sizes[1]);
+    assert_eq!(read_all(&log).len(), 2);
+    assert_eq!((log.log_end_offset(), log.high_watermark()), (4, 4));
+    assert_eq!(log.append(&batch(1), 0).unwrap().base_offset, 4);
+    assert_eq!(read_all(&log).len(), 3);
+    drop(log);
+
+    // Torn inside a header.
+    chop(&path, sizes[0] + sizes[1] - 30);
+    let log = open(dir.path(), LogConfig::default());
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), sizes[0]);
+    assert_eq!(log.log_end_offset(), 2);
+    drop(log);
+
+    // Nothing valid left: the log restarts at the segment's base.
+    chop(&path, 5);
+    let log = open(dir.path(), LogConfig::default());
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.max_timestamp(), None);
+    assert!(log.read(0, 100, true).unwrap().records.is_empty());
+}
+
+#[test]
+fn corrupt_batch_is_cut_with_everything_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default());
+    let first = batch(2).len();
+    for _ in 0..3 {
+        log.append(&batch(2), 0).unwrap();
+    }
+    drop(log);
+    let path = seg_path(dir.path(), 0, "log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[first + 70] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let log = open(dir.path(), LogConfig::default());
+    assert_eq!(read_all(&log).len(), 1);
+    assert_eq!(log.log_end_offset(), 2);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), first as u64);
+    assert_eq!(log.append(&batch(1), 0).unwrap().base_offset, 2);
+}
+
+#[test]
+fn broken_indexes_are_rebuilt_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small(400));
+    fill(&log, 40);
+    let bases = log.segment_bases();
+    assert!(bases.len() >= 6);
+    let before = observe(&log);
+    drop(log);
+    let sealed = &bases[..bases.len() - 1];
+    let originals: Vec<(Vec<u8>, Vec<u8>)> = sealed
+        .iter()
+        .map(|&b| {
+            (
+                std::fs::read(seg_path(dir.path(), b, "index")).unwrap(),
+                std::fs::read(seg_path(dir.path(), b, "timeindex")).unwrap(),
+            )
+        })
+        .collect();
+    assert!(originals.iter().all(|(i, t)| !i.is_empty() && !t.is_empty()));
+
+    std::fs::remove_file(seg_path(dir.path(), bases[0], "index")).unwrap();
+    std::fs::remove_file(seg_path(dir.path(), bases[1], "timeindex")).unwrap();
+    std::fs::write(seg_path(dir.path(), bases[2], "index"), b"garbage").unwrap();
+    std::fs::write(seg_path(dir.path(), bases[3], "timeindex"), [0xffu8; 24]).unwrap();
+    // Well-formed entries pointing past the log.
+    let mut past = originals[4].0.clone();
+    past.extend_from_slice(&[0, 0, 0, 90, 0, 1, 0, 0]);
+    std::fs::write(seg_path(dir.path(), bases[4], "index"), past).unwrap();
+    std::fs::remove_file(seg_path(dir.path(), *bases.last().unwrap(), "index")).unwrap();
+
+    let log = open(dir.path(), small(400));
+    assert_eq!(observe(&log), before);
+    for (&b, (index, time_index)) in sealed.iter().zip(&originals) {
+        assert_eq!(&std::fs::read(seg_path(dir.path(), b, "index")).unwrap(), index);
+        assert_eq!(
+            &std::fs::read(seg_path(dir.path(), b, "timeindex")).unwrap(),
+            time_index
+        );
+    }
+}
+
+#[test]
+fn damaged_sealed_segment_keeps_its_good_prefix_and_later_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small(400));
+    fill(&log, 20);
+    let bases = log.segment_bases();
+    let leo = log.log_end_offset();
+    drop(log);
+    // Media damage in a sealed segment whose index no longer matches: scanned and cut.
+    chop(&seg_path(dir.path(), bases[1], "log"), 20);
+    let log = open(dir.path(), small(400));
+    assert_eq!(log.segment_bases(), bases);
+    assert_eq!(log.log_end_offset(), leo);
+    let offsets: Vec<i64> = read_all(&log).iter().map(|h| h.base_offset()).collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+    assert!(offsets.contains(&bases[2]));
+    // A fetch inside the lost range continues at the next segment.
+    let lost = bases[2] - 1;
+    let r = log.read(lost, 1 << 20, true).unwrap();
+    assert_eq!(headers(&r.records)[0].base_offset(), bases[2]);
+}
+
+#[test]
+fn unexpected_files_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default());
+    log.append(&batch(1), 0).unwrap();
+    drop(log);
+    std::fs::write(dir.path().join("leader-epoch-checkpoint"), b"0\n").unwrap();
+    std::fs::write(seg_path(dir.path(), 500, "index"), b"").unwrap();
+    std::fs::write(dir.path().join("00000000000000000abc.log"), b"x").unwrap();
+    std::fs::create_dir(dir.path().join("stray")).unwrap();
+    let log = open(dir.path(), LogConfig::default());
+    assert_eq!(log.segment_bases(), [0]);
+    assert_eq!(log.log_end_offset(), 1);
+}
+
+#[test]
+fn reopened_active_segment_keeps_indexing_sparsely() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small(1 << 20));
+    fill(&log, 50);
+    let entries = log.floor_segment(0).unwrap().index_entries();
+    assert!(entries.0 > 3 && entries.0 < 50, "{entries:?}");
+    drop(log);
+    let log = open(dir.path(), small(1 << 20));
+    assert_eq!(log.floor_segment(0).unwrap().index_entries(), entries);
+}

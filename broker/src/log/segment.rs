@@ -1,0 +1,298 @@
+//! One segment: `<base>.log` with its `.index` and `.timeindex`. Appends come from one writer
+//! at a time (the partition's lock); reads run concurrently with positional reads and only ever
+//! see bytes below a size published after the bytes were written.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+
+use super::batch::{BatchHeaders, BATCH_HEADER_SIZE};
+use super::index::OffsetIndex;
+use super::time_index::TimeIndex;
+use super::walker::HeaderWalker;
+use super::{LogError, RecordBatchHeader};
+
+/// `<20-digit zero-padded base offset>.<ext>`, Kafka's segment file name.
+pub(crate) fn segment_file(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{ext}"))
+}
+
+/// What the indexes need to know about an appended batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchInfo {
+    pub(crate) last_offset: i64,
+    pub(crate) max_timestamp: i64,
+    pub(crate) size: u64,
+}
+
+/// Index state, guarded together so readers see a consistent picture.
+pub(crate) struct SegmentState {
+    pub(crate) offset_index: OffsetIndex,
+    pub(crate) time_index: TimeIndex,
+    /// (largest batch maxTimestamp, last offset of the first batch that reached it).
+    pub(crate) max_timestamp: Option<(i64, i64)>,
+    pub(crate) bytes_since_index_entry: u64,
+    /// Start of the segment's age for `segment.ms`: the first append's wall-clock time, or
+    /// after a reload the first batch's maxTimestamp (as Kafka does).
+    pub(crate) rolling_ts: Option<i64>,
+    /// Offset after the last batch (the base offset while empty).
+    pub(crate) next_offset: i64,
+}
+
+impl SegmentState {
+    pub(crate) fn new(offset_index: OffsetIndex, time_index: TimeIndex, base: i64) -> Self {
+        SegmentState {
+            offset_index,
+            time_index,
+            max_timestamp: None,
+            bytes_since_index_entry: 0,
+            rolling_ts: None,
+            next_offset: base,
+        }
+    }
+
+    /// Accounts for a batch written at `position`: Kafka's sparse indexing, where the first
+    /// batch and then one batch every `index_interval` bytes get an entry.
+    pub(crate) fn on_batch(&mut self, position: u64, info: &BatchInfo, index_interval: u32) {
+        if self.max_timestamp.is_none_or(|(ts, _)| info.max_timestamp > ts) {
+            self.max_timestamp = Some((info.max_timestamp, info.last_offset));
+        }
+        if position == 0 || self.bytes_since_index_entry >= u64::from(index_interval) {
+            if let Ok(pos) = u32::try_from(position) {
+                self.offset_index.append(info.last_offset, pos);
+                if let Some((ts, offset)) = self.max_timestamp {
+                    self.time_index.maybe_append(ts, offset);
+                }
+                self.bytes_since_index_entry = 0;
+            }
+        }
+        self.bytes_since_index_entry += info.size;
+        self.next_offset = info.last_offset + 1;
+    }
+}
+
+/// Outcome of reading from one segment.
+pub(crate) enum SegmentRead {
+    /// No batch at or after the target offset below the read limit.
+    NotHere,
+    /// Whole batches starting with the one containing the target (empty if it did not fit).
+    Batches(Bytes),
+}
+
+pub(crate) struct LogSegment {
+    base_offset: i64,
+    dir: PathBuf,
+    file: Arc<File>,
+    /// Bytes of whole batches written; readers never look past it.
+    size: AtomicU64,
+    state: RwLock<SegmentState>,
+}
+
+impl LogSegment {
+    /// A new empty segment; existing files of the same name are truncated.
+    pub(crate) fn create(dir: &Path, base_offset: i64) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(segment_file(dir, base_offset, "log"))?;
+        let state = SegmentState::new(
+            OffsetIndex::create(segment_file(dir, base_offset, "index"), base_offset)?,
+            TimeIndex::create(segment_file(dir, base_offset, "timeindex"), base_offset)?,
+            base_offset,
+        );
+        Self::from_parts(dir, base_offset, file, 0, state)
+    }
+
+    /// A segment over an already recovered `.log` holding `size` valid bytes.
+    pub(crate) fn from_parts(
+        dir: &Path,
+        base_offset: i64,
+        file: File,
+        size: u64,
+        state: SegmentState,
+    ) -> io::Result<Self> {
+        Ok(LogSegment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            file: Arc::new(file),
+            size: AtomicU64::new(size),
+            state: RwLock::new(state),
+        })
+    }
+
+    pub(crate) fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    pub(crate) fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn next_offset(&self) -> i64 {
+        self.read_state().next_offset
+    }
+
+    pub(crate) fn rolling_ts(&self) -> Option<i64> {
+        self.read_state().rolling_ts
+    }
+
+    /// (largest maxTimestamp, last offset of the first batch carrying it).
+    pub(crate) fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.read_state().max_timestamp
+    }
+
+    /// The data file, for fsyncs that must not hold any lock.
+    pub(crate) fn file(&self) -> Arc<File> {
+        Arc::clone(&self.file)
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, SegmentState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, SegmentState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends one batch as `header` + `payload`, written in place so the payload is never
+    /// copied. Callers serialise appends. Writes are positional: after a failed write the next
+    /// append overwrites whatever was left past `size`, and the file is cut back when possible.
+    pub(crate) fn append(
+        &self,
+        header: &[u8; BATCH_HEADER_SIZE],
+        payload: &[u8],
+        info: BatchInfo,
+        now_ms: i64,
+        index_interval: u32,
+    ) -> Result<(), LogError> {
+        let position = self.size();
+        let written = self
+            .file
+            .write_all_at(header, position)
+            .and_then(|()| self.file.write_all_at(payload, position + header.len() as u64));
+        if let Err(e) = written {
+            if let Err(cut) = self.file.set_len(position) {
+                tracing::warn!(file = %self.log_path().display(), error = %cut, "cannot cut back a failed append");
+            }
+            return Err(e.into());
+        }
+        {
+            let mut st = self.write_state();
+            st.on_batch(position, &info, index_interval);
+            st.rolling_ts.get_or_insert(now_ms);
+        }
+        self.size.store(position + info.size, Ordering::Release);
+        Ok(())
+    }
+
+    /// Reads whole batches starting with the first whose last offset is >= `target`, stopping
+    /// before `max_pos` and, unless the first batch alone exceeds it and `min_one_batch` is
+    /// set, within `max_bytes`.
+    pub(crate) fn read(
+        &self,
+        target: i64,
+        max_pos: u64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<SegmentRead, LogError> {
+        let start = u64::from(self.read_state().offset_index.lookup(target).1);
+        let Some((pos, header)) = self.find(start, max_pos, |h| h.last_offset() >= target)? else {
+            return Ok(SegmentRead::NotHere);
+        };
+        let first_end = pos + header.size() as u64;
+        let limit = max_pos.min(pos.saturating_add(max_bytes as u64));
+        if first_end > limit {
+            return Ok(SegmentRead::Batches(if min_one_batch {
+                self.read_range(pos, first_end)?
+            } else {
+                Bytes::new()
+            }));
+        }
+        let mut data = self.read_range(pos, limit)?;
+        let mut whole = BatchHeaders::new(&data);
+        whole.by_ref().for_each(drop);
+        let end = whole.position();
+        data.truncate(end);
+        Ok(SegmentRead::Batches(data))
+    }
+
+    /// The first batch below `max_pos` whose maxTimestamp is >= `timestamp`, as (base offset,
+    /// maxTimestamp).
+    pub(crate) fn find_by_timestamp(
+        &self,
+        timestamp: i64,
+        max_pos: u64,
+    ) -> Result<Option<(i64, i64)>, LogError> {
+        let start = {
+            let st = self.read_state();
+            let (_, offset) = st.time_index.lookup(timestamp);
+            u64::from(st.offset_index.lookup(offset).1)
+        };
+        Ok(self
+            .find(start, max_pos, |h| h.max_timestamp() >= timestamp)?
+            .map(|(_, h)| (h.base_offset(), h.max_timestamp())))
+    }
+
+    fn find(
+        &self,
+        start: u64,
+        max_pos: u64,
+        wanted: impl Fn(&RecordBatchHeader) -> bool,
+    ) -> Result<Option<(u64, RecordBatchHeader)>, LogError> {
+        let mut walker = HeaderWalker::new(&self.file, start, max_pos);
+        while let Some((pos, header)) = walker.next_batch()? {
+            if wanted(&header) {
+                return Ok(Some((pos, header)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn read_range(&self, from: u64, to: u64) -> Result<Bytes, LogError> {
+        let mut buf = vec![0u8; (to - from) as usize];
+        self.file.read_exact_at(&mut buf, from)?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Makes the segment fully durable: the data, and index files completed with a final time
+    /// index entry for the segment's largest timestamp (so a reopened sealed segment knows its
+    /// maximum from the index alone).
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        {
+            let mut st = self.write_state();
+            if let Some((ts, offset)) = st.max_timestamp {
+                st.time_index.maybe_append(ts, offset);
+            }
+            st.offset_index.persist()?;
+            st.time_index.persist()?;
+        }
+        self.file.sync_data()
+    }
+
+    pub(crate) fn log_path(&self) -> PathBuf {
+        segment_file(&self.dir, self.base_offset, "log")
+    }
+
+    pub(crate) fn delete_files(&self) -> io::Result<()> {
+        for ext in ["log", "index", "timeindex"] {
+            match std::fs::remove_file(segment_file(&self.dir, self.base_offset, ext)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn index_entries(&self) -> (usize, usize) {
+        let st = self.read_state();
+        (st.offset_index.len(), st.time_index.len())
+    }
+}

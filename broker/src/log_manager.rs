@@ -1,0 +1,419 @@
+//! The topics this broker hosts and their partition logs (Kafka's LogManager and metadata
+//! cache in one, as a single node needs nothing more).
+//!
+//! Topic metadata lives in RocksDB; each partition is a `<topic>-<partition>` directory of
+//! segments under the data directory. A `Topic` is an immutable snapshot: administrative
+//! changes build a new one and swap it in, so readers never wait on them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::config::topic::{effective, validate_topic_config};
+use crate::config::Config;
+use crate::error::BrokerError;
+use crate::log::{LogConfig, PartitionLog, TimestampType};
+use crate::meta::{MetaStore, TopicRecord};
+
+/// Kafka's limit on topic names (so that `<name>-<partition>` directories stay under 255 bytes).
+const MAX_TOPIC_NAME_LEN: usize = 249;
+
+pub struct Topic {
+    pub name: String,
+    pub id: uuid::Uuid,
+    pub partitions: Vec<Arc<PartitionLog>>,
+    /// Settings set on this topic only.
+    pub configs: BTreeMap<String, String>,
+}
+
+impl Topic {
+    pub fn partition(&self, index: i32) -> Option<&Arc<PartitionLog>> {
+        usize::try_from(index).ok().and_then(|i| self.partitions.get(i))
+    }
+
+    pub fn is_internal(&self) -> bool {
+        self.name.starts_with("__")
+    }
+
+    fn record(&self) -> TopicRecord {
+        TopicRecord {
+            name: self.name.clone(),
+            id: self.id,
+            partitions: self.partitions.len() as i32,
+            configs: self.configs.clone(),
+        }
+    }
+}
+
+pub struct LogManager {
+    dir: PathBuf,
+    config: Arc<Config>,
+    meta: Arc<MetaStore>,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Serialises administrative changes (create, delete, alter) so that the check-then-act of
+    /// each is atomic; produce and fetch never take it.
+    admin: Mutex<()>,
+}
+
+/// Kafka's topic name rules: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
+    if name.is_empty() {
+        return Err(BrokerError::InvalidTopic(
+            "Topic name is illegal, it can't be empty".into(),
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(BrokerError::InvalidTopic(
+            "Topic name cannot be \".\" or \"..\"".into(),
+        ));
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err(BrokerError::InvalidTopic(format!(
+            "Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LEN} characters, topic name: {name}"
+        )));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(BrokerError::InvalidTopic(format!(
+            "Topic name {name} is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Names that differ only in '.' versus '_' collide in metric names, so Kafka refuses the second.
+fn collision_key(name: &str) -> String {
+    name.replace('.', "_")
+}
+
+impl LogManager {
+    /// Opens every topic recorded in the store, recovering each partition log.
+    pub fn open(dir: &Path, config: Arc<Config>, meta: Arc<MetaStore>) -> Result<LogManager, BrokerError> {
+        let manager = LogManager {
+            dir: dir.to_path_buf(),
+            config,
+            meta,
+            topics: RwLock::new(HashMap::new()),
+            admin: Mutex::new(()),
+        };
+        let mut topics = HashMap::new();
+        for record in manager.meta.topics()? {
+            let log_config = manager.log_config(&record.configs);
+            let partitions = (0..record.partitions)
+                .map(|p| manager.open_partition(&record.name, p, log_config))
+                .collect::<Result<Vec<_>, _>>()?;
+            tracing::info!(topic = %record.name, partitions = record.partitions, "topic loaded");
+            topics.insert(
+                record.name.clone(),
+                Arc::new(Topic {
+                    name: record.name,
+                    id: record.id,
+                    partitions,
+                    configs: record.configs,
+                }),
+            );
+        }
+        *manager.topics.write().unwrap_or_else(|e| e.into_inner()) = topics;
+        Ok(manager)
+    }
+
+    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.dir.join(format!("{topic}-{partition}"))
+    }
+
+    fn open_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+    ) -> Result<Arc<PartitionLog>, BrokerError> {
+        Ok(Arc::new(PartitionLog::open(
+            &self.partition_dir(topic, partition),
+            config,
+        )?))
+    }
+
+    /// The storage settings of a topic with these overrides.
+    pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
+        let num = |name: &str| -> i64 {
+            effective(overrides, &self.config, name)
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        let timestamp_type = match effective(overrides, &self.config, "message.timestamp.type").as_deref() {
+            Some("LogAppendTime") => TimestampType::LogAppendTime,
+            _ => TimestampType::CreateTime,
+        };
+        LogConfig {
+            segment_bytes: num("segment.bytes").max(14) as u64,
+            segment_ms: num("segment.ms").max(1),
+            index_interval_bytes: num("index.interval.bytes").clamp(0, u32::MAX as i64) as u32,
+            max_message_bytes: num("max.message.bytes").max(0) as usize,
+            timestamp_type,
+            ..LogConfig::default()
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.topics.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.topics.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read().get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
+        self.read().values().find(|t| t.id == id).cloned()
+    }
+
+    /// Every topic, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut all: Vec<_> = self.read().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Result<Arc<PartitionLog>, BrokerError> {
+        self.topic(topic)
+            .and_then(|t| t.partition(partition).cloned())
+            .ok_or(BrokerError::UnknownTopicOrPartition)
+    }
+
+    /// Checks a CreateTopics request's topic; returns the partition count to use.
+    pub fn validate_new_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<i32, BrokerError> {
+        validate_topic_name(name)?;
+        if let Some(existing) = self.read().get(name) {
+            return Err(BrokerError::TopicAlreadyExists(format!(
+                "Topic '{}' already exists.",
+                existing.name
+            )));
+        }
+        let key = collision_key(name);
+        if let Some(other) = self.read().keys().find(|t| collision_key(t) == key) {
+            return Err(BrokerError::InvalidTopic(format!(
+                "Topic '{name}' collides with existing topic: {other}"
+            )));
+        }
+        let partitions = if partitions == -1 {
+            self.config.num_partitions
+        } else {
+            partitions
+        };
+        if partitions <= 0 {
+            return Err(BrokerError::InvalidPartitions(
+                "Number of partitions must be larger than 0.".into(),
+            ));
+        }
+        let rf = if replication_factor == -1 {
+            self.config.default_replication_factor
+        } else {
+            replication_factor
+        };
+        if rf <= 0 {
+            return Err(BrokerError::InvalidReplicationFactor(
+                "Replication factor must be larger than 0, or -1 to use the default value.".into(),
+            ));
+        }
+        if rf > 1 {
+            return Err(BrokerError::InvalidReplicationFactor(format!(
+                "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered."
+            )));
+        }
+        for (k, v) in configs {
+            validate_topic_config(k, v).map_err(|e| BrokerError::InvalidConfig(e.0))?;
+        }
+        Ok(partitions)
+    }
+
+    /// Creates a topic: partition directories first, then the durable RocksDB record, so a
+    /// crash in between leaves only empty directories that a later create reuses.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let partitions = self.validate_new_topic(name, partitions, replication_factor, &configs)?;
+        let log_config = self.log_config(&configs);
+        let logs = (0..partitions)
+            .map(|p| self.open_partition(name, p, log_config))
+            .collect::<Result<Vec<_>, _>>()?;
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            id: uuid::Uuid::new_v4(),
+            partitions: logs,
+            configs,
+        });
+        self.meta.put_topic(&topic.record())?;
+        self.write().insert(name.to_string(), topic.clone());
+        tracing::info!(topic = %name, partitions, "topic created");
+        Ok(topic)
+    }
+
+    /// Deletes a topic: the RocksDB record first (the point of no return), then its files.
+    pub fn delete_topic(&self, name: &str) -> Result<uuid::Uuid, BrokerError> {
+        if !self.config.delete_topic_enable {
+            return Err(BrokerError::TopicDeletionDisabled);
+        }
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self.topic(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        self.meta.delete_topic(name)?;
+        self.write().remove(name);
+        for p in 0..topic.partitions.len() as i32 {
+            let dir = self.partition_dir(name, p);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory of deleted topic");
+            }
+        }
+        tracing::info!(topic = %name, "topic deleted");
+        Ok(topic.id)
+    }
+
+    /// Grows a topic to `count` partitions (Kafka never shrinks one).
+    pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<(), BrokerError> {
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self.topic(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        let current = topic.partitions.len() as i32;
+        if count < current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "Topic currently has {current} partitions, which is higher than the requested {count}."
+            )));
+        }
+        if count == current {
+            return Err(BrokerError::InvalidPartitions(format!(
+                "Topic already has {current} partitions."
+            )));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let log_config = self.log_config(&topic.configs);
+        let mut partitions = topic.partitions.clone();
+        for p in current..count {
+            partitions.push(self.open_partition(name, p, log_config)?);
+        }
+        let grown = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions,
+            configs: topic.configs.clone(),
+        });
+        self.meta.put_topic(&grown.record())?;
+        self.write().insert(name.to_string(), grown);
+        tracing::info!(topic = %name, from = current, to = count, "partitions added");
+        Ok(())
+    }
+
+    /// Replaces a topic's overrides (validated by the caller), persists them, and applies the
+    /// storage-relevant ones to every partition log.
+    pub fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), BrokerError> {
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self.topic(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        let updated = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions: topic.partitions.clone(),
+            configs,
+        });
+        self.meta.put_topic(&updated.record())?;
+        let log_config = self.log_config(&updated.configs);
+        for log in &updated.partitions {
+            log.set_config(log_config);
+        }
+        self.write().insert(name.to_string(), updated);
+        Ok(())
+    }
+
+    pub fn broker_config(&self) -> &Config {
+        &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_a-b").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    fn manager(dir: &Path) -> LogManager {
+        let config = Arc::new(Config::load(None, Vec::new(), &[]).unwrap());
+        let meta = Arc::new(MetaStore::open(&dir.join("meta")).unwrap());
+        LogManager::open(dir, config, meta).unwrap()
+    }
+
+    #[test]
+    fn create_refuses_duplicates_collisions_and_replication() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        m.create_topic("a.b", 2, 1, BTreeMap::new()).unwrap();
+        assert!(matches!(
+            m.create_topic("a.b", 1, 1, BTreeMap::new()),
+            Err(BrokerError::TopicAlreadyExists(_))
+        ));
+        assert!(matches!(
+            m.create_topic("a_b", 1, 1, BTreeMap::new()),
+            Err(BrokerError::InvalidTopic(_))
+        ));
+        assert!(matches!(
+            m.create_topic("c", 1, 3, BTreeMap::new()),
+            Err(BrokerError::InvalidReplicationFactor(_))
+        ));
+        assert!(matches!(
+            m.create_topic("c", 0, 1, BTreeMap::new()),
+            Err(BrokerError::InvalidPartitions(_))
+        ));
+        let bad = BTreeMap::from([("no.such.config".to_string(), "1".to_string())]);
+        assert!(matches!(
+            m.create_topic("c", 1, 1, bad),
+            Err(BrokerError::InvalidConfig(_))
+        ));
+    }
+
+    #[test]
+    fn topics_partitions_and_configs_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = {
+            let m = manager(dir.path());
+            let t = m.create_topic("t", 1, -1, BTreeMap::new()).unwrap();
+            m.create_partitions("t", 3, false).unwrap();
+            m.set_topic_configs("t", BTreeMap::from([("retention.ms".into(), "5".into())]))
+                .unwrap();
+            m.create_topic("gone", 1, 1, BTreeMap::new()).unwrap();
+            m.delete_topic("gone").unwrap();
+            t.id
+        };
+        let m = manager(dir.path());
+        let t = m.topic("t").unwrap();
+        assert_eq!(t.id, id);
+        assert_eq!(t.partitions.len(), 3);
+        assert_eq!(t.configs.get("retention.ms").map(String::as_str), Some("5"));
+        assert!(m.topic("gone").is_none());
+        assert!(!dir.path().join("gone-0").exists());
+    }
+}

@@ -1,0 +1,244 @@
+//! The one table of supported APIs. ApiVersions advertises exactly these entries and dispatch
+//! routes through them, so an API cannot be advertised without a handler or handled without
+//! being advertised.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Encodable, HeaderVersion, Request};
+
+use super::RequestContext;
+use crate::api;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a handler gives back.
+pub enum Reply<R> {
+    /// The response, ready now.
+    Ready(R),
+    /// A response that completes later (a produce waiting for its fsync, a fetch waiting for
+    /// data). The connection reads and applies later requests meanwhile; responses still go
+    /// out in request order.
+    Deferred(BoxFuture<R>),
+    /// No response at all (produce with acks=0).
+    Nothing,
+}
+
+/// A handler's reply, encoded as a response frame body (header included).
+pub enum EncodedReply {
+    Ready(Bytes),
+    Deferred(tokio::task::JoinHandle<Result<Bytes, String>>),
+    Nothing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("cannot decode {api:?} v{version} request: {reason}")]
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    /// A broker bug: the handler built a response its version cannot carry. The connection
+    /// is closed so the client retries at once instead of waiting for a timeout.
+    #[error("cannot encode the {api:?} v{version} response: {reason}")]
+    Unencodable {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+}
+
+type Handler = fn(Arc<RequestContext>, Bytes) -> BoxFuture<Result<EncodedReply, DispatchError>>;
+
+pub struct ApiEntry {
+    pub key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+    handle: Handler,
+}
+
+macro_rules! api {
+    ($key:ident, $min:literal ..= $max:literal, $req:ty, $handler:path) => {
+        ApiEntry {
+            key: ApiKey::$key,
+            min_version: $min,
+            max_version: $max,
+            handle: |ctx, body| Box::pin(invoke::<$req, _, _>(ctx, body, $handler)),
+        }
+    };
+}
+
+/// Version floors follow Kafka 4.x (KIP-896), ceilings Kafka 4.1.
+pub static SUPPORTED_APIS: &[ApiEntry] = &[
+    api!(Produce, 3..=13, ProduceRequest, api::produce::handle),
+    api!(Fetch, 4..=18, FetchRequest, api::fetch::handle),
+    api!(
+        ListOffsets,
+        1..=10,
+        ListOffsetsRequest,
+        api::offsets::list_offsets
+    ),
+    api!(Metadata, 0..=13, MetadataRequest, api::metadata::handle),
+    api!(
+        FindCoordinator,
+        0..=6,
+        FindCoordinatorRequest,
+        api::coordinator::find_coordinator
+    ),
+    api!(ApiVersions, 0..=4, ApiVersionsRequest, api::api_versions::handle),
+    api!(
+        CreateTopics,
+        2..=7,
+        CreateTopicsRequest,
+        api::topics::create_topics
+    ),
+    api!(
+        DeleteTopics,
+        1..=6,
+        DeleteTopicsRequest,
+        api::topics::delete_topics
+    ),
+    api!(
+        OffsetForLeaderEpoch,
+        2..=4,
+        OffsetForLeaderEpochRequest,
+        api::offsets::offset_for_leader_epoch
+    ),
+    api!(
+        DescribeConfigs,
+        1..=4,
+        DescribeConfigsRequest,
+        api::configs::describe_configs
+    ),
+    api!(
+        AlterConfigs,
+        0..=2,
+        AlterConfigsRequest,
+        api::configs::alter_configs
+    ),
+    api!(
+        CreatePartitions,
+        0..=3,
+        CreatePartitionsRequest,
+        api::topics::create_partitions
+    ),
+    api!(
+        IncrementalAlterConfigs,
+        0..=1,
+        IncrementalAlterConfigsRequest,
+        api::configs::incremental_alter_configs
+    ),
+    api!(
+        DescribeCluster,
+        0..=2,
+        DescribeClusterRequest,
+        api::metadata::describe_cluster
+    ),
+    api!(
+        DescribeTopicPartitions,
+        0..=0,
+        DescribeTopicPartitionsRequest,
+        api::metadata::describe_topic_partitions
+    ),
+];
+
+pub fn lookup(key: ApiKey) -> Option<&'static ApiEntry> {
+    SUPPORTED_APIS.iter().find(|e| e.key == key)
+}
+
+impl ApiEntry {
+    pub fn supports(&self, version: i16) -> bool {
+        (self.min_version..=self.max_version).contains(&version)
+    }
+
+    pub fn dispatch(
+        &'static self,
+        ctx: Arc<RequestContext>,
+        body: Bytes,
+    ) -> BoxFuture<Result<EncodedReply, DispatchError>> {
+        (self.handle)(ctx, body)
+    }
+}
+
+async fn invoke<Req, F, Fut>(
+    ctx: Arc<RequestContext>,
+    mut body: Bytes,
+    handler: F,
+) -> Result<EncodedReply, DispatchError>
+where
+    Req: Request + Send + 'static,
+    Req::Response: Send + 'static,
+    F: FnOnce(Arc<RequestContext>, Req) -> Fut,
+    Fut: Future<Output = Reply<Req::Response>>,
+{
+    let version = ctx.api_version;
+    let api = ctx.api_key;
+    let request = Req::decode(&mut body, version).map_err(|e| DispatchError::Malformed {
+        api,
+        version,
+        reason: e.to_string(),
+    })?;
+    let correlation_id = ctx.correlation_id;
+    Ok(match handler(ctx, request).await {
+        Reply::Ready(response) => EncodedReply::Ready(
+            encode_response(correlation_id, version, &response)
+                .map_err(|reason| DispatchError::Unencodable { api, version, reason })?,
+        ),
+        Reply::Deferred(future) => EncodedReply::Deferred(tokio::spawn(async move {
+            let response = future.await;
+            encode_response(correlation_id, version, &response)
+        })),
+        Reply::Nothing => EncodedReply::Nothing,
+    })
+}
+
+/// Encodes a response frame: size prefix, response header (v0 or v1 by the API's rules), body.
+pub fn encode_response<R: Encodable + HeaderVersion>(
+    correlation_id: i32,
+    version: i16,
+    response: &R,
+) -> Result<Bytes, String> {
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = R::header_version(version);
+    let result = (|| -> Result<Bytes, String> {
+        let size = header.compute_size(header_version).map_err(|e| e.to_string())?
+            + response.compute_size(version).map_err(|e| e.to_string())?;
+        let mut buf = BytesMut::with_capacity(4 + size);
+        buf.extend_from_slice(&(size as i32).to_be_bytes());
+        header
+            .encode(&mut buf, header_version)
+            .map_err(|e| e.to_string())?;
+        response.encode(&mut buf, version).map_err(|e| e.to_string())?;
+        Ok(buf.freeze())
+    })();
+    if let Err(e) = &result {
+        tracing::error!(error = %e, version, "failed to encode a response");
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_within_the_protocol_crate_ranges_and_unique() {
+        for (i, e) in SUPPORTED_APIS.iter().enumerate() {
+            let known = e.key.valid_versions();
+            assert!(
+                e.min_version >= known.min && e.max_version <= known.max,
+                "{:?}",
+                e.key
+            );
+            assert!(
+                SUPPORTED_APIS[..i].iter().all(|o| o.key != e.key),
+                "{:?} twice",
+                e.key
+            );
+        }
+    }
+}

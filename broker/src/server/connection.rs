@@ -1,0 +1,248 @@
+//! One client connection: Kafka framing (4-byte size prefix), request headers, and responses
+//! written strictly in request order.
+//!
+//! The reader applies requests one at a time, in order, as Kafka does for a connection (so a
+//! client's pipelined produces land in the order sent); a reply that must wait (an fsync, a
+//! long poll) is handed to the writer as a pending task, so the reader can go on with the next
+//! request while the writer sends replies in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::Decodable;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::api_table::{self, EncodedReply};
+use super::{Endpoint, RequestContext};
+use crate::api::api_versions;
+use crate::broker::Broker;
+
+/// Replies queued for the writer; when full the reader stops reading, which pushes back on a
+/// client that pipelines faster than it is answered.
+const MAX_QUEUED_REPLIES: usize = 64;
+
+pub struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    endpoint: Arc<Endpoint>,
+    broker: Arc<Broker>,
+}
+
+/// Why the connection stops reading.
+enum Stop {
+    /// Clean end of stream or shutdown.
+    Done,
+    /// The client broke the protocol; the connection is closed after the replies already due.
+    Violation(String),
+}
+
+impl Connection {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        endpoint: Arc<Endpoint>,
+        broker: Arc<Broker>,
+    ) -> Connection {
+        Connection {
+            stream,
+            peer,
+            endpoint,
+            broker,
+        }
+    }
+
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let span = tracing::info_span!("connection", peer = %self.peer, listener = %self.endpoint.listener);
+        async move {
+            tracing::debug!("connection opened");
+            let Connection {
+                stream,
+                peer,
+                endpoint,
+                broker,
+            } = self;
+            let (reader, writer) = stream.into_split();
+            let (tx, rx) = mpsc::channel(MAX_QUEUED_REPLIES);
+            // The writer cancels this when the peer stops accepting replies, so the reader
+            // does not keep applying requests nobody will hear about.
+            let writer_gone = CancellationToken::new();
+            let write_task = tokio::spawn(write_replies(writer, rx, writer_gone.clone()));
+            let stop = read_requests(reader, tx, peer, endpoint, broker, &shutdown, &writer_gone).await;
+            // The reader dropped its sender: the writer sends what is queued, then finishes.
+            let _ = write_task.await;
+            match stop {
+                Stop::Done => tracing::debug!("connection closed"),
+                Stop::Violation(reason) => tracing::warn!(%reason, "closing connection"),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+async fn read_requests(
+    mut reader: OwnedReadHalf,
+    tx: mpsc::Sender<EncodedReply>,
+    peer: SocketAddr,
+    endpoint: Arc<Endpoint>,
+    broker: Arc<Broker>,
+    shutdown: &CancellationToken,
+    writer_gone: &CancellationToken,
+) -> Stop {
+    let max_size = broker.config.socket_request_max_bytes;
+    loop {
+        let frame = tokio::select! {
+            _ = shutdown.cancelled() => return Stop::Done,
+            _ = writer_gone.cancelled() => return Stop::Done,
+            f = read_frame(&mut reader, max_size) => f,
+        };
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => return Stop::Done,
+            Err(stop) => return stop,
+        };
+        let reply = match handle_frame(frame, peer, &endpoint, &broker).await {
+            Ok(reply) => reply,
+            Err(reason) => return Stop::Violation(reason),
+        };
+        if tx.send(reply).await.is_err() {
+            return Stop::Done;
+        }
+    }
+}
+
+/// Reads one size-prefixed frame. The size is checked before anything is allocated, so a
+/// hostile 2 GiB prefix costs nothing.
+async fn read_frame(reader: &mut OwnedReadHalf, max_size: i32) -> Result<Option<Bytes>, Stop> {
+    let size = match reader.read_i32().await {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => {
+            tracing::debug!(error = %e, "read failed");
+            return Ok(None);
+        }
+    };
+    if size < 0 || size > max_size {
+        return Err(Stop::Violation(format!(
+            "request size {size} outside 0..={max_size} (socket.request.max.bytes)"
+        )));
+    }
+    let mut buf = BytesMut::zeroed(size as usize);
+    match reader.read_exact(&mut buf).await {
+        Ok(_) => Ok(Some(buf.freeze())),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Stop::Violation(format!(
+            "connection ended inside a {size}-byte request"
+        ))),
+        Err(e) => {
+            tracing::debug!(error = %e, "read failed");
+            Ok(None)
+        }
+    }
+}
+
+/// Parses the request header and routes the body through the API table.
+async fn handle_frame(
+    mut frame: Bytes,
+    peer: SocketAddr,
+    endpoint: &Arc<Endpoint>,
+    broker: &Arc<Broker>,
+) -> Result<EncodedReply, String> {
+    if frame.len() < 8 {
+        return Err(format!(
+            "request of {} bytes is shorter than a request header",
+            frame.len()
+        ));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Ok(key) = ApiKey::try_from(raw_key) else {
+        return Err(format!("unknown API key {raw_key}"));
+    };
+    let Some(entry) = api_table::lookup(key) else {
+        return Err(format!("unsupported API {key:?} (key {raw_key})"));
+    };
+    if !entry.supports(version) {
+        // KIP-511: a client newer than us learns our versions from a v0 answer.
+        if key == ApiKey::ApiVersions {
+            tracing::debug!(version, "ApiVersions version unsupported; answering with v0");
+            return Ok(EncodedReply::Ready(api_versions::unsupported_version_reply(
+                correlation_id,
+            )));
+        }
+        return Err(format!(
+            "unsupported version {version} of {key:?} (supported {}..={})",
+            entry.min_version, entry.max_version
+        ));
+    }
+    let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
+        .map_err(|e| format!("malformed {key:?} v{version} request header: {e}"))?;
+    let ctx = Arc::new(RequestContext {
+        broker: broker.clone(),
+        api_key: key,
+        api_version: version,
+        correlation_id,
+        client_id: header.client_id.map(|c| c.to_string()),
+        endpoint: endpoint.clone(),
+        peer,
+    });
+    let span = tracing::debug_span!("request", api = ?key, version, correlation_id);
+    entry
+        .dispatch(ctx, frame)
+        .instrument(span)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn write_replies(
+    writer: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<EncodedReply>,
+    writer_gone: CancellationToken,
+) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    while let Some(reply) = rx.recv().await {
+        let bytes = match reply {
+            EncodedReply::Ready(b) => Some(b),
+            EncodedReply::Deferred(task) => {
+                // Replies already buffered must not wait behind one that is still pending.
+                if !task.is_finished() && writer.flush().await.is_err() {
+                    writer_gone.cancel();
+                    return;
+                }
+                match task.await {
+                    Ok(Ok(bytes)) => Some(bytes),
+                    Ok(Err(_)) | Err(_) => {
+                        // Already logged where it failed; the client must not wait for a
+                        // reply that will never come.
+                        writer_gone.cancel();
+                        return;
+                    }
+                }
+            }
+            EncodedReply::Nothing => None,
+        };
+        if let Some(mut bytes) = bytes {
+            let mut ok = true;
+            while bytes.has_remaining() && ok {
+                ok = writer.write_all_buf(&mut bytes).await.is_ok();
+            }
+            // Flush when nothing else is queued, so pipelined replies share a syscall.
+            if ok && rx.is_empty() {
+                ok = writer.flush().await.is_ok();
+            }
+            if !ok {
+                writer_gone.cancel();
+                return;
+            }
+        }
+    }
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+}

@@ -1,0 +1,148 @@
+//! The network side: listeners, the accept loop, shutdown, and the request context handed to
+//! API handlers. Knows framing and dispatch, nothing of storage.
+
+pub mod api_table;
+mod connection;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::ApiKey;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::config::ListenerSpec;
+
+/// How long shutdown waits for connections to finish the requests they already read.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bound listener and the endpoint clients connecting through it are told to use.
+pub struct BoundListener {
+    pub name: String,
+    pub socket: TcpListener,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+}
+
+/// The endpoint a connection's listener advertises (Metadata, DescribeCluster answer with it,
+/// so clients inside and outside a compose network each get an address they can reach).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub listener: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Binds every configured listener. A port of 0 binds an ephemeral port, and the advertised
+/// endpoint of that listener then carries the port actually bound.
+pub async fn bind(
+    listeners: &[ListenerSpec],
+    advertised: &[ListenerSpec],
+) -> std::io::Result<Vec<BoundListener>> {
+    let mut bound = Vec::new();
+    for spec in listeners {
+        let socket = TcpListener::bind((spec.bind_host(), spec.port))
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot bind listener {spec}: {e}")))?;
+        let local = socket.local_addr()?;
+        let (advertised_host, advertised_port) = match advertised.iter().find(|a| a.name == spec.name) {
+            Some(a) if a.port == 0 || (spec.port == 0 && a.port == spec.port) => {
+                (a.host.clone(), local.port())
+            }
+            Some(a) => (a.host.clone(), a.port),
+            None => (spec.bind_host().to_string(), local.port()),
+        };
+        tracing::info!(
+            listener = %spec.name,
+            bound = %local,
+            advertised = %format!("{advertised_host}:{advertised_port}"),
+            "listener bound"
+        );
+        bound.push(BoundListener {
+            name: spec.name.clone(),
+            socket,
+            advertised_host,
+            advertised_port,
+        });
+    }
+    Ok(bound)
+}
+
+/// What a handler knows about the request it serves.
+pub struct RequestContext {
+    pub broker: Arc<Broker>,
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+    pub endpoint: Arc<Endpoint>,
+    pub peer: SocketAddr,
+}
+
+/// Serves every listener until `shutdown` is cancelled, then stops accepting, lets each
+/// connection finish the requests it has read (bounded by DRAIN_TIMEOUT) and returns.
+pub async fn run(listeners: Vec<BoundListener>, broker: Arc<Broker>, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(broker.config.max_connections));
+    for listener in listeners {
+        let endpoint = Arc::new(Endpoint {
+            listener: listener.name.clone(),
+            host: listener.advertised_host.clone(),
+            port: listener.advertised_port,
+        });
+        tracker.spawn(accept_loop(
+            listener.socket,
+            endpoint,
+            broker.clone(),
+            permits.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    shutdown.cancelled().await;
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+        tracing::warn!("connections still busy after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    endpoint: Arc<Endpoint>,
+    broker: Arc<Broker>,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        // Waiting for a permit before accepting applies max.connections as backpressure:
+        // excess clients queue in the kernel's backlog instead of being refused.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = socket.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Typically EMFILE: back off briefly rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = connection::Connection::new(stream, peer, endpoint.clone(), broker.clone());
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            conn.serve(shutdown).await;
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,14 @@
+//! protocol-tests: each test starts the real `keel` binary (`broker::TestBroker`) and drives it
+//! with real clients. One test binary, a module per area.
+
+mod broker;
+mod clients;
+mod wire;
+
+mod admin;
+mod bad_input;
+mod coordinator;
+mod kcat;
+mod python_client;
+mod rdkafka_roundtrip;
+mod restart;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test: the broker's unit tests and protocol-tests, which start the real keel binary
+# and drive it with librdkafka (rdkafka), kcat and kafka-python.
+# Extra arguments go to the test binaries, e.g. `scripts/test.sh restart` runs the restart tests.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# One target dir and one build command line for every script, so RocksDB compiles once.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/keel/target}"
+
+scripts/setup.sh
+
+# kafka-python is a pure-Python client (no librdkafka), so it checks the broker against a second,
+# independent implementation of the protocol.
+venv="$HOME/.cache/keel/venv"
+if ! "$venv/bin/python" -c 'import kafka' >/dev/null 2>&1; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet kafka-python
+fi
+export KEEL_PYTHON="$venv/bin/python"
+
+cargo build --workspace --all-targets
+# Two test threads on two cores: each protocol test runs its own broker next to its clients.
+# --no-fail-fast: a failing unit test must not hide the protocol tests (and vice versa).
+exec cargo test --workspace --no-fail-fast -- --test-threads=2 "$@"
