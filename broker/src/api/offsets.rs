@@ -10,7 +10,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::*;
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
 
 use super::LEADER_EPOCH;
 use crate::error::BrokerError;
@@ -87,11 +87,13 @@ fn lookup(log: &PartitionLog, timestamp: i64) -> Result<Option<(i64, i64)>, Brok
         // No tiered storage: nothing is tiered.
         LATEST_TIERED => None,
         MAX_TIMESTAMP => match log.max_timestamp() {
-            Some((offset, ts)) => Some(refine(log, offset, |t| t == ts)?.unwrap_or((offset, ts))),
+            Some((offset, ts)) => Some(refine(log, offset, ts, |t| t == ts)?.unwrap_or((offset, ts))),
             None => None,
         },
         ts if ts >= 0 => match log.offset_for_timestamp(ts)? {
-            Some((offset, batch_ts)) => Some(refine(log, offset, |t| t >= ts)?.unwrap_or((offset, batch_ts))),
+            Some((offset, batch_ts)) => {
+                Some(refine(log, offset, batch_ts, |t| t >= ts)?.unwrap_or((offset, batch_ts)))
+            }
             None => None,
         },
         _ => {
@@ -103,11 +105,12 @@ fn lookup(log: &PartitionLog, timestamp: i64) -> Result<Option<(i64, i64)>, Brok
 }
 
 /// The log indexes batches; Kafka answers with the exact record. This decodes the one batch
-/// holding `offset` (ListOffsets is not on the hot path) and returns the first record whose
+/// holding `offset` (ListOffsets is not on the hot path) and returns its first record whose
 /// timestamp satisfies `wanted`.
 fn refine(
     log: &PartitionLog,
     offset: i64,
+    batch_timestamp: i64,
     wanted: impl Fn(i64) -> bool,
 ) -> Result<Option<(i64, i64)>, BrokerError> {
     let read = log.read(offset, 1, true)?;
@@ -115,10 +118,15 @@ fn refine(
     let Ok(set) = RecordBatchDecoder::decode(&mut bytes) else {
         return Ok(None);
     };
+    // With LogAppendTime every record carries the batch's timestamp, whatever its delta says.
+    if let Some(first) = set.records.first() {
+        if first.timestamp_type == TimestampType::LogAppend {
+            return Ok(Some((first.offset, batch_timestamp)));
+        }
+    }
     Ok(set
         .records
         .iter()
-        .filter(|r| r.offset >= offset)
         .find(|r| wanted(r.timestamp))
         .map(|r| (r.offset, r.timestamp)))
 }

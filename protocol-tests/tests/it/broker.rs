@@ -204,7 +204,7 @@ impl Drop for TestBroker {
 
 /// The binary under test: `$KEEL_BIN`, else `keel` next to the directory of this test binary
 /// (`target/debug/deps/it-…` → `target/debug/keel`), as `cargo build --workspace` leaves it.
-fn keel_binary() -> PathBuf {
+pub fn keel_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("KEEL_BIN") {
         return PathBuf::from(bin);
     }

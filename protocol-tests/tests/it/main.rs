@@ -12,3 +12,5 @@ mod kcat;
 mod python_client;
 mod rdkafka_roundtrip;
 mod restart;
+mod startup;
+mod wire_apis;

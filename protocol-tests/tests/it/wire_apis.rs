@@ -1,0 +1,274 @@
+//! Kafka semantics checked at the wire, where client libraries hide them: exact ListOffsets
+//! answers, OffsetForLeaderEpoch, topic ids, LogAppendTime, size and name limits.
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::TestBroker;
+use crate::wire::{fetch_partition, record_batch, WireClient, BATCH_ATTRIBUTES_OFFSET};
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_owned()))
+}
+
+fn create(
+    wire: &mut WireClient,
+    topic: &str,
+    partitions: i32,
+    rf: i16,
+    configs: &[(&str, &str)],
+    validate_only: bool,
+) -> i16 {
+    let configs = configs
+        .iter()
+        .map(|(k, v)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(k.to_string()))
+                .with_value(Some(StrBytes::from_string(v.to_string())))
+        })
+        .collect();
+    let request = CreateTopicsRequest::default()
+        .with_validate_only(validate_only)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(rf)
+            .with_configs(configs)]);
+    let version = wire.version::<CreateTopicsRequest>(7);
+    wire.call(&request, version).topics[0].error_code
+}
+
+fn produce(wire: &mut WireClient, topic: &str, batch: Bytes) -> PartitionProduceResponse {
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch))])]);
+    let version = wire.version::<ProduceRequest>(12);
+    wire.call(&request, version)
+        .responses
+        .remove(0)
+        .partition_responses
+        .remove(0)
+}
+
+fn list_offset(wire: &mut WireClient, topic: &str, timestamp: i64) -> (i16, i64, i64) {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(timestamp)])]);
+    let version = wire.version::<ListOffsetsRequest>(9);
+    let p = wire.call(&request, version).topics.remove(0).partitions.remove(0);
+    (p.error_code, p.offset, p.timestamp)
+}
+
+#[test]
+fn list_offsets_finds_the_exact_record_by_timestamp_and_max_timestamp() {
+    let broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(create(&mut wire, "times", 1, 1, &[], false), 0);
+    // Three batches of three records; records in a batch are 1 ms apart.
+    for ts in [1_000_000, 3_000_000, 2_000_000] {
+        let r = produce(
+            &mut wire,
+            "times",
+            record_batch(&[(b"k", b"a"), (b"k", b"b"), (b"k", b"c")], ts),
+        );
+        assert_eq!(r.error_code, 0);
+    }
+    // The first record at or after 3_000_001 is the second record of the second batch.
+    assert_eq!(list_offset(&mut wire, "times", 3_000_001), (0, 4, 3_000_001));
+    assert_eq!(list_offset(&mut wire, "times", 1_500_000), (0, 3, 3_000_000));
+    assert_eq!(list_offset(&mut wire, "times", 0), (0, 0, 1_000_000));
+    // Nothing at or after: offset -1.
+    assert_eq!(list_offset(&mut wire, "times", 9_000_000).1, -1);
+    // -3 (MAX_TIMESTAMP): the record carrying the largest timestamp.
+    assert_eq!(list_offset(&mut wire, "times", -3), (0, 5, 3_000_002));
+    assert_eq!(list_offset(&mut wire, "times", -2).1, 0);
+    assert_eq!(list_offset(&mut wire, "times", -1).1, 9);
+    assert_eq!(list_offset(&mut wire, "no-such-topic", -1).0, 3);
+}
+
+#[test]
+fn offset_for_leader_epoch_ends_the_single_epoch_at_the_log_end() {
+    let broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(create(&mut wire, "epochs", 1, 1, &[], false), 0);
+    produce(
+        &mut wire,
+        "epochs",
+        record_batch(&[(b"k", b"v"), (b"k", b"w")], 1),
+    );
+    let ask = |wire: &mut WireClient, topic: &str, epoch: i32| {
+        let request = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![OffsetForLeaderTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(-1)
+                    .with_leader_epoch(epoch)])]);
+        let version = wire.version::<OffsetForLeaderEpochRequest>(4);
+        let p = wire.call(&request, version).topics.remove(0).partitions.remove(0);
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    assert_eq!(ask(&mut wire, "epochs", 0), (0, 0, 2));
+    // An epoch that never existed is undefined, as in Kafka's leader epoch cache.
+    assert_eq!(ask(&mut wire, "epochs", 3), (0, -1, -1));
+    assert_eq!(ask(&mut wire, "missing", 0).0, 3);
+    // The batches carry the leader epoch the clients' truncation checks compare against.
+    let stored = fetch_partition(&mut wire, "epochs", 0, 0, 0);
+    let records = stored.records.expect("records");
+    assert_eq!(i32::from_be_bytes(records[12..16].try_into().unwrap()), 0);
+}
+
+#[test]
+fn topics_are_deleted_by_id_and_unknown_ids_are_refused() {
+    let broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(create(&mut wire, "by-id", 2, 1, &[], false), 0);
+    let version = wire.version::<MetadataRequest>(12);
+    let topic = MetadataRequestTopic::default().with_name(Some(name("by-id")));
+    let meta = wire.call(
+        &MetadataRequest::default().with_topics(Some(vec![topic])),
+        version,
+    );
+    let id = meta.topics[0].topic_id;
+    assert!(!id.is_nil(), "Metadata v10+ carries the topic id");
+    let delete = |wire: &mut WireClient, id| {
+        let r =
+            DeleteTopicsRequest::default().with_topics(vec![DeleteTopicState::default().with_topic_id(id)]);
+        let version = wire.version::<DeleteTopicsRequest>(6);
+        assert_eq!(version, 6);
+        wire.call(&r, version).responses.remove(0)
+    };
+    let r = delete(&mut wire, id);
+    assert_eq!(
+        (r.error_code, r.name.map(|n| n.0.to_string())),
+        (0, Some("by-id".to_string()))
+    );
+    // UNKNOWN_TOPIC_ID (100) once it is gone.
+    assert_eq!(delete(&mut wire, id).error_code, 100);
+    assert!(
+        !broker.data_dir().join("by-id-0").exists(),
+        "partition directories are removed"
+    );
+}
+
+#[test]
+fn log_append_time_topics_stamp_batches_with_the_broker_clock() {
+    let broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(
+        create(
+            &mut wire,
+            "stamped",
+            1,
+            1,
+            &[("message.timestamp.type", "LogAppendTime")],
+            false
+        ),
+        0
+    );
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let r = produce(&mut wire, "stamped", record_batch(&[(b"k", b"old")], 42));
+    assert_eq!(r.error_code, 0);
+    assert!(
+        r.log_append_time_ms >= before,
+        "the produce response carries the append time"
+    );
+    let stored = fetch_partition(&mut wire, "stamped", 0, 0, 0)
+        .records
+        .expect("records");
+    let attributes = i16::from_be_bytes([
+        stored[BATCH_ATTRIBUTES_OFFSET],
+        stored[BATCH_ATTRIBUTES_OFFSET + 1],
+    ]);
+    assert_ne!(attributes & 0x08, 0, "the timestamp type bit says LogAppendTime");
+    let max_timestamp = i64::from_be_bytes(stored[35..43].try_into().unwrap());
+    assert_eq!(max_timestamp, r.log_append_time_ms);
+    // The rewritten batch still passes its CRC (librdkafka and Java check it).
+    let crc = u32::from_be_bytes(stored[17..21].try_into().unwrap());
+    assert_eq!(crc, crc32c(&stored[21..]));
+}
+
+/// CRC-32C (Castagnoli), bitwise: small and independent of the broker's implementation.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn create_topics_enforces_names_replication_and_validate_only() {
+    let broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    // INVALID_TOPIC_EXCEPTION (17) for illegal names; INVALID_REPLICATION_FACTOR (38) for more
+    // replicas than brokers; INVALID_CONFIG (40) for unknown settings.
+    assert_eq!(create(&mut wire, "bad/name", 1, 1, &[], false), 17);
+    assert_eq!(create(&mut wire, &"x".repeat(250), 1, 1, &[], false), 17);
+    assert_eq!(create(&mut wire, "three", 1, 3, &[], false), 38);
+    assert_eq!(
+        create(&mut wire, "cfg", 1, 1, &[("no.such.setting", "1")], false),
+        40
+    );
+    assert_eq!(create(&mut wire, "a.b", 1, 1, &[], false), 0);
+    assert_eq!(
+        create(&mut wire, "a_b", 1, 1, &[], false),
+        17,
+        "'.' and '_' collide"
+    );
+    assert_eq!(create(&mut wire, "dry", 4, 1, &[], true), 0);
+    assert_eq!(
+        create(&mut wire, "dry", 4, 1, &[], false),
+        0,
+        "validate_only created nothing"
+    );
+}
+
+#[test]
+fn a_batch_over_max_message_bytes_is_refused_with_message_too_large() {
+    let broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(
+        create(&mut wire, "small", 1, 1, &[("max.message.bytes", "200")], false),
+        0
+    );
+    let big = vec![7u8; 500];
+    let r = produce(&mut wire, "small", record_batch(&[(b"k", &big)], 1));
+    assert_eq!(r.error_code, 10, "MESSAGE_TOO_LARGE");
+    let r = produce(&mut wire, "small", record_batch(&[(b"k", b"fits")], 1));
+    assert_eq!(
+        (r.error_code, r.base_offset),
+        (0, 0),
+        "nothing of the refused batch was stored"
+    );
+}
