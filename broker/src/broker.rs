@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::group::{GroupConfig, GroupCoordinator};
 use crate::log::Flusher;
 use crate::log_manager::LogManager;
 use crate::meta::{identity, MetaStore};
@@ -15,6 +16,7 @@ pub struct Broker {
     pub cluster_id: String,
     pub logs: LogManager,
     pub meta: Arc<MetaStore>,
+    pub groups: Arc<GroupCoordinator>,
     /// Group commit of acks=-1 produces.
     pub flusher: Flusher,
     /// Woken after every append, so long-polling fetches wait on data rather than on a timer.
@@ -47,10 +49,12 @@ impl Broker {
             .map_err(StartError::Identity)?;
         let meta = Arc::new(MetaStore::open(&dir.join(META_DIR))?);
         let logs = LogManager::open(&dir, config.clone(), meta.clone())?;
+        let groups = GroupCoordinator::open(meta.clone(), group_config(&config))?;
         Ok(Arc::new(Broker {
             node_id: id.node_id,
             cluster_id: id.cluster_id,
             logs,
+            groups,
             meta,
             flusher: Flusher::spawn(),
             appended: Notify::new(),
@@ -70,5 +74,21 @@ impl Broker {
         if let Err(e) = self.meta.close() {
             tracing::error!(error = %e, "metadata store flush at shutdown failed");
         }
+    }
+}
+
+fn group_config(config: &Config) -> GroupConfig {
+    let int = |key: &str| {
+        config
+            .value(key)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    GroupConfig {
+        min_session_timeout_ms: int("group.min.session.timeout.ms") as i32,
+        max_session_timeout_ms: int("group.max.session.timeout.ms") as i32,
+        initial_rebalance_delay_ms: int("group.initial.rebalance.delay.ms") as i32,
+        offsets_retention_ms: int("offsets.retention.minutes") * 60_000,
+        offset_metadata_max_bytes: int("offset.metadata.max.bytes").max(0) as usize,
     }
 }

@@ -2,6 +2,7 @@
 
 use kafka_protocol::error::ResponseError;
 
+use crate::group::GroupError;
 use crate::log::LogError;
 use crate::meta::MetaError;
 
@@ -33,6 +34,8 @@ pub enum BrokerError {
     #[error("{0}")]
     UnsupportedVersion(String),
     #[error(transparent)]
+    Group(#[from] GroupError),
+    #[error(transparent)]
     Log(#[from] LogError),
     #[error(transparent)]
     Meta(#[from] MetaError),
@@ -63,6 +66,22 @@ impl BrokerError {
                 _ => E::KafkaStorageError,
             },
             BrokerError::Meta(_) => E::KafkaStorageError,
+            BrokerError::Group(e) => match e {
+                GroupError::UnknownMemberId => E::UnknownMemberId,
+                GroupError::IllegalGeneration => E::IllegalGeneration,
+                GroupError::RebalanceInProgress => E::RebalanceInProgress,
+                GroupError::MemberIdRequired => E::MemberIdRequired,
+                GroupError::FencedInstanceId => E::FencedInstanceId,
+                GroupError::InconsistentGroupProtocol => E::InconsistentGroupProtocol,
+                GroupError::InvalidGroupId => E::InvalidGroupId,
+                GroupError::InvalidSessionTimeout => E::InvalidSessionTimeout,
+                GroupError::NonEmptyGroup => E::NonEmptyGroup,
+                GroupError::GroupIdNotFound => E::GroupIdNotFound,
+                GroupError::OffsetMetadataTooLarge => E::OffsetMetadataTooLarge,
+                GroupError::GroupSubscribedToTopic => E::GroupSubscribedToTopic,
+                GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+                GroupError::UnknownTopicOrPartition => E::UnknownTopicOrPartition,
+            },
         }
     }
 

@@ -8,6 +8,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod log;
 pub mod log_manager;
 pub mod meta;

@@ -5,6 +5,7 @@ pub mod api_versions;
 pub mod configs;
 pub mod coordinator;
 pub mod fetch;
+pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;

@@ -16,6 +16,10 @@ impl Writer {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
     }
+    pub fn i64(&mut self, v: i64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
     pub fn finish(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.0)
     }
@@ -41,6 +45,9 @@ impl<'a> Reader<'a> {
     }
     pub fn i32(&mut self) -> Option<i32> {
         Some(i32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    pub fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
     }
     pub fn bytes(&mut self) -> Option<&'a [u8]> {
         let len = u32::from_be_bytes(self.take(4)?.try_into().ok()?) as usize;

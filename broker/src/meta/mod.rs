@@ -2,6 +2,7 @@
 //! Nothing else in the broker touches RocksDB.
 
 mod codec;
+mod groups;
 pub mod identity;
 mod topics;
 
@@ -9,12 +10,15 @@ use std::path::Path;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
 
+pub use groups::{CommittedOffset, GroupRecord, MemberRecord};
 pub use topics::TopicRecord;
 
-/// Column families, created on first open. Later capabilities (committed offsets, groups,
-/// producer state) add theirs here.
+/// Column families, created on first open. Later capabilities (producer state, transactions)
+/// add theirs here.
 const CF_TOPICS: &str = "topics";
-const COLUMN_FAMILIES: &[&str] = &[CF_TOPICS];
+const CF_OFFSETS: &str = "offsets";
+const CF_GROUPS: &str = "groups";
+const COLUMN_FAMILIES: &[&str] = &[CF_TOPICS, CF_OFFSETS, CF_GROUPS];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {

@@ -89,6 +89,24 @@ pub static SUPPORTED_APIS: &[ApiEntry] = &[
         FindCoordinatorRequest,
         api::coordinator::find_coordinator
     ),
+    api!(
+        OffsetCommit,
+        2..=9,
+        OffsetCommitRequest,
+        api::groups::offset_commit
+    ),
+    api!(OffsetFetch, 1..=9, OffsetFetchRequest, api::groups::offset_fetch),
+    api!(JoinGroup, 0..=9, JoinGroupRequest, api::groups::join_group),
+    api!(Heartbeat, 0..=4, HeartbeatRequest, api::groups::heartbeat),
+    api!(LeaveGroup, 0..=5, LeaveGroupRequest, api::groups::leave_group),
+    api!(SyncGroup, 0..=5, SyncGroupRequest, api::groups::sync_group),
+    api!(
+        DescribeGroups,
+        0..=6,
+        DescribeGroupsRequest,
+        api::groups::describe_groups
+    ),
+    api!(ListGroups, 0..=5, ListGroupsRequest, api::groups::list_groups),
     api!(ApiVersions, 0..=4, ApiVersionsRequest, api::api_versions::handle),
     api!(
         CreateTopics,
@@ -131,6 +149,18 @@ pub static SUPPORTED_APIS: &[ApiEntry] = &[
         0..=1,
         IncrementalAlterConfigsRequest,
         api::configs::incremental_alter_configs
+    ),
+    api!(
+        DeleteGroups,
+        0..=2,
+        DeleteGroupsRequest,
+        api::groups::delete_groups
+    ),
+    api!(
+        OffsetDelete,
+        0..=0,
+        OffsetDeleteRequest,
+        api::groups::offset_delete
     ),
     api!(
         DescribeCluster,

@@ -1,0 +1,315 @@
+//! State-machine tests of the classic group coordinator, without the network.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::*;
+
+fn config() -> GroupConfig {
+    GroupConfig {
+        min_session_timeout_ms: 100,
+        max_session_timeout_ms: 60_000,
+        initial_rebalance_delay_ms: 0,
+        offsets_retention_ms: 7 * 24 * 3_600_000,
+        offset_metadata_max_bytes: 16,
+    }
+}
+
+fn open(dir: &std::path::Path) -> (Arc<MetaStore>, Arc<GroupCoordinator>) {
+    let meta = Arc::new(MetaStore::open(dir).unwrap());
+    let c = GroupCoordinator::open(meta.clone(), config()).unwrap();
+    (meta, c)
+}
+
+fn join_req(member: &str, instance: Option<&str>) -> JoinRequest {
+    JoinRequest {
+        group_id: "g".into(),
+        member_id: member.into(),
+        instance_id: instance.map(str::to_string),
+        client_id: "client".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
+        require_known_member_id: true,
+    }
+}
+
+/// Joins a new dynamic member through the KIP-394 handshake; returns the pending receiver.
+async fn join_new(c: &GroupCoordinator) -> tokio::sync::oneshot::Receiver<JoinOutcome> {
+    let first = c.join(join_req("", None)).await.unwrap();
+    assert_eq!(first.error, Some(GroupError::MemberIdRequired));
+    c.join(join_req(&first.member_id, None))
+}
+
+fn sync_req(member: &str, generation: i32, assignments: Vec<(String, Bytes)>) -> SyncRequest {
+    SyncRequest {
+        group_id: "g".into(),
+        generation,
+        member_id: member.into(),
+        instance_id: None,
+        protocol_type: Some("consumer".into()),
+        protocol_name: Some("range".into()),
+        assignments,
+    }
+}
+
+fn commit(generation: i32, member: &str, offset: i64) -> OffsetCommitRequest {
+    OffsetCommitRequest {
+        group_id: "g".into(),
+        generation,
+        member_id: member.into(),
+        instance_id: None,
+        api_version: 8,
+        partitions: vec![PartitionCommit {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            leader_epoch: 0,
+            metadata: Some("meta".into()),
+            known: true,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn a_single_member_group_becomes_stable_with_its_assignment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, c) = open(dir.path());
+    let joined = join_new(&c).await.await.unwrap();
+    assert_eq!((joined.error, joined.generation), (None, 1));
+    assert_eq!(joined.leader, joined.member_id);
+    assert_eq!(
+        joined.members.len(),
+        1,
+        "the leader gets the members' subscriptions"
+    );
+    let synced = c
+        .sync(sync_req(
+            &joined.member_id,
+            1,
+            vec![(joined.member_id.clone(), Bytes::from_static(b"a"))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (synced.error, synced.assignment),
+        (None, Bytes::from_static(b"a"))
+    );
+    assert_eq!(c.describe("g").unwrap().state, GroupState::Stable);
+    assert_eq!(c.heartbeat("g", 1, &joined.member_id, None), Ok(()));
+    assert_eq!(
+        c.heartbeat("g", 0, &joined.member_id, None),
+        Err(GroupError::IllegalGeneration)
+    );
+    assert_eq!(
+        c.heartbeat("g", 1, "stranger", None),
+        Err(GroupError::UnknownMemberId)
+    );
+}
+
+#[tokio::test]
+async fn a_second_member_triggers_a_rebalance_that_both_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, c) = open(dir.path());
+    let a = join_new(&c).await.await.unwrap();
+    c.sync(sync_req(&a.member_id, 1, vec![])).await.unwrap();
+    let b_waiting = join_new(&c).await;
+    // The existing member learns of the rebalance through its heartbeat, then rejoins.
+    assert_eq!(
+        c.heartbeat("g", 1, &a.member_id, None),
+        Err(GroupError::RebalanceInProgress)
+    );
+    assert_eq!(
+        c.commit_offsets(commit(1, &a.member_id, 5)).unwrap()[0],
+        Ok(()),
+        "commits of the old generation still count while preparing"
+    );
+    let a2 = c.join(join_req(&a.member_id, None)).await.unwrap();
+    let b = b_waiting.await.unwrap();
+    assert_eq!((a2.generation, b.generation), (2, 2));
+    assert_eq!(a2.leader, a.member_id, "the leader stays the leader");
+    assert_eq!(a2.members.len(), 2);
+    assert!(b.members.is_empty(), "followers get no member list");
+    // Commits from the previous generation are now refused.
+    assert_eq!(
+        c.commit_offsets(commit(1, &a.member_id, 6)),
+        Err(GroupError::IllegalGeneration)
+    );
+    // Until the leader syncs, commits are refused with REBALANCE_IN_PROGRESS.
+    assert_eq!(
+        c.commit_offsets(commit(2, &a.member_id, 6)),
+        Err(GroupError::RebalanceInProgress)
+    );
+    let b_sync = c.sync(sync_req(&b.member_id, 2, vec![]));
+    let a_sync = c
+        .sync(sync_req(
+            &a.member_id,
+            2,
+            vec![
+                (a.member_id.clone(), Bytes::from_static(b"0-2")),
+                (b.member_id.clone(), Bytes::from_static(b"3-5")),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(a_sync.assignment, Bytes::from_static(b"0-2"));
+    assert_eq!(b_sync.await.unwrap().assignment, Bytes::from_static(b"3-5"));
+}
+
+#[tokio::test]
+async fn a_silent_member_expires_and_the_group_rebalances_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, c) = open(dir.path());
+    let a = join_new(&c).await.await.unwrap();
+    c.sync(sync_req(&a.member_id, 1, vec![])).await.unwrap();
+    c.tick(Instant::now() + Duration::from_secs(11));
+    let d = c.describe("g").unwrap();
+    assert_eq!(d.state, GroupState::Empty);
+    assert!(d.members.is_empty());
+    assert_eq!(
+        c.heartbeat("g", 1, &a.member_id, None),
+        Err(GroupError::UnknownMemberId)
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_static_member_gets_its_assignment_back_without_a_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, c) = open(dir.path());
+    let leader = join_new(&c).await.await.unwrap();
+    c.sync(sync_req(&leader.member_id, 1, vec![])).await.unwrap();
+    let s = c.join(join_req("", Some("pod-1")));
+    let l2 = c.join(join_req(&leader.member_id, None)).await.unwrap();
+    let s = s.await.unwrap();
+    assert_eq!(s.generation, 2);
+    let s_sync = c.sync(sync_req(&s.member_id, 2, vec![]));
+    c.sync(sync_req(
+        &l2.member_id,
+        2,
+        vec![(s.member_id.clone(), Bytes::from_static(b"mine"))],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(s_sync.await.unwrap().assignment, Bytes::from_static(b"mine"));
+    // The static member restarts: a new member id, the same generation and assignment.
+    let back = c.join(join_req("", Some("pod-1"))).await.unwrap();
+    assert_eq!((back.error, back.generation), (None, 2));
+    assert_ne!(back.member_id, s.member_id);
+    assert_eq!(c.describe("g").unwrap().state, GroupState::Stable, "no rebalance");
+    let synced = c
+        .sync(SyncRequest {
+            instance_id: Some("pod-1".into()),
+            ..sync_req(&back.member_id, 2, vec![])
+        })
+        .await
+        .unwrap();
+    assert_eq!(synced.assignment, Bytes::from_static(b"mine"));
+    // The old incarnation is fenced.
+    assert_eq!(
+        c.heartbeat("g", 2, &s.member_id, Some("pod-1")),
+        Err(GroupError::FencedInstanceId)
+    );
+}
+
+#[tokio::test]
+async fn commits_validate_and_survive_reopening_with_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let member = {
+        let (_, c) = open(dir.path());
+        let a = join_new(&c).await.await.unwrap();
+        c.sync(sync_req(
+            &a.member_id,
+            1,
+            vec![(a.member_id.clone(), Bytes::from_static(b"x"))],
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            c.commit_offsets(commit(1, &a.member_id, 42)).unwrap(),
+            vec![Ok(())]
+        );
+        // Metadata over offset.metadata.max.bytes is refused for that partition only.
+        let mut big = commit(1, &a.member_id, 43);
+        big.partitions[0].metadata = Some("x".repeat(17));
+        assert_eq!(
+            c.commit_offsets(big).unwrap(),
+            vec![Err(GroupError::OffsetMetadataTooLarge)]
+        );
+        // A commit without member id and generation is only for empty groups.
+        assert_eq!(
+            c.commit_offsets(commit(-1, "", 1)),
+            Err(GroupError::UnknownMemberId)
+        );
+        assert_eq!(c.delete("g"), Err(GroupError::NonEmptyGroup));
+        a.member_id
+    };
+    let (_, c) = open(dir.path());
+    let fetched = c.fetch_offsets("g", None);
+    assert_eq!(fetched.len(), 1);
+    let o = fetched[0].2.clone().unwrap();
+    assert_eq!((o.offset, o.metadata.as_str()), (42, "meta"));
+    // The member carries on after the restart with the same generation.
+    assert_eq!(c.heartbeat("g", 1, &member, None), Ok(()));
+    let d = c.describe("g").unwrap();
+    assert_eq!(
+        (d.state, d.members[0].assignment.clone()),
+        (GroupState::Stable, Bytes::from_static(b"x"))
+    );
+    assert_eq!(c.leave("g", &member, None), Ok(member.clone()));
+    assert_eq!(c.describe("g").unwrap().state, GroupState::Empty);
+    assert_eq!(c.delete("g"), Ok(()));
+    assert!(c.fetch_offsets("g", None).is_empty());
+    assert_eq!(c.delete("g"), Err(GroupError::GroupIdNotFound));
+}
+
+#[tokio::test]
+async fn simple_commits_create_an_offsets_only_group_and_missing_groups_are_refused_by_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, c) = open(dir.path());
+    assert_eq!(
+        c.commit_offsets(OffsetCommitRequest {
+            api_version: 9,
+            ..commit(3, "m", 1)
+        }),
+        Err(GroupError::GroupIdNotFound)
+    );
+    assert_eq!(
+        c.commit_offsets(commit(3, "m", 1)),
+        Err(GroupError::IllegalGeneration)
+    );
+    assert_eq!(c.commit_offsets(commit(-1, "", 7)).unwrap(), vec![Ok(())]);
+    assert_eq!(
+        c.list(),
+        vec![("g".to_string(), String::new(), GroupState::Empty)]
+    );
+    assert_eq!(
+        c.fetch_offsets("g", Some(vec![("t".into(), 0), ("t".into(), 1)]))[1].2,
+        None
+    );
+}
+
+#[tokio::test]
+async fn session_timeouts_outside_the_configured_bounds_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, c) = open(dir.path());
+    let r = c
+        .join(JoinRequest {
+            session_timeout_ms: 10,
+            ..join_req("", None)
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.error, Some(GroupError::InvalidSessionTimeout));
+    let r = c
+        .join(JoinRequest {
+            group_id: String::new(),
+            ..join_req("", None)
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.error, Some(GroupError::InvalidGroupId));
+}
