@@ -12,4 +12,5 @@ pub mod group;
 pub mod log;
 pub mod log_manager;
 pub mod meta;
+pub mod metrics;
 pub mod server;

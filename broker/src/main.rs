@@ -77,8 +77,22 @@ async fn serve(config: Arc<Config>) -> Result<(), String> {
     let listeners = keel::server::bind(&config.listeners, &config.advertised_listeners)
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!(node_id = broker.node_id, cluster_id = %broker.cluster_id, "keel started");
     let shutdown = CancellationToken::new();
+    if let Some(addr) = config.value("metrics.listener").filter(|a| !a.trim().is_empty()) {
+        let handle = keel::metrics::install()?;
+        let socket = tokio::net::TcpListener::bind(addr.trim())
+            .await
+            .map_err(|e| format!("cannot bind metrics.listener {addr}: {e}"))?;
+        let bound = socket.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(%bound, "metrics listener bound");
+        tokio::spawn(keel::metrics::serve(
+            socket,
+            handle,
+            broker.clone(),
+            shutdown.clone(),
+        ));
+    }
+    tracing::info!(node_id = broker.node_id, cluster_id = %broker.cluster_id, "keel started");
     tokio::spawn(stop_on_signal(shutdown.clone()));
     keel::server::run(listeners, broker.clone(), shutdown).await;
     let b = broker.clone();

@@ -41,6 +41,7 @@ pub async fn handle(ctx: Arc<RequestContext>, req: FetchRequest) -> Reply<FetchR
             appended.as_mut().enable();
             let (response, bytes, errors) = read_once(&broker, &req, version);
             if bytes >= req.min_bytes.max(0) as usize || errors || tokio::time::Instant::now() >= deadline {
+                metrics::counter!(crate::metrics::FETCH_BYTES).increment(bytes as u64);
                 return response;
             }
             tokio::select! {

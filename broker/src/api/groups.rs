@@ -225,13 +225,16 @@ pub async fn offset_commit(
     Reply::Ready(OffsetCommitResponse::default().with_topics(topics))
 }
 
+/// A partition and its committed offset, if any.
+type PartitionOffset = (i32, Option<crate::meta::CommittedOffset>);
+
 pub async fn offset_fetch(ctx: Arc<RequestContext>, req: OffsetFetchRequest) -> Reply<OffsetFetchResponse> {
     let groups = &ctx.broker.groups;
     let version = ctx.api_version;
     // leader epochs exist from v5; a missing commit is offset -1 with empty metadata.
     let epoch = |e: i32| if version >= 5 { e } else { -1 };
     let fetch = |group: &str, wanted: Option<Vec<(String, i32)>>| {
-        let mut by_topic: Vec<(String, Vec<(i32, Option<crate::meta::CommittedOffset>)>)> = Vec::new();
+        let mut by_topic: Vec<(String, Vec<PartitionOffset>)> = Vec::new();
         for (topic, partition, o) in groups.fetch_offsets(group, wanted) {
             match by_topic.iter_mut().find(|(t, _)| *t == topic) {
                 Some((_, ps)) => ps.push((partition, o)),

@@ -36,6 +36,7 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
     let now = now_ms();
     let mut topics: Vec<(TopicName, uuid::Uuid)> = Vec::with_capacity(req.topic_data.len());
     let mut results: Vec<Appended> = Vec::new();
+    let mut appended = 0usize;
     for data in req.topic_data {
         let position = topics.len();
         // v13 names topics by id (KIP-516); earlier versions by name.
@@ -69,6 +70,9 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
                     ),
                 }
             };
+            if outcome.is_ok() {
+                appended += partition.records.as_ref().map_or(0, |r| r.len());
+            }
             if let Err(e) = &outcome {
                 tracing::debug!(topic = %data.name.0.as_str(), partition = partition.index, error = %e, "produce refused");
             }
@@ -79,8 +83,9 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
             });
         }
     }
-    if results.iter().any(|r| r.outcome.is_ok()) {
+    if appended > 0 {
         broker.appended.notify_waiters();
+        metrics::counter!(crate::metrics::PRODUCE_BYTES).increment(appended as u64);
     }
     if acks == 0 {
         return Reply::Nothing;

@@ -122,6 +122,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("delete.topic.enable", Kind::Bool, "true", "Allow DeleteTopics."),
     def("message.max.bytes", Kind::Int, "1048588", "Largest record batch accepted (topic: max.message.bytes)."),
     def("socket.request.max.bytes", Kind::Int, "104857600", "Largest request frame; a larger size prefix closes the connection before anything is allocated."),
+    opt("metrics.listener", Kind::Str, "host:port of the Prometheus endpoint (GET /metrics, kafka_exporter's consumer-group names); unset serves none. Port 0 binds an ephemeral port."),
     def("max.connections", Kind::Int, "10000", "Connections served at once; further ones wait to be accepted."),
     def("log.segment.bytes", Kind::Int, "1073741824", "Segment size at which the log rolls (topic: segment.bytes)."),
     opt("log.roll.ms", Kind::Long, "Segment age at which the log rolls (topic: segment.ms); log.roll.hours when unset."),

@@ -720,6 +720,29 @@ impl GroupCoordinator {
         }
     }
 
+    /// Every committed offset: (group, topic, partition, offset), for the lag metrics.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let state = self.lock();
+        state
+            .offsets
+            .iter()
+            .flat_map(|(g, offsets)| {
+                offsets
+                    .iter()
+                    .map(move |((t, p), o)| (g.clone(), t.clone(), *p, o.offset))
+            })
+            .collect()
+    }
+
+    /// Members per classic group.
+    pub fn member_counts(&self) -> Vec<(String, usize)> {
+        self.lock()
+            .groups
+            .values()
+            .map(|g| (g.id.clone(), g.members.len()))
+            .collect()
+    }
+
     pub fn list(&self) -> Vec<(String, String, GroupState)> {
         let state = self.lock();
         let mut out: Vec<_> = state
@@ -836,12 +859,11 @@ impl GroupCoordinator {
                     self.prepare_rebalance(group, now);
                     self.try_complete_join(group, now);
                 }
-                GroupState::Empty => {
+                GroupState::Empty
                     if group.empty_since_ms.is_some_and(|t| now_ms - t >= retention_ms)
-                        && group.pending_members.is_empty()
-                    {
-                        expired_groups.push(group.id.clone());
-                    }
+                        && group.pending_members.is_empty() =>
+                {
+                    expired_groups.push(group.id.clone());
                 }
                 _ => {}
             }

@@ -1,0 +1,159 @@
+//! The Prometheus endpoint: consumer-group lag under kafka_exporter's names, right to the
+//! offset.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::TestBroker;
+use crate::wire::{record_batch, WireClient};
+
+fn scrape(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to metrics listener");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: keel\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "metrics answer: {out}");
+    out
+}
+
+/// The value of the series `name` whose labels include all of `labels`.
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn metrics_address(broker: &TestBroker) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = broker.log_text();
+        if let Some(line) = log.lines().find(|l| l.contains("metrics listener bound")) {
+            let start = line.find("bound=").expect("bound= field") + 6;
+            return line[start..]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no metrics listener line in the broker log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn consumer_group_lag_is_reported_with_kafka_exporter_names() {
+    let broker = TestBroker::builder()
+        .with("metrics.listener", "127.0.0.1:0")
+        .with("num.partitions", 2)
+        .start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    let topic = TopicName(StrBytes::from_static_str("lagged"));
+    // 10 records in partition 0, 4 in partition 1 (auto-created with num.partitions=2).
+    for (partition, count) in [(0, 10), (1, 4)] {
+        let records: Vec<(&[u8], &[u8])> = (0..count).map(|_| (&b"k"[..], &b"v"[..])).collect();
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic.clone())
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(record_batch(&records, 1)))])]);
+        let version = wire.version::<ProduceRequest>(12);
+        let mut r = wire.call(&request, version);
+        if r.responses[0].partition_responses[0].error_code == 3 {
+            // Produce does not auto-create; Metadata does.
+            let meta = MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(topic.clone())),
+            ]));
+            let v = wire.version::<MetadataRequest>(12);
+            wire.call(&meta.with_allow_auto_topic_creation(true), v);
+            r = wire.call(&request, version);
+        }
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    // A consumer of group "billing" has committed 3 of partition 0 and all of partition 1.
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("billing")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(topic.clone())
+            .with_partitions(vec![
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(3),
+                OffsetCommitRequestPartition::default()
+                    .with_partition_index(1)
+                    .with_committed_offset(4),
+            ])]);
+    let version = wire.version::<OffsetCommitRequest>(8);
+    let r = wire.call(&commit, version);
+    assert!(r.topics[0].partitions.iter().all(|p| p.error_code == 0));
+
+    let text = scrape(&metrics_address(&broker));
+    let g = |p: &'static str| {
+        [
+            ("consumergroup", "billing"),
+            ("topic", "lagged"),
+            ("partition", p),
+        ]
+    };
+    assert_eq!(
+        value(&text, "kafka_consumergroup_lag", &g("0")),
+        Some(7.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, "kafka_consumergroup_lag", &g("1")), Some(0.0));
+    assert_eq!(
+        value(&text, "kafka_consumergroup_current_offset", &g("0")),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "kafka_consumergroup_lag_sum",
+            &[("consumergroup", "billing"), ("topic", "lagged")]
+        ),
+        Some(7.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "kafka_topic_partition_current_offset",
+            &[("topic", "lagged"), ("partition", "0")]
+        ),
+        Some(10.0)
+    );
+
+    // Lag follows new data without a new commit.
+    let request = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic)
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(1)
+                .with_records(Some(record_batch(&[(b"k", b"v"), (b"k", b"w")], 1)))])]);
+    let version = wire.version::<ProduceRequest>(12);
+    assert_eq!(
+        wire.call(&request, version).responses[0].partition_responses[0].error_code,
+        0
+    );
+    let text = scrape(&metrics_address(&broker));
+    assert_eq!(value(&text, "kafka_consumergroup_lag", &g("1")), Some(2.0));
+}
