@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::group::{GroupConfig, GroupCoordinator};
+use crate::group::{ConsumerGroupConfig, GroupConfig, GroupCoordinator};
 use crate::log::Flusher;
 use crate::log_manager::LogManager;
 use crate::meta::{identity, MetaStore};
@@ -90,5 +90,17 @@ fn group_config(config: &Config) -> GroupConfig {
         initial_rebalance_delay_ms: int("group.initial.rebalance.delay.ms") as i32,
         offsets_retention_ms: int("offsets.retention.minutes") * 60_000,
         offset_metadata_max_bytes: int("offset.metadata.max.bytes").max(0) as usize,
+        consumer: ConsumerGroupConfig {
+            session_timeout_ms: int("group.consumer.session.timeout.ms") as i32,
+            heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms") as i32,
+            assignors: config
+                .value("group.consumer.assignors")
+                .unwrap_or("uniform,range".into())
+                .split(',')
+                .map(|a| a.trim().to_string())
+                .filter(|a| crate::group::ASSIGNORS.contains(&a.as_str()))
+                .collect(),
+            max_size: int("group.consumer.max.size").max(1) as usize,
+        },
     }
 }

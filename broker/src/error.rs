@@ -81,6 +81,14 @@ impl BrokerError {
                 GroupError::GroupSubscribedToTopic => E::GroupSubscribedToTopic,
                 GroupError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
                 GroupError::UnknownTopicOrPartition => E::UnknownTopicOrPartition,
+                GroupError::InvalidRequest => E::InvalidRequest,
+                GroupError::UnsupportedAssignor => E::UnsupportedAssignor,
+                GroupError::FencedMemberEpoch => E::FencedMemberEpoch,
+                GroupError::StaleMemberEpoch => E::StaleMemberEpoch,
+                GroupError::UnreleasedInstanceId => E::UnreleasedInstanceId,
+                GroupError::GroupMaxSizeReached => E::GroupMaxSizeReached,
+                GroupError::InvalidRegularExpression => E::InvalidRegularExpression,
+                GroupError::UnsupportedVersion => E::UnsupportedVersion,
             },
         }
     }

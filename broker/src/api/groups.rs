@@ -279,6 +279,17 @@ pub async fn offset_fetch(ctx: Arc<RequestContext>, req: OffsetFetchRequest) -> 
                             )
                     })
                     .collect();
+                // v9: a KIP-848 member names itself and its epoch (Kafka's validateOffsetFetch).
+                let member = g.member_id.as_ref().map(|m| m.to_string());
+                if version >= 9 {
+                    if let Err(e) =
+                        groups.validate_offset_fetch(g.group_id.0.as_str(), member.as_deref(), g.member_epoch)
+                    {
+                        return OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id.clone())
+                            .with_error_code(code(Some(e)));
+                    }
+                }
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
                     .with_topics(topics)
@@ -325,20 +336,20 @@ pub async fn list_groups(ctx: Arc<RequestContext>, req: ListGroupsRequest) -> Re
         .groups
         .list()
         .into_iter()
-        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.name().to_ascii_lowercase()))
-        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
-        .map(|(id, protocol_type, state)| {
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_ascii_lowercase()))
+        .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
+        .map(|listed| {
             let g = ListedGroup::default()
-                .with_group_id(GroupId(str_bytes(id)))
-                .with_protocol_type(str_bytes(protocol_type));
+                .with_group_id(GroupId(str_bytes(listed.group_id)))
+                .with_protocol_type(str_bytes(listed.protocol_type));
             // group_state exists from v4, group_type from v5.
             let g = if version >= 4 {
-                g.with_group_state(str_bytes(state.name()))
+                g.with_group_state(str_bytes(listed.state))
             } else {
                 g
             };
             if version >= 5 {
-                g.with_group_type(str_bytes("classic"))
+                g.with_group_type(str_bytes(listed.group_type))
             } else {
                 g
             }
@@ -359,6 +370,21 @@ pub async fn describe_groups(
             let g = DescribedGroup::default()
                 .with_group_id(id.clone())
                 .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+            // DescribeGroups describes classic groups only; KIP-848 groups answer
+            // ConsumerGroupDescribe (Kafka: "Group X is not a classic group.").
+            let consumer = ctx.broker.groups.is_consumer_group(id.0.as_str());
+            if consumer {
+                return if version >= 6 {
+                    g.with_group_state(str_bytes("Dead"))
+                        .with_error_code(BrokerError::Group(GroupError::GroupIdNotFound).code())
+                        .with_error_message(Some(str_bytes(format!(
+                            "Group {} is not a classic group.",
+                            id.0.as_str()
+                        ))))
+                } else {
+                    g.with_group_state(str_bytes("Dead"))
+                };
+            }
             match ctx.broker.groups.describe(id.0.as_str()) {
                 // v6 reports a missing group as GROUP_ID_NOT_FOUND; earlier versions as Dead.
                 None if version >= 6 => g

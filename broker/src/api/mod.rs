@@ -3,6 +3,7 @@
 
 pub mod api_versions;
 pub mod configs;
+pub mod consumer_group;
 pub mod coordinator;
 pub mod fetch;
 pub mod groups;

@@ -1,5 +1,6 @@
 //! The group coordinator: classic consumer groups (JoinGroup, SyncGroup, Heartbeat,
-//! LeaveGroup, KIP-345 static members, KIP-394 member ids) and committed offsets.
+//! LeaveGroup, KIP-345 static members, KIP-394 member ids), KIP-848 consumer groups
+//! (ConsumerGroupHeartbeat, server-side assignors) and committed offsets.
 //!
 //! All groups live behind one mutex: every operation is a short in-memory step, and the
 //! timers (session expiry, rebalance and sync deadlines, offsets retention) run as one named
@@ -8,8 +9,12 @@
 //! Durable state goes to RocksDB before it is acknowledged: offsets on commit, group
 //! metadata when a generation's assignment is settled or the group empties.
 
+mod assignor;
 mod classic;
+mod consumer;
+mod consumer_protocol;
 mod offsets;
+mod regex;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
@@ -18,8 +23,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+pub use assignor::ASSIGNORS;
 pub use classic::GroupState;
 use classic::{ClassicGroup, Member};
+pub use consumer::{ConsumerGroupState, ConsumerMember, TopicPartitions};
+pub use consumer_protocol::{
+    ConsumerGroupConfig, ConsumerGroupDescription, ConsumerHeartbeat, HeartbeatAnswer, HeartbeatFailure,
+    TopicsImage,
+};
 pub use offsets::{OffsetCommitRequest, PartitionCommit};
 
 use crate::meta::{CommittedOffset, GroupRecord, MemberRecord, MetaStore};
@@ -58,6 +69,22 @@ pub enum GroupError {
     CoordinatorNotAvailable,
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,
+    #[error("invalid request")]
+    InvalidRequest,
+    #[error("unsupported assignor")]
+    UnsupportedAssignor,
+    #[error("fenced member epoch")]
+    FencedMemberEpoch,
+    #[error("stale member epoch")]
+    StaleMemberEpoch,
+    #[error("unreleased instance id")]
+    UnreleasedInstanceId,
+    #[error("group max size reached")]
+    GroupMaxSizeReached,
+    #[error("invalid regular expression")]
+    InvalidRegularExpression,
+    #[error("unsupported version")]
+    UnsupportedVersion,
 }
 
 /// Group settings (Kafka's broker keys of the same names).
@@ -68,6 +95,7 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i32,
     pub offsets_retention_ms: i64,
     pub offset_metadata_max_bytes: usize,
+    pub consumer: ConsumerGroupConfig,
 }
 
 /// A JoinGroup as the coordinator sees it.
@@ -140,6 +168,16 @@ impl SyncOutcome {
     }
 }
 
+/// One row of ListGroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedGroup {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+    /// "classic" or "consumer" (ListGroups v5).
+    pub group_type: &'static str,
+}
+
 /// What DescribeGroups reports.
 pub struct GroupDescription {
     pub state: GroupState,
@@ -160,6 +198,8 @@ pub struct MemberDescription {
 #[derive(Default)]
 struct State {
     groups: HashMap<String, ClassicGroup>,
+    /// KIP-848 groups. A group id names either a classic or a consumer group, never both.
+    consumer_groups: HashMap<String, consumer::ConsumerGroup>,
     /// group → (topic, partition) → committed offset.
     offsets: HashMap<String, BTreeMap<(String, i32), CommittedOffset>>,
 }
@@ -198,8 +238,13 @@ impl GroupCoordinator {
             let group = restore(record, now);
             state.groups.insert(group.id.clone(), group);
         }
+        for record in meta.consumer_groups()? {
+            let group = consumer_protocol::restore(record, now, config.consumer.session_timeout_ms);
+            state.consumer_groups.insert(group.id.clone(), group);
+        }
         tracing::info!(
             groups = state.groups.len(),
+            consumer_groups = state.consumer_groups.len(),
             with_offsets = state.offsets.len(),
             "group coordinator loaded"
         );
@@ -243,6 +288,14 @@ impl GroupCoordinator {
             || req.session_timeout_ms > self.config.max_session_timeout_ms
         {
             return fail(tx, GroupError::InvalidSessionTimeout, &req.member_id);
+        }
+        if let Some(consumer) = state.consumer_groups.get(&req.group_id) {
+            // Kafka: a classic member cannot join a live consumer group (no online migration
+            // here); an empty one gives way to the classic group.
+            if !consumer.members.is_empty() {
+                return fail(tx, GroupError::InconsistentGroupProtocol, &req.member_id);
+            }
+            state.consumer_groups.remove(&req.group_id);
         }
         if !state.groups.contains_key(&req.group_id) {
             if !req.member_id.is_empty() {
@@ -734,30 +787,59 @@ impl GroupCoordinator {
             .collect()
     }
 
-    /// Members per classic group.
+    /// Members per group (classic and consumer).
     pub fn member_counts(&self) -> Vec<(String, usize)> {
-        self.lock()
+        let state = self.lock();
+        state
             .groups
             .values()
             .map(|g| (g.id.clone(), g.members.len()))
+            .chain(
+                state
+                    .consumer_groups
+                    .values()
+                    .map(|g| (g.id.clone(), g.members.len())),
+            )
             .collect()
     }
 
-    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+    /// Every group for ListGroups, sorted by id.
+    pub fn list(&self) -> Vec<ListedGroup> {
         let state = self.lock();
-        let mut out: Vec<_> = state
+        let mut out: Vec<ListedGroup> = state
             .groups
             .values()
-            .map(|g| (g.id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state))
+            .map(|g| ListedGroup {
+                group_id: g.id.clone(),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                state: g.state.name(),
+                group_type: "classic",
+            })
             .collect();
+        out.extend(state.consumer_groups.values().map(|g| ListedGroup {
+            group_id: g.id.clone(),
+            protocol_type: "consumer".into(),
+            state: g.state().name(),
+            group_type: "consumer",
+        }));
         // Groups known only by their committed offsets (simple consumers) are Empty groups.
         for id in state.offsets.keys() {
-            if !state.groups.contains_key(id) {
-                out.push((id.clone(), String::new(), GroupState::Empty));
+            if !state.groups.contains_key(id) && !state.consumer_groups.contains_key(id) {
+                out.push(ListedGroup {
+                    group_id: id.clone(),
+                    protocol_type: String::new(),
+                    state: GroupState::Empty.name(),
+                    group_type: "classic",
+                });
             }
         }
-        out.sort();
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         out
+    }
+
+    /// Whether `group_id` is a KIP-848 consumer group (DescribeGroups does not describe those).
+    pub fn is_consumer_group(&self, group_id: &str) -> bool {
+        self.lock().consumer_groups.contains_key(group_id)
     }
 
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
@@ -801,9 +883,18 @@ impl GroupCoordinator {
     /// DeleteGroups for one group: only an empty group can go, with its offsets.
     pub fn delete(&self, group_id: &str) -> Result<(), GroupError> {
         let mut state = self.lock();
-        let exists = state.groups.contains_key(group_id) || state.offsets.contains_key(group_id);
+        let exists = state.groups.contains_key(group_id)
+            || state.offsets.contains_key(group_id)
+            || state.consumer_groups.contains_key(group_id);
         if !exists {
             return Err(GroupError::GroupIdNotFound);
+        }
+        if state
+            .consumer_groups
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
+        {
+            return Err(GroupError::NonEmptyGroup);
         }
         if let Some(g) = state.groups.get(group_id) {
             if g.state != GroupState::Empty {
@@ -815,6 +906,7 @@ impl GroupCoordinator {
             GroupError::CoordinatorNotAvailable
         })?;
         state.groups.remove(group_id);
+        state.consumer_groups.remove(group_id);
         state.offsets.remove(group_id);
         tracing::info!(group = %group_id, "group deleted");
         Ok(())
@@ -826,6 +918,12 @@ impl GroupCoordinator {
         let retention_ms = self.config.offsets_retention_ms;
         let now_ms = unix_ms();
         let mut expired_groups = Vec::new();
+        self.expire_consumer_members(&mut state, now);
+        for group in state.consumer_groups.values() {
+            if group.members.is_empty() && group.empty_since_ms.is_some_and(|t| now_ms - t >= retention_ms) {
+                expired_groups.push(group.id.clone());
+            }
+        }
         for group in state.groups.values_mut() {
             group.pending_members.retain(|_, deadline| *deadline > now);
             let expired: Vec<String> = group
@@ -871,6 +969,7 @@ impl GroupCoordinator {
         // Offsets of simple consumers (no group record) expire from their last commit.
         for (id, offsets) in &state.offsets {
             if !state.groups.contains_key(id)
+                && !state.consumer_groups.contains_key(id)
                 && offsets
                     .values()
                     .all(|o| now_ms - o.commit_timestamp_ms >= retention_ms)
@@ -884,6 +983,7 @@ impl GroupCoordinator {
                 continue;
             }
             state.groups.remove(&id);
+            state.consumer_groups.remove(&id);
             state.offsets.remove(&id);
             tracing::info!(group = %id, "empty group's offsets expired (offsets.retention.minutes)");
         }

@@ -40,13 +40,22 @@ impl GroupCoordinator {
         }
         let now = Instant::now();
         let mut state = self.lock();
-        match state.groups.get_mut(&req.group_id) {
-            Some(group) => validate_commit(group, &req, now)?,
-            None if req.generation < 0 => {
-                // A "simple" group: offsets only, no members.
+        if let Some(group) = state.consumer_groups.get(&req.group_id) {
+            GroupCoordinator::validate_consumer_commit(
+                group,
+                &req.member_id,
+                req.generation,
+                req.api_version,
+            )?;
+        } else {
+            match state.groups.get_mut(&req.group_id) {
+                Some(group) => validate_commit(group, &req, now)?,
+                None if req.generation < 0 => {
+                    // A "simple" group: offsets only, no members.
+                }
+                None if req.api_version >= 9 => return Err(GroupError::GroupIdNotFound),
+                None => return Err(GroupError::IllegalGeneration),
             }
-            None if req.api_version >= 9 => return Err(GroupError::GroupIdNotFound),
-            None => return Err(GroupError::IllegalGeneration),
         }
         let now_ms = unix_ms();
         let max = self.config.offset_metadata_max_bytes;
@@ -125,7 +134,10 @@ impl GroupCoordinator {
         partitions: &[(String, i32)],
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         let mut state = self.lock();
-        if !state.groups.contains_key(group_id) && !state.offsets.contains_key(group_id) {
+        if !state.groups.contains_key(group_id)
+            && !state.offsets.contains_key(group_id)
+            && !state.consumer_groups.contains_key(group_id)
+        {
             return Err(GroupError::GroupIdNotFound);
         }
         let subscribed = |topic: &str| {
@@ -133,6 +145,10 @@ impl GroupCoordinator {
                 .groups
                 .get(group_id)
                 .is_some_and(|g| g.state != GroupState::Empty && subscribes(g, topic))
+                || state
+                    .consumer_groups
+                    .get(group_id)
+                    .is_some_and(|g| g.subscribed_topics.contains_key(topic) && !g.members.is_empty())
         };
         let results: Vec<Result<(), GroupError>> = partitions
             .iter()

@@ -14,6 +14,7 @@ fn config() -> GroupConfig {
         initial_rebalance_delay_ms: 0,
         offsets_retention_ms: 7 * 24 * 3_600_000,
         offset_metadata_max_bytes: 16,
+        consumer: super::ConsumerGroupConfig::default(),
     }
 }
 
@@ -284,7 +285,12 @@ async fn simple_commits_create_an_offsets_only_group_and_missing_groups_are_refu
     assert_eq!(c.commit_offsets(commit(-1, "", 7)).unwrap(), vec![Ok(())]);
     assert_eq!(
         c.list(),
-        vec![("g".to_string(), String::new(), GroupState::Empty)]
+        vec![super::ListedGroup {
+            group_id: "g".to_string(),
+            protocol_type: String::new(),
+            state: GroupState::Empty.name(),
+            group_type: "classic",
+        }]
     );
     assert_eq!(
         c.fetch_offsets("g", Some(vec![("t".into(), 0), ("t".into(), 1)]))[1].2,

@@ -42,6 +42,155 @@ pub struct MemberRecord {
 }
 
 const VERSION: u8 = 1;
+/// The version byte of a KIP-848 consumer group's record. Both kinds of group share the
+/// `groups` column family, keyed by group id: a group id names one group of one type.
+const CONSUMER_GROUP_VERSION: u8 = 16;
+
+/// Partitions by topic id, as a KIP-848 assignment names them.
+pub type TopicIdPartitions = Vec<(uuid::Uuid, Vec<i32>)>;
+
+/// A KIP-848 consumer group's durable state: epochs, subscriptions and assignments, so that
+/// members that heartbeat with their member epoch after a restart carry on where they were.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsumerGroupRecord {
+    pub group_id: String,
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    /// (name, id, partition count) of the subscribed topics at the last epoch bump.
+    pub subscribed_topics: Vec<(String, uuid::Uuid, i32)>,
+    pub members: Vec<ConsumerMemberRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConsumerMemberRecord {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub member_epoch: i32,
+    pub previous_member_epoch: i32,
+    /// MemberState's code.
+    pub state: u8,
+    pub rebalance_timeout_ms: i32,
+    pub subscribed_topic_names: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    pub assigned: TopicIdPartitions,
+    pub pending_revocation: TopicIdPartitions,
+    pub target: TopicIdPartitions,
+}
+
+fn put_opt(w: &mut Writer, s: &Option<String>) {
+    match s {
+        Some(s) => w.i32(1).bytes(s.as_bytes()),
+        None => w.i32(0),
+    };
+}
+
+fn get_opt(r: &mut Reader<'_>) -> Option<Option<String>> {
+    match r.i32()? {
+        0 => Some(None),
+        _ => Some(Some(r.string()?)),
+    }
+}
+
+fn put_partitions(w: &mut Writer, a: &TopicIdPartitions) {
+    w.i32(a.len() as i32);
+    for (t, ps) in a {
+        w.bytes(t.as_bytes()).i32(ps.len() as i32);
+        for p in ps {
+            w.i32(*p);
+        }
+    }
+}
+
+fn get_partitions(r: &mut Reader<'_>) -> Option<TopicIdPartitions> {
+    let mut out = Vec::new();
+    for _ in 0..r.i32()? {
+        let id = uuid::Uuid::from_slice(r.bytes()?).ok()?;
+        let mut ps = Vec::new();
+        for _ in 0..r.i32()? {
+            ps.push(r.i32()?);
+        }
+        out.push((id, ps));
+    }
+    Some(out)
+}
+
+impl ConsumerGroupRecord {
+    fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new(CONSUMER_GROUP_VERSION);
+        w.i32(self.group_epoch)
+            .i32(self.assignment_epoch)
+            .i32(self.subscribed_topics.len() as i32);
+        for (name, id, partitions) in &self.subscribed_topics {
+            w.bytes(name.as_bytes()).bytes(id.as_bytes()).i32(*partitions);
+        }
+        w.i32(self.members.len() as i32);
+        for m in &self.members {
+            w.bytes(m.member_id.as_bytes());
+            put_opt(&mut w, &m.instance_id);
+            put_opt(&mut w, &m.rack_id);
+            w.bytes(m.client_id.as_bytes())
+                .bytes(m.client_host.as_bytes())
+                .i32(m.member_epoch)
+                .i32(m.previous_member_epoch)
+                .i32(i32::from(m.state))
+                .i32(m.rebalance_timeout_ms)
+                .i32(m.subscribed_topic_names.len() as i32);
+            for t in &m.subscribed_topic_names {
+                w.bytes(t.as_bytes());
+            }
+            put_opt(&mut w, &m.subscribed_topic_regex);
+            put_opt(&mut w, &m.server_assignor);
+            put_partitions(&mut w, &m.assigned);
+            put_partitions(&mut w, &m.pending_revocation);
+            put_partitions(&mut w, &m.target);
+        }
+        w.finish()
+    }
+
+    fn decode(group_id: &str, buf: &[u8]) -> Option<ConsumerGroupRecord> {
+        let (mut r, version) = Reader::new(buf)?;
+        (version == CONSUMER_GROUP_VERSION).then_some(())?;
+        let mut g = ConsumerGroupRecord {
+            group_id: group_id.to_string(),
+            group_epoch: r.i32()?,
+            assignment_epoch: r.i32()?,
+            ..Default::default()
+        };
+        for _ in 0..r.i32()? {
+            let name = r.string()?;
+            let id = uuid::Uuid::from_slice(r.bytes()?).ok()?;
+            g.subscribed_topics.push((name, id, r.i32()?));
+        }
+        for _ in 0..r.i32()? {
+            let mut m = ConsumerMemberRecord {
+                member_id: r.string()?,
+                instance_id: get_opt(&mut r)?,
+                rack_id: get_opt(&mut r)?,
+                client_id: r.string()?,
+                client_host: r.string()?,
+                member_epoch: r.i32()?,
+                previous_member_epoch: r.i32()?,
+                state: u8::try_from(r.i32()?).ok()?,
+                rebalance_timeout_ms: r.i32()?,
+                ..Default::default()
+            };
+            for _ in 0..r.i32()? {
+                m.subscribed_topic_names.push(r.string()?);
+            }
+            m.subscribed_topic_regex = get_opt(&mut r)?;
+            m.server_assignor = get_opt(&mut r)?;
+            m.assigned = get_partitions(&mut r)?;
+            m.pending_revocation = get_partitions(&mut r)?;
+            m.target = get_partitions(&mut r)?;
+            g.members.push(m);
+        }
+        Some(g)
+    }
+}
 
 /// `group \0 topic \0 partition`: a group's offsets are one contiguous key range.
 fn offset_key(group: &str, topic: &str, partition: i32) -> Vec<u8> {
@@ -223,10 +372,43 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Stores a consumer group's record (replacing a classic group of the same id), synced.
+    pub fn put_consumer_group(&self, group: &ConsumerGroupRecord) -> Result<(), MetaError> {
+        self.db.put_cf_opt(
+            self.cf(CF_GROUPS),
+            group.group_id.as_bytes(),
+            group.encode(),
+            &Self::durable(),
+        )?;
+        Ok(())
+    }
+
+    pub fn consumer_groups(&self) -> Result<Vec<ConsumerGroupRecord>, MetaError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_GROUPS), IteratorMode::Start) {
+            let (key, value) = item?;
+            if value.first() != Some(&CONSUMER_GROUP_VERSION) {
+                continue;
+            }
+            let id = String::from_utf8_lossy(&key).into_owned();
+            out.push(
+                ConsumerGroupRecord::decode(&id, &value).ok_or(MetaError::Corrupt {
+                    what: "consumer group",
+                    key: id,
+                })?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The classic groups' records.
     pub fn groups(&self) -> Result<Vec<GroupRecord>, MetaError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_GROUPS), IteratorMode::Start) {
             let (key, value) = item?;
+            if value.first() == Some(&CONSUMER_GROUP_VERSION) {
+                continue;
+            }
             let id = String::from_utf8_lossy(&key).into_owned();
             out.push(GroupRecord::decode(&id, &value).ok_or(MetaError::Corrupt {
                 what: "group",
@@ -270,6 +452,28 @@ mod tests {
         };
         store.put_group(&group).unwrap();
         assert_eq!(store.groups().unwrap(), vec![group]);
+        let consumer = ConsumerGroupRecord {
+            group_id: "cg".into(),
+            group_epoch: 4,
+            assignment_epoch: 4,
+            subscribed_topics: vec![("t".into(), uuid::Uuid::from_bytes([3; 16]), 6)],
+            members: vec![ConsumerMemberRecord {
+                member_id: "m".into(),
+                instance_id: Some("i".into()),
+                member_epoch: 4,
+                state: 1,
+                subscribed_topic_names: vec!["t".into()],
+                subscribed_topic_regex: Some("t.*".into()),
+                assigned: vec![(uuid::Uuid::from_bytes([3; 16]), vec![0, 1])],
+                target: vec![(uuid::Uuid::from_bytes([3; 16]), vec![1])],
+                ..Default::default()
+            }],
+        };
+        store.put_consumer_group(&consumer).unwrap();
+        assert_eq!(store.consumer_groups().unwrap(), vec![consumer]);
+        assert_eq!(store.groups().unwrap().len(), 1, "classic groups only");
+        store.delete_group("cg").unwrap();
+        assert!(store.consumer_groups().unwrap().is_empty());
         assert_eq!(store.all_offsets().unwrap().len(), 3);
         store.delete_group("g").unwrap();
         assert!(store.groups().unwrap().is_empty());

@@ -10,7 +10,9 @@ use std::path::Path;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
 
-pub use groups::{CommittedOffset, GroupRecord, MemberRecord};
+pub use groups::{
+    CommittedOffset, ConsumerGroupRecord, ConsumerMemberRecord, GroupRecord, MemberRecord, TopicIdPartitions,
+};
 pub use topics::TopicRecord;
 
 /// Column families, created on first open. Later capabilities (producer state, transactions)

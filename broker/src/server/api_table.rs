@@ -174,6 +174,18 @@ pub static SUPPORTED_APIS: &[ApiEntry] = &[
         DescribeTopicPartitionsRequest,
         api::metadata::describe_topic_partitions
     ),
+    api!(
+        ConsumerGroupHeartbeat,
+        0..=1,
+        ConsumerGroupHeartbeatRequest,
+        api::consumer_group::consumer_group_heartbeat
+    ),
+    api!(
+        ConsumerGroupDescribe,
+        0..=1,
+        ConsumerGroupDescribeRequest,
+        api::consumer_group::consumer_group_describe
+    ),
 ];
 
 pub fn lookup(key: ApiKey) -> Option<&'static ApiEntry> {

@@ -13,6 +13,7 @@ mod groups_rdkafka;
 mod groups_tools;
 mod groups_wire;
 mod kcat;
+mod kip848;
 mod metrics;
 mod python_client;
 mod rdkafka_roundtrip;
