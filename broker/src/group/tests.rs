@@ -319,3 +319,50 @@ async fn session_timeouts_outside_the_configured_bounds_are_refused() {
         .unwrap();
     assert_eq!(r.error, Some(GroupError::InvalidGroupId));
 }
+
+#[tokio::test]
+async fn offsets_of_groups_empty_for_longer_than_the_retention_expire_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let meta = Arc::new(MetaStore::open(dir.path()).unwrap());
+        let c = GroupCoordinator::open(
+            meta,
+            GroupConfig {
+                offsets_retention_ms: 50,
+                ..config()
+            },
+        )
+        .unwrap();
+        // A member-managed group that empties, and an offsets-only (simple) group.
+        let a = join_new(&c).await.await.unwrap();
+        c.sync(sync_req(&a.member_id, 1, vec![])).await.unwrap();
+        assert_eq!(
+            c.commit_offsets(commit(1, &a.member_id, 5)).unwrap(),
+            vec![Ok(())]
+        );
+        c.leave("g", &a.member_id, None).unwrap();
+        let simple = OffsetCommitRequest {
+            group_id: "simple".into(),
+            ..commit(-1, "", 9)
+        };
+        assert_eq!(c.commit_offsets(simple).unwrap(), vec![Ok(())]);
+        // Within the retention both keep their offsets.
+        c.tick(Instant::now());
+        assert_eq!(c.fetch_offsets("g", None).len(), 1);
+        assert_eq!(c.fetch_offsets("simple", None).len(), 1);
+        std::thread::sleep(Duration::from_millis(80));
+        c.tick(Instant::now());
+        assert!(
+            c.fetch_offsets("g", None).is_empty(),
+            "the empty group's offsets expired"
+        );
+        assert!(
+            c.fetch_offsets("simple", None).is_empty(),
+            "the simple group's offsets expired"
+        );
+        assert!(c.list().is_empty());
+    }
+    // The expiry reached the store: nothing comes back after reopening.
+    let (_, c) = open(dir.path());
+    assert!(c.fetch_offsets("g", None).is_empty() && c.fetch_offsets("simple", None).is_empty());
+}

@@ -157,3 +157,40 @@ fn consumer_group_lag_is_reported_with_kafka_exporter_names() {
     let text = scrape(&metrics_address(&broker));
     assert_eq!(value(&text, "kafka_consumergroup_lag", &g("1")), Some(2.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn consumer_group_members_and_lag_follow_a_live_group() {
+    let broker = TestBroker::builder()
+        .with("metrics.listener", "127.0.0.1:0")
+        .with("group.initial.rebalance.delay.ms", 0)
+        .with("group.min.session.timeout.ms", 1000)
+        .start();
+    let bootstrap = broker.bootstrap().to_string();
+    crate::clients::create_topic(&bootstrap, "live", 2).await;
+    let a = crate::groups::GroupMember::start(&bootstrap, "live-group", "live", "a", &[]);
+    let b = crate::groups::GroupMember::start(&bootstrap, "live-group", "live", "b", &[]);
+    crate::groups::await_balanced(&[&a, &b], 2, Duration::from_secs(30)).await;
+    let members = |text: &str| {
+        value(
+            text,
+            "kafka_consumergroup_members",
+            &[("consumergroup", "live-group")],
+        )
+    };
+    assert_eq!(members(&scrape(&metrics_address(&broker))), Some(2.0));
+    a.close().await;
+    // After the leave (and the rebalance it causes) one member remains.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = members(&scrape(&metrics_address(&broker)));
+        if now == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members stayed at {now:?} after one left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.close().await;
+}
