@@ -7,7 +7,7 @@ use kafka_protocol::messages::consumer_group_describe_response::{self as describ
 use kafka_protocol::messages::consumer_group_heartbeat_response::{self as heartbeat, Assignment};
 use kafka_protocol::messages::*;
 
-use super::{str_bytes, AUTHORIZED_OPERATIONS_OMITTED};
+use super::{authorized_operations, str_bytes, GROUP_OPERATIONS};
 use crate::error::BrokerError;
 use crate::group::{ConsumerHeartbeat, GroupError, HeartbeatFailure, TopicPartitions, TopicsImage};
 use crate::server::api_table::Reply;
@@ -120,13 +120,12 @@ pub async fn consumer_group_describe(
 ) -> Reply<ConsumerGroupDescribeResponse> {
     let version = ctx.api_version;
     let topics = topics_image(&ctx);
+    let operations = authorized_operations(req.include_authorized_operations, GROUP_OPERATIONS);
     let groups = req
         .group_ids
         .into_iter()
         .map(|id| {
-            let g = DescribedGroup::default()
-                .with_group_id(id.clone())
-                .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+            let g = DescribedGroup::default().with_group_id(id.clone()).with_authorized_operations(operations);
             match ctx.broker.groups.consumer_group_describe(id.0.as_str()) {
                 Err(f) => g
                     .with_error_code(code(f.error))

@@ -18,7 +18,7 @@ use kafka_protocol::messages::offset_fetch_response::*;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
-use super::{str_bytes, AUTHORIZED_OPERATIONS_OMITTED};
+use super::{authorized_operations, str_bytes, GROUP_OPERATIONS};
 use crate::error::BrokerError;
 use crate::group::{
     self, GroupError, JoinRequest, OffsetCommitRequest as Commit, PartitionCommit, SyncRequest,
@@ -363,13 +363,13 @@ pub async fn describe_groups(
     req: DescribeGroupsRequest,
 ) -> Reply<DescribeGroupsResponse> {
     let version = ctx.api_version;
+    // include_authorized_operations exists from v3.
+    let operations = authorized_operations(version >= 3 && req.include_authorized_operations, GROUP_OPERATIONS);
     let groups = req
         .groups
         .into_iter()
         .map(|id| {
-            let g = DescribedGroup::default()
-                .with_group_id(id.clone())
-                .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+            let g = DescribedGroup::default().with_group_id(id.clone()).with_authorized_operations(operations);
             // DescribeGroups describes classic groups only; KIP-848 groups answer
             // ConsumerGroupDescribe (Kafka: "Group X is not a classic group.").
             let consumer = ctx.broker.groups.is_consumer_group(id.0.as_str());

@@ -13,7 +13,10 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::*;
 
-use super::{str_bytes, AUTHORIZED_OPERATIONS_OMITTED, LEADER_EPOCH};
+use super::{
+    authorized_operations, str_bytes, AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS, LEADER_EPOCH,
+    TOPIC_OPERATIONS,
+};
 use crate::error::BrokerError;
 use crate::log_manager::{validate_topic_name, Topic};
 use crate::server::api_table::Reply;
@@ -65,7 +68,7 @@ pub async fn handle(ctx: Arc<RequestContext>, req: MetadataRequest) -> Reply<Met
     };
     let auto_create =
         broker.config.auto_create_topics && (ctx.api_version < 4 || req.allow_auto_topic_creation);
-    let topics = if all {
+    let mut topics: Vec<MetadataResponseTopic> = if all {
         broker
             .logs
             .topics()
@@ -92,6 +95,15 @@ pub async fn handle(ctx: Arc<RequestContext>, req: MetadataRequest) -> Reply<Met
         }
         out
     };
+    // Authorized operations exist from v8; the cluster's only up to v10.
+    let topic_ops = authorized_operations(ctx.api_version >= 8 && req.include_topic_authorized_operations, TOPIC_OPERATIONS);
+    for t in topics.iter_mut().filter(|t| t.error_code == 0) {
+        t.topic_authorized_operations = topic_ops;
+    }
+    let cluster_ops = authorized_operations(
+        (8..=10).contains(&ctx.api_version) && req.include_cluster_authorized_operations,
+        CLUSTER_OPERATIONS,
+    );
     let endpoint = &ctx.endpoint;
     Reply::Ready(
         MetadataResponse::default()
@@ -102,7 +114,7 @@ pub async fn handle(ctx: Arc<RequestContext>, req: MetadataRequest) -> Reply<Met
             .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
             .with_controller_id(BrokerId(node))
             .with_topics(topics)
-            .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+            .with_cluster_authorized_operations(cluster_ops),
     )
 }
 
@@ -140,7 +152,10 @@ pub async fn describe_cluster(
     let mut response = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(broker.cluster_id.clone()))
         .with_controller_id(BrokerId(broker.node_id))
-        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_cluster_authorized_operations(authorized_operations(
+            req.include_cluster_authorized_operations,
+            CLUSTER_OPERATIONS,
+        ))
         .with_endpoint_type(req.endpoint_type);
     // Endpoint type 1 is brokers; 2 asks for controllers, which clients must reach through
     // the controller listener this broker does not expose.
@@ -222,7 +237,7 @@ pub async fn describe_topic_partitions(
                 .with_topic_id(topic.id)
                 .with_is_internal(topic.is_internal())
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED),
+                .with_topic_authorized_operations(TOPIC_OPERATIONS),
         );
         if end < count {
             next_cursor = Some(

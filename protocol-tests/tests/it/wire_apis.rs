@@ -272,3 +272,33 @@ fn a_batch_over_max_message_bytes_is_refused_with_message_too_large() {
         "nothing of the refused batch was stored"
     );
 }
+
+#[test]
+fn authorized_operations_are_reported_only_when_asked_and_then_all_of_them() {
+    let broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(create(&mut wire, "ops", 1, 1, &[], false), 0);
+    let version = wire.version::<MetadataRequest>(12);
+    let ask = |wire: &mut WireClient, include: bool| {
+        let topic = MetadataRequestTopic::default().with_name(Some(name("ops")));
+        let r = wire.call(
+            &MetadataRequest::default()
+                .with_topics(Some(vec![topic]))
+                .with_include_topic_authorized_operations(include),
+            version,
+        );
+        r.topics[0].topic_authorized_operations
+    };
+    // Without an authorizer everything a topic supports is allowed: READ, WRITE, CREATE,
+    // DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS (Kafka's 3576).
+    assert_eq!(ask(&mut wire, true), 3576);
+    assert_eq!(ask(&mut wire, false), i32::MIN);
+    let version = wire.version::<DescribeClusterRequest>(1);
+    let r = wire.call(
+        &DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+        version,
+    );
+    assert_eq!(r.cluster_authorized_operations, 8096);
+    let r = wire.call(&DescribeClusterRequest::default(), version);
+    assert_eq!(r.cluster_authorized_operations, i32::MIN);
+}
