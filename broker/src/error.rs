@@ -31,6 +31,9 @@ pub enum BrokerError {
     TopicDeletionDisabled,
     #[error("{0}")]
     InvalidRequiredAcks(String),
+    /// Records refused one by one: (index in the batch, reason).
+    #[error("One or more records have been rejected due to {} record errors in total", .0.len())]
+    InvalidRecords(Vec<(i32, String)>),
     #[error("{0}")]
     UnsupportedVersion(String),
     #[error(transparent)]
@@ -57,6 +60,7 @@ impl BrokerError {
             BrokerError::InvalidRequest(_) => E::InvalidRequest,
             BrokerError::TopicDeletionDisabled => E::TopicDeletionDisabled,
             BrokerError::InvalidRequiredAcks(_) => E::InvalidRequiredAcks,
+            BrokerError::InvalidRecords(_) => E::InvalidRecord,
             BrokerError::UnsupportedVersion(_) => E::UnsupportedVersion,
             BrokerError::Log(e) => match e {
                 LogError::CorruptRecord(_) => E::CorruptMessage,

@@ -342,6 +342,12 @@ impl LogManager {
         Ok(())
     }
 
+    /// Whether the topic's cleanup.policy includes compact.
+    pub fn is_compacted(&self, topic: &Topic) -> bool {
+        effective(&topic.configs, &self.config, "cleanup.policy")
+            .is_some_and(|p| p.split(',').any(|v| v.trim() == "compact"))
+    }
+
     pub fn broker_config(&self) -> &Config {
         &self.config
     }

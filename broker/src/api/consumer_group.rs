@@ -125,7 +125,9 @@ pub async fn consumer_group_describe(
         .group_ids
         .into_iter()
         .map(|id| {
-            let g = DescribedGroup::default().with_group_id(id.clone()).with_authorized_operations(operations);
+            let g = DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_authorized_operations(operations);
             match ctx.broker.groups.consumer_group_describe(id.0.as_str()) {
                 Err(f) => g
                     .with_error_code(code(f.error))

@@ -364,12 +364,17 @@ pub async fn describe_groups(
 ) -> Reply<DescribeGroupsResponse> {
     let version = ctx.api_version;
     // include_authorized_operations exists from v3.
-    let operations = authorized_operations(version >= 3 && req.include_authorized_operations, GROUP_OPERATIONS);
+    let operations = authorized_operations(
+        version >= 3 && req.include_authorized_operations,
+        GROUP_OPERATIONS,
+    );
     let groups = req
         .groups
         .into_iter()
         .map(|id| {
-            let g = DescribedGroup::default().with_group_id(id.clone()).with_authorized_operations(operations);
+            let g = DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_authorized_operations(operations);
             // DescribeGroups describes classic groups only; KIP-848 groups answer
             // ConsumerGroupDescribe (Kafka: "Group X is not a classic group.").
             let consumer = ctx.broker.groups.is_consumer_group(id.0.as_str());

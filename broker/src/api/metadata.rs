@@ -96,7 +96,10 @@ pub async fn handle(ctx: Arc<RequestContext>, req: MetadataRequest) -> Reply<Met
         out
     };
     // Authorized operations exist from v8; the cluster's only up to v10.
-    let topic_ops = authorized_operations(ctx.api_version >= 8 && req.include_topic_authorized_operations, TOPIC_OPERATIONS);
+    let topic_ops = authorized_operations(
+        ctx.api_version >= 8 && req.include_topic_authorized_operations,
+        TOPIC_OPERATIONS,
+    );
     for t in topics.iter_mut().filter(|t| t.error_code == 0) {
         t.topic_authorized_operations = topic_ops;
     }

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::*;
 
 use super::str_bytes;
@@ -63,11 +65,20 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
                         BrokerError::UnknownTopicId => BrokerError::UnknownTopicId,
                         _ => BrokerError::UnknownTopicOrPartition,
                     }),
-                    Ok(t) => append(
-                        t.partition(partition.index).cloned(),
-                        partition.records.as_deref(),
-                        now,
-                    ),
+                    Ok(t) => {
+                        let keys = if broker.logs.is_compacted(t) {
+                            require_keys(&data.name.0, partition.index, partition.records.as_ref())
+                        } else {
+                            Ok(())
+                        };
+                        keys.and_then(|()| {
+                            append(
+                                t.partition(partition.index).cloned(),
+                                partition.records.as_deref(),
+                                now,
+                            )
+                        })
+                    }
                 }
             };
             if outcome.is_ok() {
@@ -119,6 +130,32 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
     Reply::Ready(response(topics, results, version))
 }
 
+/// Kafka refuses a keyless record in a compacted topic (compaction keeps the last record per
+/// key, so a record without one could never be compacted), and refuses its whole batch. Only
+/// compacted topics pay for this record walk.
+fn require_keys(topic: &str, partition: i32, records: Option<&bytes::Bytes>) -> Result<(), BrokerError> {
+    let Some(records) = records else { return Ok(()) };
+    let mut buf = records.clone();
+    let Ok(set) = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) else {
+        // Not decodable: the log's own validation answers with the precise error.
+        return Ok(());
+    };
+    let keyless: Vec<(i32, String)> = set
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.key.is_none())
+        .map(|(i, _)| {
+            (i as i32, format!("Compacted topic cannot accept message without key in topic partition {topic}-{partition}."))
+        })
+        .collect();
+    if keyless.is_empty() {
+        Ok(())
+    } else {
+        Err(BrokerError::InvalidRecords(keyless))
+    }
+}
+
 fn append(
     log: Option<Arc<PartitionLog>>,
     records: Option<&[u8]>,
@@ -146,6 +183,18 @@ fn response(topics: Vec<(TopicName, uuid::Uuid)>, results: Vec<Appended>, versio
                 .with_log_append_time_ms(info.log_append_time)
                 .with_log_start_offset(log_start(info.log_start_offset)),
             Err(e) => p
+                .with_record_errors(match &e {
+                    // Per-record errors exist from v8.
+                    BrokerError::InvalidRecords(errors) if version >= 8 => errors
+                        .iter()
+                        .map(|(i, m)| {
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(*i)
+                                .with_batch_index_error_message(Some(str_bytes(m.clone())))
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                })
                 .with_error_code(e.code())
                 .with_error_message(e.message().filter(|_| version >= 8).map(str_bytes))
                 .with_base_offset(-1)

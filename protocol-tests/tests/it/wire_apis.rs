@@ -302,3 +302,78 @@ fn authorized_operations_are_reported_only_when_asked_and_then_all_of_them() {
     let r = wire.call(&DescribeClusterRequest::default(), version);
     assert_eq!(r.cluster_authorized_operations, i32::MIN);
 }
+
+/// One uncompressed batch whose records have the given keys (None = no key).
+fn batch_with_keys(keys: &[Option<&[u8]>]) -> Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32 - 1,
+            timestamp: 1,
+            key: key.map(Bytes::copy_from_slice),
+            value: Some(Bytes::from_static(b"v")),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode batch");
+    buf.freeze()
+}
+
+#[test]
+fn a_compacted_topic_refuses_a_batch_holding_a_keyless_record() {
+    let broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(
+        create(
+            &mut wire,
+            "compacted",
+            1,
+            1,
+            &[("cleanup.policy", "compact")],
+            false
+        ),
+        0
+    );
+    let r = produce(
+        &mut wire,
+        "compacted",
+        batch_with_keys(&[Some(b"a"), None, Some(b"c"), None]),
+    );
+    // INVALID_RECORD (87) for the whole batch, naming each keyless record.
+    assert_eq!(r.error_code, 87);
+    let indexes: Vec<i32> = r.record_errors.iter().map(|e| e.batch_index).collect();
+    assert_eq!(indexes, vec![1, 3]);
+    let r = produce(&mut wire, "compacted", batch_with_keys(&[Some(b"a"), Some(b"b")]));
+    assert_eq!(
+        (r.error_code, r.base_offset),
+        (0, 0),
+        "nothing of the refused batch was stored"
+    );
+    // A topic that is not compacted takes keyless records.
+    assert_eq!(create(&mut wire, "plain", 1, 1, &[], false), 0);
+    assert_eq!(
+        produce(&mut wire, "plain", batch_with_keys(&[None])).error_code,
+        0
+    );
+}
