@@ -501,6 +501,12 @@ impl GroupCoordinator {
         }
         if group.state != GroupState::PreparingRebalance {
             self.prepare_rebalance(group, now);
+        } else if group.join_not_before.is_some() {
+            // Kafka's delayed initial join: each member arriving during the delay extends it,
+            // so a fleet starting together lands in one generation; the rebalance timeout caps it.
+            let delay = Duration::from_millis(self.config.initial_rebalance_delay_ms.max(0) as u64);
+            let extended = now + delay;
+            group.join_not_before = Some(group.rebalance_deadline.map_or(extended, |d| extended.min(d)));
         }
         self.try_complete_join(group, now);
     }

@@ -366,3 +366,33 @@ async fn offsets_of_groups_empty_for_longer_than_the_retention_expire_durably() 
     let (_, c) = open(dir.path());
     assert!(c.fetch_offsets("g", None).is_empty() && c.fetch_offsets("simple", None).is_empty());
 }
+
+#[tokio::test]
+async fn the_initial_rebalance_delay_waits_for_members_arriving_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Arc::new(MetaStore::open(dir.path()).unwrap());
+    let c = GroupCoordinator::open(
+        meta,
+        GroupConfig {
+            initial_rebalance_delay_ms: 200,
+            ..config()
+        },
+    )
+    .unwrap();
+    let start = Instant::now();
+    let a = join_new(&c).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The second member arrives within the delay and extends it: one generation for both.
+    let b = join_new(&c).await;
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!((a.generation, b.generation), (1, 1));
+    assert!(
+        start.elapsed() >= Duration::from_millis(340),
+        "the delay was extended by the second join"
+    );
+    assert_eq!(
+        a.members.len() + b.members.len(),
+        2,
+        "the leader sees both members"
+    );
+}
