@@ -23,4 +23,12 @@ export KEEL_PYTHON="$venv/bin/python"
 cargo build --workspace --all-targets
 # Two test threads on two cores: each protocol test runs its own broker next to its clients.
 # --no-fail-fast: a failing unit test must not hide the protocol tests (and vice versa).
-exec cargo test --workspace --no-fail-fast -- --test-threads=2 "$@"
+status=0
+cargo test --workspace --no-fail-fast -- --test-threads=2 "$@" || status=$?
+
+# librdkafka's own test suite, the fast subset (scripts/compat/librdkafka.quick); the whole
+# allow-list is `scripts/compat/librdkafka.sh`. Skipped when a test filter was given.
+if [ $# -eq 0 ]; then
+  scripts/compat/librdkafka.sh --quick --no-build || status=$?
+fi
+exit $status
