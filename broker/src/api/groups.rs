@@ -76,6 +76,8 @@ pub async fn join_group(ctx: Arc<RequestContext>, req: JoinGroupRequest) -> Repl
             } else {
                 Some(StrBytes::default())
             }))
+            // skip_assignment exists from v9 (KIP-814).
+            .with_skip_assignment(version >= 9 && outcome.skip_assignment)
             .with_leader(str_bytes(outcome.leader))
             .with_member_id(str_bytes(outcome.member_id))
             .with_members(

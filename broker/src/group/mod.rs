@@ -123,6 +123,9 @@ pub struct JoinOutcome {
     pub member_id: String,
     /// Filled for the leader only: (member id, instance id, metadata for the chosen protocol).
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// KIP-814: the leader gets the members but must not compute a new assignment (a static
+    /// leader rejoining a stable group).
+    pub skip_assignment: bool,
 }
 
 impl JoinOutcome {
@@ -135,6 +138,7 @@ impl JoinOutcome {
             leader: String::new(),
             member_id: member_id.to_string(),
             members: Vec::new(),
+            skip_assignment: false,
         }
     }
 }
@@ -393,16 +397,15 @@ impl GroupCoordinator {
             group.leader = Some(new_id.clone());
         }
         match group.state {
-            GroupState::Stable if unchanged && !was_leader => {
-                let _ = tx.send(JoinOutcome {
-                    error: None,
-                    generation: group.generation,
-                    protocol_type: group.protocol_type.clone(),
-                    protocol_name: group.protocol_name.clone(),
-                    leader: group.leader.clone().unwrap_or_default(),
-                    member_id: new_id,
-                    members: Vec::new(),
-                });
+            GroupState::Stable if unchanged => {
+                // As Kafka: no rebalance, whether or not it leads. A leader gets the member
+                // list (and, from JoinGroup v9, skip_assignment); its SyncGroup in a stable group
+                // returns the assignment it already has.
+                let outcome = JoinOutcome {
+                    skip_assignment: was_leader,
+                    ..join_result(group, &new_id)
+                };
+                let _ = tx.send(outcome);
                 self.persist(group);
             }
             GroupState::PreparingRebalance => {
@@ -1030,6 +1033,7 @@ fn join_result(group: &ClassicGroup, member_id: &str) -> JoinOutcome {
         } else {
             Vec::new()
         },
+        skip_assignment: false,
     }
 }
 

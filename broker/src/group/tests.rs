@@ -396,3 +396,39 @@ async fn the_initial_rebalance_delay_waits_for_members_arriving_together() {
         "the leader sees both members"
     );
 }
+
+#[tokio::test]
+async fn a_restarted_static_leader_keeps_the_group_stable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, c) = open(dir.path());
+    let leader = c.join(join_req("", Some("pod-0"))).await.unwrap();
+    c.sync(SyncRequest {
+        instance_id: Some("pod-0".into()),
+        ..sync_req(
+            &leader.member_id,
+            1,
+            vec![(leader.member_id.clone(), Bytes::from_static(b"all"))],
+        )
+    })
+    .await
+    .unwrap();
+    let back = c.join(join_req("", Some("pod-0"))).await.unwrap();
+    assert_eq!((back.error, back.generation), (None, 1));
+    assert_eq!(
+        back.leader, back.member_id,
+        "still the leader, under its new member id"
+    );
+    assert!(
+        back.skip_assignment,
+        "the leader is told not to recompute the assignment"
+    );
+    assert_eq!(c.describe("g").unwrap().state, GroupState::Stable, "no rebalance");
+    let synced = c
+        .sync(SyncRequest {
+            instance_id: Some("pod-0".into()),
+            ..sync_req(&back.member_id, 1, vec![])
+        })
+        .await
+        .unwrap();
+    assert_eq!(synced.assignment, Bytes::from_static(b"all"));
+}
