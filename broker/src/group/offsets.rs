@@ -1,7 +1,6 @@
 //! OffsetCommit, OffsetFetch and OffsetDelete on the coordinator's groups.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use super::classic::{ClassicGroup, GroupState};
 use super::{check_member, unix_ms, GroupCoordinator, GroupError};
@@ -38,7 +37,6 @@ impl GroupCoordinator {
         if req.group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
-        let now = Instant::now();
         let mut state = self.lock();
         if let Some(group) = state.consumer_groups.get(&req.group_id) {
             GroupCoordinator::validate_consumer_commit(
@@ -48,8 +46,8 @@ impl GroupCoordinator {
                 req.api_version,
             )?;
         } else {
-            match state.groups.get_mut(&req.group_id) {
-                Some(group) => validate_commit(group, &req, now)?,
+            match state.groups.get(&req.group_id) {
+                Some(group) => validate_commit(group, &req)?,
                 None if req.generation < 0 => {
                     // A "simple" group: offsets only, no members.
                 }
@@ -179,11 +177,7 @@ impl GroupCoordinator {
 }
 
 /// Kafka's `validateOffsetCommit` for classic groups.
-fn validate_commit(
-    group: &mut ClassicGroup,
-    req: &OffsetCommitRequest,
-    now: Instant,
-) -> Result<(), GroupError> {
+fn validate_commit(group: &ClassicGroup, req: &OffsetCommitRequest) -> Result<(), GroupError> {
     if group.state == GroupState::Dead {
         return Err(GroupError::CoordinatorNotAvailable);
     }
@@ -202,9 +196,8 @@ fn validate_commit(
     if group.state == GroupState::CompletingRebalance {
         return Err(GroupError::RebalanceInProgress);
     }
-    if let Some(m) = group.member_mut(&req.member_id) {
-        m.touch(now);
-    }
+    // A commit does not extend the member's session, as in Kafka 4's coordinator: only
+    // heartbeats (and joins and syncs) do, so a closed static member expires on time.
     Ok(())
 }
 
