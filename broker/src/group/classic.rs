@@ -164,6 +164,20 @@ impl ClassicGroup {
         self.pending_members.is_empty() && self.members.iter().all(|m| m.join_waiter.is_some())
     }
 
+    /// Removes every member matching `pred`, logging why.
+    pub fn remove_members_where(&mut self, pred: impl Fn(&Member) -> bool, why: &str) {
+        let doomed: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| pred(m))
+            .map(|m| m.id.clone())
+            .collect();
+        for id in doomed {
+            tracing::info!(group = %self.id, member = %id, "member {why}; removed");
+            self.remove_member(&id);
+        }
+    }
+
     /// Removes a member, answering any request it still waits on.
     pub fn remove_member(&mut self, id: &str) -> Option<Member> {
         let index = self.members.iter().position(|m| m.id == id)?;

@@ -556,16 +556,10 @@ impl GroupCoordinator {
     /// starts, and every waiting member gets its JoinGroup answer (the leader with the members'
     /// subscriptions, so it can compute the assignment).
     fn complete_join(&self, group: &mut ClassicGroup, now: Instant) {
-        let missing: Vec<String> = group
-            .members
-            .iter()
-            .filter(|m| m.join_waiter.is_none())
-            .map(|m| m.id.clone())
-            .collect();
-        for id in missing {
-            tracing::info!(group = %group.id, member = %id, "member did not rejoin within the rebalance timeout; removed");
-            group.remove_member(&id);
-        }
+        group.remove_members_where(
+            |m| m.join_waiter.is_none(),
+            "did not rejoin within the rebalance timeout",
+        );
         group.pending_members.clear();
         group.generation += 1;
         group.rebalance_deadline = None;
@@ -953,16 +947,7 @@ impl GroupCoordinator {
                 GroupState::PreparingRebalance => self.try_complete_join(group, now),
                 GroupState::CompletingRebalance if group.sync_deadline.is_some_and(|d| now >= d) => {
                     // The leader's assignment never came: drop those who did not sync, retry.
-                    let missing: Vec<String> = group
-                        .members
-                        .iter()
-                        .filter(|m| m.sync_waiter.is_none())
-                        .map(|m| m.id.clone())
-                        .collect();
-                    for id in missing {
-                        tracing::info!(group = %group.id, member = %id, "member did not sync in time; removed");
-                        group.remove_member(&id);
-                    }
+                    group.remove_members_where(|m| m.sync_waiter.is_none(), "did not sync in time");
                     self.prepare_rebalance(group, now);
                     self.try_complete_join(group, now);
                 }
