@@ -38,9 +38,11 @@ pub async fn describe_configs(
         .resources
         .into_iter()
         .map(|r| {
+            // Null or empty asks for every setting, as in Kafka's ConfigHelper.
             let keys: Option<HashSet<String>> = r
                 .configuration_keys
                 .as_ref()
+                .filter(|k| !k.is_empty())
                 .map(|k| k.iter().map(|s| s.to_string()).collect());
             let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.contains(name));
             let outcome = match r.resource_type {
@@ -252,7 +254,7 @@ fn apply(
                 )));
             }
             Change::Append(n, v) => {
-                let mut items: Vec<String> = overrides.get(&n).map(|s| split_list(s)).unwrap_or_default();
+                let mut items: Vec<String> = current_list(&overrides, &n);
                 for item in split_list(&v) {
                     if !items.contains(&item) {
                         items.push(item);
@@ -262,10 +264,7 @@ fn apply(
             }
             Change::Subtract(n, v) => {
                 let remove = split_list(&v);
-                let items: Vec<String> = overrides
-                    .get(&n)
-                    .map(|s| split_list(s))
-                    .unwrap_or_default()
+                let items: Vec<String> = current_list(&overrides, &n)
                     .into_iter()
                     .filter(|i| !remove.contains(i))
                     .collect();
@@ -277,6 +276,18 @@ fn apply(
         validate_topic_config(k, v).map_err(|e| BrokerError::InvalidConfig(e.0))?;
     }
     Ok(overrides)
+}
+
+/// The list APPEND and SUBTRACT start from: the override, else the setting's default (as
+/// Kafka's ConfigAdminManager does), so appending `compact` to a default `delete` policy gives
+/// `delete,compact`.
+fn current_list(overrides: &BTreeMap<String, String>, name: &str) -> Vec<String> {
+    match overrides.get(name) {
+        Some(v) => split_list(v),
+        None => topic_def(name)
+            .map(|d| split_list(d.fixed_default))
+            .unwrap_or_default(),
+    }
 }
 
 fn split_list(s: &str) -> Vec<String> {

@@ -377,3 +377,126 @@ fn a_compacted_topic_refuses_a_batch_holding_a_keyless_record() {
         0
     );
 }
+
+#[test]
+fn describe_topic_partitions_pages_through_partitions_with_a_cursor() {
+    use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
+    let broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(create(&mut wire, "paged", 5, 1, &[], false), 0);
+    assert_eq!(create(&mut wire, "small", 1, 1, &[], false), 0);
+    let request = DescribeTopicPartitionsRequest::default()
+        .with_topics(vec![
+            TopicRequest::default().with_name(name("paged")),
+            TopicRequest::default().with_name(name("small")),
+        ])
+        .with_response_partition_limit(3);
+    let first = wire.call(&request, 0);
+    assert_eq!(first.topics.len(), 1);
+    assert_eq!(
+        first.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.partition_index)
+            .collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert_eq!(first.topics[0].topic_authorized_operations, 3576);
+    let cursor = first.next_cursor.expect("a cursor to the rest");
+    assert_eq!(
+        (cursor.topic_name.0.as_str(), cursor.partition_index),
+        ("paged", 3)
+    );
+    let rest = wire.call(
+        &request.with_cursor(Some(
+            describe_topic_partitions_request::Cursor::default()
+                .with_topic_name(cursor.topic_name)
+                .with_partition_index(cursor.partition_index),
+        )),
+        0,
+    );
+    let seen: Vec<(String, i32)> = rest
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.clone().unwrap().0.to_string(), p.partition_index))
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![("paged".into(), 3), ("paged".into(), 4), ("small".into(), 0)]
+    );
+    assert!(rest.next_cursor.is_none());
+    let unknown = wire.call(
+        &DescribeTopicPartitionsRequest::default()
+            .with_topics(vec![TopicRequest::default().with_name(name("nope"))])
+            .with_response_partition_limit(10),
+        0,
+    );
+    assert_eq!(unknown.topics[0].error_code, 3);
+}
+
+#[test]
+fn incremental_alter_configs_sets_appends_and_deletes_topic_settings_durably() {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    let mut broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(
+        create(&mut wire, "tuned", 1, 1, &[("retention.ms", "1000")], false),
+        0
+    );
+    let alter = |wire: &mut WireClient, changes: &[(&str, i8, Option<&str>)]| {
+        let configs = changes
+            .iter()
+            .map(|(k, op, v)| {
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_string(k.to_string()))
+                    .with_config_operation(*op)
+                    .with_value(v.map(|v| StrBytes::from_string(v.to_string())))
+            })
+            .collect();
+        let r =
+            IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("tuned"))
+                .with_configs(configs)]);
+        wire.call(&r, 1).responses[0].error_code
+    };
+    // SET (0), APPEND (2) to a list, DELETE (1); an unknown setting is INVALID_CONFIG (40).
+    assert_eq!(
+        alter(
+            &mut wire,
+            &[
+                ("segment.ms", 0, Some("60000")),
+                ("cleanup.policy", 2, Some("compact"))
+            ]
+        ),
+        0
+    );
+    assert_eq!(alter(&mut wire, &[("retention.ms", 1, None)]), 0);
+    assert_eq!(alter(&mut wire, &[("no.such.setting", 0, Some("1"))]), 40);
+    broker.restart();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    let r = wire.call(
+        &DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_static_str("tuned"))]),
+        4,
+    );
+    let value = |name: &str| {
+        r.results[0]
+            .configs
+            .iter()
+            .find(|c| c.name.as_str() == name)
+            .map(|c| (c.value.clone().unwrap().to_string(), c.config_source))
+    };
+    // Overrides are DYNAMIC_TOPIC_CONFIG (1); a deleted override falls back to the default (5).
+    assert_eq!(value("segment.ms"), Some(("60000".to_string(), 1)));
+    assert_eq!(value("cleanup.policy"), Some(("delete,compact".to_string(), 1)));
+    assert_eq!(value("retention.ms"), Some(("604800000".to_string(), 5)));
+}
