@@ -230,11 +230,28 @@ pub async fn offset_commit(
 /// A partition and its committed offset, if any.
 type PartitionOffset = (i32, Option<crate::meta::CommittedOffset>);
 
+/// The (topic, partition) pairs a request names; None asks for every committed partition.
+fn wanted<'a>(
+    topics: Option<impl Iterator<Item = (&'a TopicName, &'a Vec<i32>)>>,
+) -> Option<Vec<(String, i32)>> {
+    topics.map(|ts| {
+        ts.flat_map(|(t, ps)| ps.iter().map(move |p| (t.0.to_string(), *p)))
+            .collect()
+    })
+}
+
+/// (offset, leader epoch, metadata) as OffsetFetch reports them: -1, -1 and "" when nothing is
+/// committed.
+fn committed(o: Option<crate::meta::CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
+    match o {
+        Some(o) => (o.offset, o.leader_epoch, Some(str_bytes(o.metadata))),
+        None => (-1, -1, Some(StrBytes::default())),
+    }
+}
+
 pub async fn offset_fetch(ctx: Arc<RequestContext>, req: OffsetFetchRequest) -> Reply<OffsetFetchResponse> {
     let groups = &ctx.broker.groups;
     let version = ctx.api_version;
-    // leader epochs exist from v5; a missing commit is offset -1 with empty metadata.
-    let epoch = |e: i32| if version >= 5 { e } else { -1 };
     let fetch = |group: &str, wanted: Option<Vec<(String, i32)>>| {
         let mut by_topic: Vec<(String, Vec<PartitionOffset>)> = Vec::new();
         for (topic, partition, o) in groups.fetch_offsets(group, wanted) {
@@ -250,37 +267,6 @@ pub async fn offset_fetch(ctx: Arc<RequestContext>, req: OffsetFetchRequest) -> 
             .groups
             .iter()
             .map(|g| {
-                let wanted = g.topics.as_ref().map(|ts| {
-                    ts.iter()
-                        .flat_map(|t| {
-                            t.partition_indexes
-                                .iter()
-                                .map(move |p| (t.name.0.to_string(), *p))
-                        })
-                        .collect()
-                });
-                let topics = fetch(g.group_id.0.as_str(), wanted)
-                    .into_iter()
-                    .map(|(topic, ps)| {
-                        OffsetFetchResponseTopics::default()
-                            .with_name(TopicName(str_bytes(topic)))
-                            .with_partitions(
-                                ps.into_iter()
-                                    .map(|(p, o)| {
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(o.as_ref().map_or(-1, |o| o.offset))
-                                            .with_committed_leader_epoch(
-                                                o.as_ref().map_or(-1, |o| o.leader_epoch),
-                                            )
-                                            .with_metadata(Some(str_bytes(
-                                                o.map(|o| o.metadata).unwrap_or_default(),
-                                            )))
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
                 // v9: a KIP-848 member names itself and its epoch (Kafka's validateOffsetFetch).
                 let member = g.member_id.as_ref().map(|m| m.to_string());
                 if version >= 9 {
@@ -292,6 +278,30 @@ pub async fn offset_fetch(ctx: Arc<RequestContext>, req: OffsetFetchRequest) -> 
                             .with_error_code(code(Some(e)));
                     }
                 }
+                let requested = wanted(
+                    g.topics
+                        .as_ref()
+                        .map(|ts| ts.iter().map(|t| (&t.name, &t.partition_indexes))),
+                );
+                let topics = fetch(g.group_id.0.as_str(), requested)
+                    .into_iter()
+                    .map(|(topic, ps)| {
+                        let partitions = ps
+                            .into_iter()
+                            .map(|(p, o)| {
+                                let (offset, epoch, metadata) = committed(o);
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(epoch)
+                                    .with_metadata(metadata)
+                            })
+                            .collect();
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(str_bytes(topic)))
+                            .with_partitions(partitions)
+                    })
+                    .collect();
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
                     .with_topics(topics)
@@ -299,31 +309,29 @@ pub async fn offset_fetch(ctx: Arc<RequestContext>, req: OffsetFetchRequest) -> 
             .collect();
         return Reply::Ready(OffsetFetchResponse::default().with_groups(results));
     }
-    let wanted = req.topics.as_ref().map(|ts| {
-        ts.iter()
-            .flat_map(|t| {
-                t.partition_indexes
-                    .iter()
-                    .map(move |p| (t.name.0.to_string(), *p))
-            })
-            .collect()
-    });
-    let topics = fetch(req.group_id.0.as_str(), wanted)
+    let requested = wanted(
+        req.topics
+            .as_ref()
+            .map(|ts| ts.iter().map(|t| (&t.name, &t.partition_indexes))),
+    );
+    let topics = fetch(req.group_id.0.as_str(), requested)
         .into_iter()
         .map(|(topic, ps)| {
+            let partitions = ps
+                .into_iter()
+                .map(|(p, o)| {
+                    let (offset, epoch, metadata) = committed(o);
+                    OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(offset)
+                        // leader epochs exist from v5.
+                        .with_committed_leader_epoch(if version >= 5 { epoch } else { -1 })
+                        .with_metadata(metadata)
+                })
+                .collect();
             OffsetFetchResponseTopic::default()
                 .with_name(TopicName(str_bytes(topic)))
-                .with_partitions(
-                    ps.into_iter()
-                        .map(|(p, o)| {
-                            OffsetFetchResponsePartition::default()
-                                .with_partition_index(p)
-                                .with_committed_offset(o.as_ref().map_or(-1, |o| o.offset))
-                                .with_committed_leader_epoch(epoch(o.as_ref().map_or(-1, |o| o.leader_epoch)))
-                                .with_metadata(Some(str_bytes(o.map(|o| o.metadata).unwrap_or_default())))
-                        })
-                        .collect(),
-                )
+                .with_partitions(partitions)
         })
         .collect();
     Reply::Ready(OffsetFetchResponse::default().with_topics(topics))

@@ -164,6 +164,18 @@ impl ClassicGroup {
         self.pending_members.is_empty() && self.members.iter().all(|m| m.join_waiter.is_some())
     }
 
+    /// The longest rebalance timeout among the members: how long a rebalance phase may last.
+    pub fn rebalance_timeout(&self) -> std::time::Duration {
+        let ms = self
+            .members
+            .iter()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0)
+            .max(0);
+        std::time::Duration::from_millis(ms as u64)
+    }
+
     /// Removes every member matching `pred`, logging why.
     pub fn remove_members_where(&mut self, pred: impl Fn(&Member) -> bool, why: &str) {
         let doomed: Vec<String> = self

@@ -525,14 +525,7 @@ impl GroupCoordinator {
                 }
             }
         }
-        let rebalance_timeout = group
-            .members
-            .iter()
-            .map(|m| m.rebalance_timeout_ms)
-            .max()
-            .unwrap_or(0)
-            .max(0) as u64;
-        let rebalance_timeout = Duration::from_millis(rebalance_timeout);
+        let rebalance_timeout = group.rebalance_timeout();
         group.join_not_before = (group.state == GroupState::Empty).then(|| {
             now + Duration::from_millis(self.config.initial_rebalance_delay_ms.max(0) as u64)
                 .min(rebalance_timeout)
@@ -578,14 +571,7 @@ impl GroupCoordinator {
             group.leader = group.members.first().map(|m| m.id.clone());
         }
         group.state = GroupState::CompletingRebalance;
-        let rebalance_timeout = group
-            .members
-            .iter()
-            .map(|m| m.rebalance_timeout_ms)
-            .max()
-            .unwrap_or(0)
-            .max(0) as u64;
-        group.sync_deadline = Some(now + Duration::from_millis(rebalance_timeout));
+        group.sync_deadline = Some(now + group.rebalance_timeout());
         group.empty_since_ms = None;
         for i in 0..group.members.len() {
             let id = group.members[i].id.clone();
