@@ -4,14 +4,21 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::config::Config;
-use crate::group::{ConsumerGroupConfig, GroupConfig, GroupCoordinator};
+use std::collections::BTreeMap;
+
+use crate::config::dynamic::{self, DynamicLayers};
+use crate::config::{Config, DynamicBrokerConfig, Level};
+use crate::error::BrokerError;
+use crate::group::{ConsumerGroupConfig, GroupCoordinator, GroupCoordinatorConfig};
 use crate::log::Flusher;
 use crate::log_manager::LogManager;
-use crate::meta::{identity, MetaStore};
+use crate::meta::{identity, ConfigEntity, MetaStore};
 
 pub struct Broker {
+    /// The settings the broker started with.
     pub config: Arc<Config>,
+    /// The same, with the values AlterConfigs changed at run time on top.
+    pub dynamic_config: Arc<DynamicBrokerConfig>,
     pub node_id: i32,
     pub cluster_id: String,
     pub logs: LogManager,
@@ -48,9 +55,22 @@ impl Broker {
         let id = identity::load_or_create(&dir, config.node_id, config.cluster_id.as_deref())
             .map_err(StartError::Identity)?;
         let meta = Arc::new(MetaStore::open(&dir.join(META_DIR))?);
-        let logs = LogManager::open(&dir, config.clone(), meta.clone())?;
+        let stored = meta.dynamic_configs()?;
+        let layers = DynamicLayers {
+            per_broker: stored
+                .get(&ConfigEntity::Broker(id.node_id))
+                .cloned()
+                .unwrap_or_default(),
+            cluster_default: stored
+                .get(&ConfigEntity::BrokerDefault)
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let dynamic_config = Arc::new(DynamicBrokerConfig::new(config.clone(), layers));
+        let logs = LogManager::open(&dir, dynamic_config.clone(), meta.clone())?;
         let groups = GroupCoordinator::open(meta.clone(), group_config(&config))?;
         Ok(Arc::new(Broker {
+            dynamic_config,
             node_id: id.node_id,
             cluster_id: id.cluster_id,
             logs,
@@ -60,6 +80,30 @@ impl Broker {
             appended: Notify::new(),
             config,
         }))
+    }
+
+    /// Replaces the dynamic broker settings of one level (validated here), persisting them before
+    /// they take effect, then re-derives the topics' storage settings that inherit from them.
+    pub fn alter_broker_config(
+        &self,
+        level: Level,
+        values: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), BrokerError> {
+        dynamic::validate(level, &values).map_err(|e| BrokerError::InvalidRequest(e.to_string()))?;
+        if validate_only {
+            return Ok(());
+        }
+        let entity = match level {
+            Level::PerBroker => ConfigEntity::Broker(self.node_id),
+            Level::ClusterDefault => ConfigEntity::BrokerDefault,
+        };
+        self.meta.put_dynamic_configs(&entity, &values)?;
+        let names: Vec<&str> = values.keys().map(String::as_str).collect();
+        tracing::info!(?level, settings = ?names, "dynamic broker configuration altered");
+        self.dynamic_config.set(level, values);
+        self.logs.reconfigure();
+        Ok(())
     }
 
     /// Makes what is acknowledged durable before exit.
@@ -77,14 +121,14 @@ impl Broker {
     }
 }
 
-fn group_config(config: &Config) -> GroupConfig {
+fn group_config(config: &Config) -> GroupCoordinatorConfig {
     let int = |key: &str| {
         config
             .value(key)
             .and_then(|v| v.trim().parse::<i64>().ok())
             .unwrap_or(0)
     };
-    GroupConfig {
+    GroupCoordinatorConfig {
         min_session_timeout_ms: int("group.min.session.timeout.ms") as i32,
         max_session_timeout_ms: int("group.max.session.timeout.ms") as i32,
         initial_rebalance_delay_ms: int("group.initial.rebalance.delay.ms") as i32,
@@ -93,6 +137,10 @@ fn group_config(config: &Config) -> GroupConfig {
         consumer: ConsumerGroupConfig {
             session_timeout_ms: int("group.consumer.session.timeout.ms") as i32,
             heartbeat_interval_ms: int("group.consumer.heartbeat.interval.ms") as i32,
+            min_session_timeout_ms: int("group.consumer.min.session.timeout.ms") as i32,
+            max_session_timeout_ms: int("group.consumer.max.session.timeout.ms") as i32,
+            min_heartbeat_interval_ms: int("group.consumer.min.heartbeat.interval.ms") as i32,
+            max_heartbeat_interval_ms: int("group.consumer.max.heartbeat.interval.ms") as i32,
             assignors: config
                 .value("group.consumer.assignors")
                 .unwrap_or("uniform,range".into())

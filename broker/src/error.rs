@@ -6,6 +6,15 @@ use crate::group::GroupError;
 use crate::log::LogError;
 use crate::meta::MetaError;
 
+impl From<crate::group::SetGroupConfigError> for BrokerError {
+    fn from(e: crate::group::SetGroupConfigError) -> BrokerError {
+        match e {
+            crate::group::SetGroupConfigError::Invalid(e) => BrokerError::InvalidConfig(e.0),
+            crate::group::SetGroupConfigError::Meta(e) => BrokerError::Meta(e),
+        }
+    }
+}
+
 /// Everything a request can fail with, by Kafka's meaning.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

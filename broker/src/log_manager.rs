@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::config::topic::{effective, validate_topic_config};
-use crate::config::Config;
+use crate::config::DynamicBrokerConfig;
 use crate::error::BrokerError;
 use crate::log::{LogConfig, PartitionLog, TimestampType};
 use crate::meta::{MetaStore, TopicRecord};
@@ -47,7 +47,8 @@ impl Topic {
 
 pub struct LogManager {
     dir: PathBuf,
-    config: Arc<Config>,
+    /// Topic settings inherit from broker settings, which may change at run time.
+    config: Arc<DynamicBrokerConfig>,
     meta: Arc<MetaStore>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serialises administrative changes (create, delete, alter) so that the check-then-act of
@@ -90,7 +91,11 @@ fn collision_key(name: &str) -> String {
 
 impl LogManager {
     /// Opens every topic recorded in the store, recovering each partition log.
-    pub fn open(dir: &Path, config: Arc<Config>, meta: Arc<MetaStore>) -> Result<LogManager, BrokerError> {
+    pub fn open(
+        dir: &Path,
+        config: Arc<DynamicBrokerConfig>,
+        meta: Arc<MetaStore>,
+    ) -> Result<LogManager, BrokerError> {
         let manager = LogManager {
             dir: dir.to_path_buf(),
             config,
@@ -207,7 +212,7 @@ impl LogManager {
             )));
         }
         let partitions = if partitions == -1 {
-            self.config.num_partitions
+            self.config.static_config().num_partitions
         } else {
             partitions
         };
@@ -217,7 +222,7 @@ impl LogManager {
             ));
         }
         let rf = if replication_factor == -1 {
-            self.config.default_replication_factor
+            self.config.static_config().default_replication_factor
         } else {
             replication_factor
         };
@@ -266,7 +271,7 @@ impl LogManager {
 
     /// Deletes a topic: the RocksDB record first (the point of no return), then its files.
     pub fn delete_topic(&self, name: &str) -> Result<uuid::Uuid, BrokerError> {
-        if !self.config.delete_topic_enable {
+        if !self.config.static_config().delete_topic_enable {
             return Err(BrokerError::TopicDeletionDisabled);
         }
         let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
@@ -348,8 +353,16 @@ impl LogManager {
             .is_some_and(|p| p.split(',').any(|v| v.trim() == "compact"))
     }
 
-    pub fn broker_config(&self) -> &Config {
-        &self.config
+    /// Re-derives every partition's storage settings after a broker setting changed at run time
+    /// (a topic without its own `segment.bytes` follows `log.segment.bytes`, and so on).
+    pub fn reconfigure(&self) {
+        let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        for topic in self.topics() {
+            let log_config = self.log_config(&topic.configs);
+            for log in &topic.partitions {
+                log.set_config(log_config);
+            }
+        }
     }
 }
 
@@ -368,7 +381,8 @@ mod tests {
     }
 
     fn manager(dir: &Path) -> LogManager {
-        let config = Arc::new(Config::load(None, Vec::new(), &[]).unwrap());
+        let config = Arc::new(crate::config::Config::load(None, Vec::new(), &[]).unwrap());
+        let config = Arc::new(DynamicBrokerConfig::new(config, Default::default()));
         let meta = Arc::new(MetaStore::open(&dir.join("meta")).unwrap());
         LogManager::open(dir, config, meta).unwrap()
     }

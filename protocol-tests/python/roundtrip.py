@@ -11,6 +11,7 @@ import sys
 import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 
 TOPIC = "python-roundtrip"
 DOOMED = "python-deleted"
@@ -45,6 +46,19 @@ def admin_checks(bootstrap):
     admin.delete_topics([DOOMED])
     wait_for(lambda: DOOMED not in set(admin.list_topics()), "deleted topic to leave metadata")
     print(f"deleted {DOOMED}", flush=True)
+
+    # A dynamic broker setting (KIP-226) on broker 1 (the test broker's node.id), read back
+    # with its source.
+    broker = ConfigResource(ConfigResourceType.BROKER, "1", configs={"log.retention.ms": "3600000"})
+    altered = admin.alter_configs([broker])
+    if altered != {"broker": {"1": "OK"}}:
+        fail(f"AlterConfigs on broker 1 answered {altered}")
+    described = admin.describe_configs(
+        [ConfigResource(ConfigResourceType.BROKER, "1", configs=["log.retention.ms"])])
+    entry = described["broker"]["1"]["log.retention.ms"]
+    if (entry["value"], entry["config_source"]) != ("3600000", "DYNAMIC_BROKER_CONFIG"):
+        fail(f"log.retention.ms described as {entry}")
+    print("altered broker 1's log.retention.ms dynamically", flush=True)
     admin.close()
 
 

@@ -1,5 +1,6 @@
-//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs: topic settings are altered and
-//! persisted; broker settings are described (static, read-only).
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs on the three resources Keel
+//! configures: topics (overrides kept with the topic), the broker (KIP-226 dynamic settings, for
+//! this broker or as the cluster-wide default) and groups (KIP-848 group settings).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -14,26 +15,30 @@ use kafka_protocol::protocol::StrBytes;
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::config::topic::{resolve_topic_configs, topic_def, validate_topic_config, ConfigSource};
-use crate::config::{Config, Layer};
+use crate::config::{broker_def, BrokerSource, DynamicBrokerConfig, Kind, Level, Update, BROKER_CONFIGS};
 use crate::error::BrokerError;
+use crate::group::config::{group_config_def, GroupConfig};
 use crate::server::api_table::Reply;
 use crate::server::RequestContext;
 
+/// Kafka's ConfigResource types.
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
+const GROUP: i8 = 32;
 
-/// DescribeConfigs' config_source codes.
-const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
+/// DescribeConfigs' config_source codes beyond those of `ConfigSource`.
+const SOURCE_GROUP: i8 = 8;
 
 pub async fn describe_configs(
     ctx: Arc<RequestContext>,
     req: DescribeConfigsRequest,
 ) -> Reply<DescribeConfigsResponse> {
     let broker = &ctx.broker;
-    let synonyms = req.include_synonyms;
-    let typed = ctx.api_version >= 3;
-    let docs = req.include_documentation;
+    let shape = Shape {
+        synonyms: req.include_synonyms,
+        docs: req.include_documentation,
+        typed: ctx.api_version >= 3,
+    };
     let results = req
         .resources
         .into_iter()
@@ -44,19 +49,25 @@ pub async fn describe_configs(
                 .as_ref()
                 .filter(|k| !k.is_empty())
                 .map(|k| k.iter().map(|s| s.to_string()).collect());
-            let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.contains(name));
+            let name = r.resource_name.as_str();
             let outcome = match r.resource_type {
-                TOPIC => describe_topic(broker, r.resource_name.as_str(), &wanted, synonyms, docs, typed),
-                BROKER => describe_broker(broker, r.resource_name.as_str(), &wanted, synonyms, docs, typed),
+                TOPIC => describe_topic(broker, name, &shape),
+                BROKER => describe_broker(broker, name, &shape),
+                GROUP => describe_group(broker, name, &shape),
                 other => Err(BrokerError::InvalidRequest(format!(
                     "Unsupported resource type {other}"
                 ))),
             };
             let result = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name);
+                .with_resource_name(r.resource_name.clone());
             match outcome {
-                Ok(configs) => result.with_configs(configs),
+                Ok(configs) => result.with_configs(
+                    configs
+                        .into_iter()
+                        .filter(|c| keys.as_ref().is_none_or(|k| k.contains(c.name.as_str())))
+                        .collect(),
+                ),
                 Err(e) => result
                     .with_error_code(e.code())
                     .with_error_message(Some(str_bytes(e.to_string()))),
@@ -66,150 +77,218 @@ pub async fn describe_configs(
     Reply::Ready(DescribeConfigsResponse::default().with_results(results))
 }
 
-fn entry(
-    name: &str,
+/// What the request asked each entry to carry.
+struct Shape {
+    synonyms: bool,
+    docs: bool,
+    /// DescribeConfigs v3+ reports each setting's type.
+    typed: bool,
+}
+
+/// One described setting. A `None` kind is a setting Keel does not know (a custom broker
+/// setting): Kafka reports those as sensitive, without their value.
+struct Described<'a> {
+    name: &'a str,
     value: Option<String>,
     source: i8,
     read_only: bool,
-    kind: i8,
-    doc: &str,
-    docs: bool,
-) -> DescribeConfigsResourceResult {
-    DescribeConfigsResourceResult::default()
-        .with_name(str_bytes(name))
+    kind: Option<Kind>,
+    doc: &'a str,
+    /// (name, value, source), highest precedence first.
+    synonyms: Vec<(&'a str, Option<String>, i8)>,
+}
+
+fn entry(d: Described<'_>, shape: &Shape) -> DescribeConfigsResourceResult {
+    let sensitive = d.kind.is_none();
+    let value = if sensitive { None } else { d.value };
+    let mut e = DescribeConfigsResourceResult::default()
+        .with_name(str_bytes(d.name))
         .with_value(value.map(str_bytes))
-        .with_config_source(source)
-        .with_read_only(read_only)
-        .with_config_type(kind)
-        .with_documentation(docs.then(|| str_bytes(doc)))
+        .with_config_source(d.source)
+        .with_read_only(d.read_only)
+        .with_is_sensitive(sensitive)
+        .with_config_type(match (shape.typed, d.kind) {
+            (true, Some(k)) => k.describe_type(),
+            _ => 0,
+        })
+        .with_documentation(shape.docs.then(|| str_bytes(d.doc)));
+    if shape.synonyms {
+        e.synonyms = d
+            .synonyms
+            .into_iter()
+            .map(|(name, value, source)| {
+                DescribeConfigsSynonym::default()
+                    .with_name(str_bytes(name))
+                    .with_value(if sensitive { None } else { value.map(str_bytes) })
+                    .with_source(source)
+            })
+            .collect();
+    }
+    e
 }
 
 fn describe_topic(
     broker: &Broker,
     name: &str,
-    wanted: &dyn Fn(&str) -> bool,
-    synonyms: bool,
-    docs: bool,
-    typed: bool,
+    shape: &Shape,
 ) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
     let topic = broker
         .logs
         .topic(name)
         .ok_or(BrokerError::UnknownTopicOrPartition)?;
-    let config = &broker.config;
-    Ok(resolve_topic_configs(&topic.configs, config)
+    let dynamic = &broker.dynamic_config;
+    Ok(resolve_topic_configs(&topic.configs, dynamic)
         .into_iter()
-        .filter(|c| wanted(c.def.name))
         .map(|c| {
-            let source = match c.source {
-                ConfigSource::TopicOverride => 1,
-                ConfigSource::StaticBroker => SOURCE_STATIC_BROKER,
-                ConfigSource::Default => SOURCE_DEFAULT,
-            };
-            let mut e = entry(
-                c.def.name,
-                Some(c.value.clone()),
-                source,
-                false,
-                if typed { c.def.kind.describe_type() } else { 0 },
-                c.def.doc,
-                docs,
-            );
-            if synonyms {
-                e.synonyms = topic_synonyms(&topic.configs, config, c.def.name);
+            // The chain Kafka reports: the topic override, then every level of the broker
+            // synonym (dynamic, static, default).
+            let mut synonyms = Vec::new();
+            if let Some(v) = topic.configs.get(c.def.name) {
+                synonyms.push((c.def.name, Some(v.clone()), ConfigSource::TopicOverride.code()));
             }
-            e
+            if let Some(syn) = c.def.synonym {
+                for (v, source) in broker_synonyms(dynamic, syn) {
+                    synonyms.push((syn, Some(v), source));
+                }
+                if broker_def(syn).and_then(|d| d.default).is_none() {
+                    synonyms.push((
+                        syn,
+                        Some(c.def.fixed_default.to_string()),
+                        ConfigSource::Default.code(),
+                    ));
+                }
+            }
+            entry(
+                Described {
+                    name: c.def.name,
+                    value: Some(c.value),
+                    source: c.source.code(),
+                    read_only: false,
+                    kind: Some(c.def.kind),
+                    doc: c.def.doc,
+                    synonyms,
+                },
+                shape,
+            )
         })
         .collect())
 }
 
-/// The chain Kafka reports: the topic override, the broker setting, the default.
-fn topic_synonyms(
-    overrides: &BTreeMap<String, String>,
-    config: &Config,
-    name: &str,
-) -> Vec<DescribeConfigsSynonym> {
-    let Some(def) = topic_def(name) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    if let Some(v) = overrides.get(name) {
-        out.push(
-            DescribeConfigsSynonym::default()
-                .with_name(str_bytes(name))
-                .with_value(Some(str_bytes(v.clone())))
-                .with_source(1),
-        );
+fn broker_synonyms(dynamic: &DynamicBrokerConfig, name: &str) -> Vec<(String, i8)> {
+    dynamic
+        .synonyms(name)
+        .into_iter()
+        .map(|(v, source)| (v, ConfigSource::from(source).code()))
+        .collect()
+}
+
+/// The level an AlterConfigs or DescribeConfigs BROKER resource name addresses: the empty name
+/// is the cluster-wide default, otherwise it must be this broker's node id.
+fn broker_level(broker: &Broker, name: &str) -> Result<Level, BrokerError> {
+    if name.is_empty() {
+        return Ok(Level::ClusterDefault);
     }
-    if let Some(syn) = def.synonym {
-        if let Some(v) = config.topic_default(syn) {
-            out.push(
-                DescribeConfigsSynonym::default()
-                    .with_name(str_bytes(syn))
-                    .with_value(Some(str_bytes(v)))
-                    .with_source(SOURCE_STATIC_BROKER),
-            );
-        }
-        out.push(
-            DescribeConfigsSynonym::default()
-                .with_name(str_bytes(syn))
-                .with_value(Some(str_bytes(def.fixed_default)))
-                .with_source(SOURCE_DEFAULT),
-        );
+    let id: i32 = name
+        .parse()
+        .map_err(|_| BrokerError::InvalidRequest(format!("Node id must be an integer, but it is: {name}")))?;
+    if id != broker.node_id {
+        return Err(BrokerError::InvalidRequest(format!(
+            "Unexpected broker id, expected {}, but received {name}",
+            broker.node_id
+        )));
     }
-    out
+    Ok(Level::PerBroker)
 }
 
 fn describe_broker(
     broker: &Broker,
     name: &str,
-    wanted: &dyn Fn(&str) -> bool,
-    synonyms: bool,
-    docs: bool,
-    typed: bool,
+    shape: &Shape,
 ) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
-    // The empty name is the cluster-wide dynamic default, of which Keel has none.
-    if name.is_empty() {
-        return Ok(Vec::new());
-    }
-    if name.parse::<i32>().ok() != Some(broker.node_id) {
-        return Err(BrokerError::InvalidRequest(format!(
-            "Unexpected broker id, expected {} but received {name}",
-            broker.node_id
-        )));
-    }
-    Ok(broker
-        .config
-        .describe()
-        .into_iter()
-        .filter(|(def, _, _)| wanted(def.name))
-        .map(|(def, value, layer)| {
-            let source = if layer == Layer::Default {
-                SOURCE_DEFAULT
-            } else {
-                SOURCE_STATIC_BROKER
-            };
-            let mut e = entry(
-                def.name,
-                value.clone(),
-                source,
-                true,
-                if typed { def.kind.describe_type() } else { 0 },
-                def.doc,
-                docs,
-            );
-            if synonyms {
-                e.synonyms = vec![DescribeConfigsSynonym::default()
-                    .with_name(str_bytes(def.name))
-                    .with_value(value.map(str_bytes))
-                    .with_source(source)];
+    let level = broker_level(broker, name)?;
+    let dynamic = &broker.dynamic_config;
+    let layers = dynamic.layers();
+    // The cluster default describes only what is set at that level, as Kafka does.
+    let names: Vec<String> = match level {
+        Level::ClusterDefault => layers.cluster_default.keys().cloned().collect(),
+        Level::PerBroker => {
+            let mut names: Vec<String> = BROKER_CONFIGS.iter().map(|d| d.name.to_string()).collect();
+            // Custom settings set at run time are described too.
+            for n in layers.per_broker.keys().chain(layers.cluster_default.keys()) {
+                if broker_def(n).is_none() && !names.contains(n) {
+                    names.push(n.clone());
+                }
             }
-            e
+            names
+        }
+    };
+    Ok(names
+        .iter()
+        .map(|n| {
+            let def = broker_def(n);
+            let synonyms: Vec<(&str, Option<String>, i8)> = dynamic
+                .synonyms(n)
+                .into_iter()
+                .filter(|(_, s)| level == Level::PerBroker || *s == BrokerSource::ClusterDefault)
+                .map(|(v, s)| (n.as_str(), Some(v), ConfigSource::from(s).code()))
+                .collect();
+            let (value, source) = match synonyms.first() {
+                Some((_, v, s)) => (v.clone(), *s),
+                // Settings with no default (log.roll.ms) may still derive from a static one.
+                None => (dynamic.value(n).map(|(v, _)| v), ConfigSource::Default.code()),
+            };
+            entry(
+                Described {
+                    name: n,
+                    value,
+                    source,
+                    read_only: def.is_some_and(|d| d.update == Update::Static),
+                    kind: def.map(|d| d.kind),
+                    doc: def.map_or("", |d| d.doc),
+                    synonyms,
+                },
+                shape,
+            )
         })
         .collect())
 }
 
-/// One requested change to a topic's overrides.
+fn describe_group(
+    broker: &Broker,
+    name: &str,
+    shape: &Shape,
+) -> Result<Vec<DescribeConfigsResourceResult>, BrokerError> {
+    if name.is_empty() {
+        return Err(BrokerError::InvalidRequest("Group name must not be empty".into()));
+    }
+    let overrides = broker.groups.group_config_overrides(name);
+    Ok(
+        GroupConfig::describe(&overrides, broker.groups.consumer_defaults())
+            .into_iter()
+            .map(|(def, value, overridden)| {
+                let source = if overridden {
+                    SOURCE_GROUP
+                } else {
+                    ConfigSource::Default.code()
+                };
+                entry(
+                    Described {
+                        name: def.name,
+                        value: Some(value.to_string()),
+                        source,
+                        read_only: false,
+                        kind: Some(Kind::Int),
+                        doc: def.doc,
+                        synonyms: vec![(def.name, Some(value.to_string()), source)],
+                    },
+                    shape,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// One requested change to a resource's settings.
 enum Change {
     Set(String, String),
     Delete(String),
@@ -217,75 +296,81 @@ enum Change {
     Subtract(String, String),
 }
 
-/// Applies changes to a copy of the overrides, validating the result as Kafka does.
+impl Change {
+    fn name(&self) -> &str {
+        match self {
+            Change::Set(n, _) | Change::Delete(n) | Change::Append(n, _) | Change::Subtract(n, _) => n,
+        }
+    }
+}
+
+/// What `apply` needs to know of a resource's settings.
+struct Settings<'a> {
+    /// Whether a setting is a list (APPEND and SUBTRACT apply to lists only).
+    is_list: &'a dyn Fn(&str) -> bool,
+    /// The value APPEND and SUBTRACT start from when the resource does not set one.
+    default: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// Applies changes to a copy of a resource's settings, as Kafka's ConfigAdminManager does.
+/// Validating the result is the resource's business.
 fn apply(
-    mut overrides: BTreeMap<String, String>,
+    mut values: BTreeMap<String, String>,
     changes: Vec<Change>,
+    settings: &Settings<'_>,
 ) -> Result<BTreeMap<String, String>, BrokerError> {
     let mut seen = HashSet::new();
     for change in &changes {
-        let name = match change {
-            Change::Set(n, _) | Change::Delete(n) | Change::Append(n, _) | Change::Subtract(n, _) => n,
-        };
-        if !seen.insert(name.clone()) {
+        if !seen.insert(change.name().to_string()) {
             return Err(BrokerError::InvalidRequest(format!(
-                "Error due to duplicate config keys: {name}"
-            )));
-        }
-        if topic_def(name).is_none() {
-            return Err(BrokerError::InvalidConfig(format!(
-                "Unknown topic config name: {name}"
+                "Error due to duplicate config keys: {}",
+                change.name()
             )));
         }
     }
     for change in changes {
         match change {
             Change::Set(n, v) => {
-                overrides.insert(n, v);
+                values.insert(n, v);
             }
             Change::Delete(n) => {
-                overrides.remove(&n);
+                values.remove(&n);
             }
-            Change::Append(n, v) | Change::Subtract(n, v)
-                if topic_def(&n).map(|d| d.kind) != Some(crate::config::Kind::List) =>
-            {
+            Change::Append(n, v) | Change::Subtract(n, v) if !(settings.is_list)(&n) => {
                 return Err(BrokerError::InvalidConfig(format!(
                     "Config value append/subtract is not allowed for config key {n} ({v})"
                 )));
             }
             Change::Append(n, v) => {
-                let mut items: Vec<String> = current_list(&overrides, &n);
+                let mut items = current_list(&values, &n, settings);
                 for item in split_list(&v) {
                     if !items.contains(&item) {
                         items.push(item);
                     }
                 }
-                overrides.insert(n, items.join(","));
+                values.insert(n, items.join(","));
             }
             Change::Subtract(n, v) => {
                 let remove = split_list(&v);
-                let items: Vec<String> = current_list(&overrides, &n)
+                let items: Vec<String> = current_list(&values, &n, settings)
                     .into_iter()
                     .filter(|i| !remove.contains(i))
                     .collect();
-                overrides.insert(n, items.join(","));
+                values.insert(n, items.join(","));
             }
         }
     }
-    for (k, v) in &overrides {
-        validate_topic_config(k, v).map_err(|e| BrokerError::InvalidConfig(e.0))?;
-    }
-    Ok(overrides)
+    Ok(values)
 }
 
-/// The list APPEND and SUBTRACT start from: the override, else the setting's default (as
-/// Kafka's ConfigAdminManager does), so appending `compact` to a default `delete` policy gives
-/// `delete,compact`.
-fn current_list(overrides: &BTreeMap<String, String>, name: &str) -> Vec<String> {
-    match overrides.get(name) {
+/// The list APPEND and SUBTRACT start from: the resource's value, else the setting's default
+/// (as Kafka's ConfigAdminManager does), so appending `compact` to a default `delete` policy
+/// gives `delete,compact`.
+fn current_list(values: &BTreeMap<String, String>, name: &str, settings: &Settings<'_>) -> Vec<String> {
+    match values.get(name) {
         Some(v) => split_list(v),
-        None => topic_def(name)
-            .map(|d| split_list(d.fixed_default))
+        None => (settings.default)(name)
+            .map(|d| split_list(&d))
             .unwrap_or_default(),
     }
 }
@@ -298,7 +383,24 @@ fn split_list(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// Applies one resource's changes (or only validates them).
+const TOPIC_SETTINGS: Settings<'static> = Settings {
+    is_list: &|n| topic_def(n).is_some_and(|d| d.kind == Kind::List),
+    default: &|n| topic_def(n).map(|d| d.fixed_default.to_string()),
+};
+
+const BROKER_SETTINGS: Settings<'static> = Settings {
+    is_list: &|n| broker_def(n).is_some_and(|d| d.kind == Kind::List),
+    default: &|n| broker_def(n).and_then(|d| d.default).map(str::to_string),
+};
+
+const GROUP_SETTINGS: Settings<'static> = Settings {
+    // Every group setting is an integer.
+    is_list: &|_| false,
+    default: &|_| None,
+};
+
+/// Applies one resource's changes (or only validates them). `replace` is AlterConfigs: the
+/// given settings replace all the resource's own.
 fn alter_resource(
     broker: &Broker,
     resource_type: i8,
@@ -308,24 +410,70 @@ fn alter_resource(
     validate_only: bool,
 ) -> Result<(), BrokerError> {
     match resource_type {
-        TOPIC => {}
+        TOPIC => alter_topic(broker, name, replace, changes, validate_only),
         BROKER => {
-            return Err(BrokerError::InvalidConfig(
-                "Keel's broker settings are static: set them in server.properties, KAFKA_* or --override and restart".into(),
-            ))
+            let level = broker_level(broker, name)?;
+            let base = if replace {
+                BTreeMap::new()
+            } else {
+                broker.dynamic_config.layers().level(level).clone()
+            };
+            let updated = apply(base, changes, &BROKER_SETTINGS)?;
+            broker.alter_broker_config(level, updated, validate_only)
         }
-        other => return Err(BrokerError::InvalidRequest(format!("Unsupported resource type {other}"))),
+        GROUP => {
+            if name.is_empty() {
+                return Err(BrokerError::InvalidRequest(
+                    "Default group resources are not allowed.".into(),
+                ));
+            }
+            // Unknown names are refused before anything else, as for topics.
+            if let Some(unknown) = changes.iter().find(|c| group_config_def(c.name()).is_none()) {
+                return Err(BrokerError::InvalidConfig(format!(
+                    "Unknown group config name: {}",
+                    unknown.name()
+                )));
+            }
+            let base = if replace {
+                BTreeMap::new()
+            } else {
+                broker.groups.group_config_overrides(name)
+            };
+            let updated = apply(base, changes, &GROUP_SETTINGS)?;
+            Ok(broker.groups.set_group_config(name, updated, validate_only)?)
+        }
+        other => Err(BrokerError::InvalidRequest(format!(
+            "Unknown resource type {other}"
+        ))),
     }
+}
+
+fn alter_topic(
+    broker: &Broker,
+    name: &str,
+    replace: bool,
+    changes: Vec<Change>,
+    validate_only: bool,
+) -> Result<(), BrokerError> {
     let topic = broker
         .logs
         .topic(name)
         .ok_or(BrokerError::UnknownTopicOrPartition)?;
+    if let Some(unknown) = changes.iter().find(|c| topic_def(c.name()).is_none()) {
+        return Err(BrokerError::InvalidConfig(format!(
+            "Unknown topic config name: {}",
+            unknown.name()
+        )));
+    }
     let base = if replace {
         BTreeMap::new()
     } else {
         topic.configs.clone()
     };
-    let updated = apply(base, changes)?;
+    let updated = apply(base, changes, &TOPIC_SETTINGS)?;
+    for (k, v) in &updated {
+        validate_topic_config(k, v).map_err(|e| BrokerError::InvalidConfig(e.0))?;
+    }
     if validate_only {
         return Ok(());
     }
@@ -334,20 +482,28 @@ fn alter_resource(
     Ok(())
 }
 
-fn result(
-    resource_type: i8,
-    name: StrBytes,
-    outcome: Result<(), BrokerError>,
-) -> AlterConfigsResourceResponse {
-    let r = AlterConfigsResourceResponse::default()
-        .with_resource_type(resource_type)
-        .with_resource_name(name);
-    match outcome {
-        Ok(()) => r,
-        Err(e) => r
-            .with_error_code(e.code())
-            .with_error_message(Some(str_bytes(e.to_string()))),
+/// Kafka refuses a request naming one resource twice, on both of its entries.
+fn duplicates<'a>(resources: impl Iterator<Item = (i8, &'a str)>) -> HashSet<(i8, String)> {
+    let mut seen = HashSet::new();
+    let mut twice = HashSet::new();
+    for (t, n) in resources {
+        if !seen.insert((t, n.to_string())) {
+            twice.insert((t, n.to_string()));
+        }
     }
+    twice
+}
+
+/// The error code and message of one resource's outcome.
+fn answer(outcome: Result<(), BrokerError>) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err(e) => (e.code(), Some(str_bytes(e.to_string()))),
+    }
+}
+
+fn duplicate_resource() -> BrokerError {
+    BrokerError::InvalidRequest("Each resource must appear at most once.".into())
 }
 
 pub async fn alter_configs(
@@ -355,38 +511,38 @@ pub async fn alter_configs(
     req: AlterConfigsRequest,
 ) -> Reply<AlterConfigsResponse> {
     let broker = &ctx.broker;
+    let twice = duplicates(
+        req.resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.as_str())),
+    );
     let responses = req
         .resources
-        .into_iter()
+        .iter()
         .map(|r| {
-            // AlterConfigs replaces the whole set of overrides with the given one.
-            let changes: Result<Vec<Change>, BrokerError> = r
-                .configs
-                .iter()
-                .map(|c| match &c.value {
-                    Some(v) => Ok(Change::Set(c.name.to_string(), v.to_string())),
-                    None => Err(BrokerError::InvalidRequest(format!(
-                        "Null value not supported for : {}",
-                        c.name.as_str()
-                    ))),
-                })
-                .collect();
-            let outcome = changes.and_then(|c| {
-                alter_resource(
-                    broker,
-                    r.resource_type,
-                    r.resource_name.as_str(),
-                    true,
-                    c,
-                    req.validate_only,
-                )
-            });
-            let r2 = result(r.resource_type, r.resource_name.clone(), outcome);
-            alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_error_code(r2.error_code)
-                .with_error_message(r2.error_message)
-                .with_resource_type(r2.resource_type)
-                .with_resource_name(r2.resource_name)
+            let name = r.resource_name.as_str();
+            let outcome = if twice.contains(&(r.resource_type, name.to_string())) {
+                Err(duplicate_resource())
+            } else {
+                // AlterConfigs replaces the resource's settings with the given ones.
+                r.configs
+                    .iter()
+                    .map(|c| match &c.value {
+                        Some(v) => Ok(Change::Set(c.name.to_string(), v.to_string())),
+                        None => Err(BrokerError::InvalidRequest(format!(
+                            "Null value not supported for : {}",
+                            c.name.as_str()
+                        ))),
+                    })
+                    .collect::<Result<Vec<Change>, BrokerError>>()
+                    .and_then(|c| alter_resource(broker, r.resource_type, name, true, c, req.validate_only))
+            };
+            let (code, message) = answer(outcome);
+            AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone())
         })
         .collect();
     Reply::Ready(AlterConfigsResponse::default().with_responses(responses))
@@ -397,46 +553,46 @@ pub async fn incremental_alter_configs(
     req: IncrementalAlterConfigsRequest,
 ) -> Reply<IncrementalAlterConfigsResponse> {
     let broker = &ctx.broker;
+    let twice = duplicates(
+        req.resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.as_str())),
+    );
     let responses = req
         .resources
-        .into_iter()
+        .iter()
         .map(|r| {
-            let changes: Result<Vec<Change>, BrokerError> = r
-                .configs
-                .iter()
-                .map(|c| {
-                    let name = c.name.to_string();
-                    let value = c.value.as_ref().map(|v| v.to_string());
-                    match (c.config_operation, value) {
-                        (0, Some(v)) => Ok(Change::Set(name, v)),
-                        (1, _) => Ok(Change::Delete(name)),
-                        (2, Some(v)) => Ok(Change::Append(name, v)),
-                        (3, Some(v)) => Ok(Change::Subtract(name, v)),
-                        (0 | 2 | 3, None) => Err(BrokerError::InvalidRequest(format!(
-                            "Null value not supported for : {name}"
-                        ))),
-                        (op, _) => Err(BrokerError::InvalidRequest(format!(
-                            "Unknown config operation {op}"
-                        ))),
-                    }
-                })
-                .collect();
-            let outcome = changes.and_then(|c| {
-                alter_resource(
-                    broker,
-                    r.resource_type,
-                    r.resource_name.as_str(),
-                    false,
-                    c,
-                    req.validate_only,
-                )
-            });
-            let r2 = result(r.resource_type, r.resource_name.clone(), outcome);
+            let name = r.resource_name.as_str();
+            let outcome = if twice.contains(&(r.resource_type, name.to_string())) {
+                Err(duplicate_resource())
+            } else {
+                r.configs
+                    .iter()
+                    .map(|c| {
+                        let key = c.name.to_string();
+                        let value = c.value.as_ref().map(|v| v.to_string());
+                        match (c.config_operation, value) {
+                            (0, Some(v)) => Ok(Change::Set(key, v)),
+                            (1, _) => Ok(Change::Delete(key)),
+                            (2, Some(v)) => Ok(Change::Append(key, v)),
+                            (3, Some(v)) => Ok(Change::Subtract(key, v)),
+                            (0 | 2 | 3, None) => Err(BrokerError::InvalidRequest(format!(
+                                "Null value not supported for : {key}"
+                            ))),
+                            (op, _) => Err(BrokerError::InvalidRequest(format!(
+                                "Unknown operations type {op}"
+                            ))),
+                        }
+                    })
+                    .collect::<Result<Vec<Change>, BrokerError>>()
+                    .and_then(|c| alter_resource(broker, r.resource_type, name, false, c, req.validate_only))
+            };
+            let (code, message) = answer(outcome);
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_error_code(r2.error_code)
-                .with_error_message(r2.error_message)
-                .with_resource_type(r2.resource_type)
-                .with_resource_name(r2.resource_name)
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone())
         })
         .collect();
     Reply::Ready(IncrementalAlterConfigsResponse::default().with_responses(responses))
@@ -447,7 +603,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn incremental_changes_validate_and_merge() {
+    fn incremental_changes_merge_like_kafka() {
         let base = BTreeMap::from([("cleanup.policy".to_string(), "delete".to_string())]);
         let out = apply(
             base.clone(),
@@ -455,6 +611,7 @@ mod tests {
                 Change::Append("cleanup.policy".into(), "compact".into()),
                 Change::Set("retention.ms".into(), "10".into()),
             ],
+            &TOPIC_SETTINGS,
         )
         .unwrap();
         assert_eq!(out["cleanup.policy"], "delete,compact");
@@ -465,16 +622,25 @@ mod tests {
                 Change::Subtract("cleanup.policy".into(), "delete".into()),
                 Change::Delete("retention.ms".into()),
             ],
+            &TOPIC_SETTINGS,
         )
         .unwrap();
         assert_eq!(out["cleanup.policy"], "compact");
         assert!(!out.contains_key("retention.ms"));
+        // APPEND starts from the broker default when the level sets nothing.
+        let out = apply(
+            BTreeMap::new(),
+            vec![Change::Append("log.cleanup.policy".into(), "compact".into())],
+            &BROKER_SETTINGS,
+        )
+        .unwrap();
+        assert_eq!(out["log.cleanup.policy"], "delete,compact");
         assert!(matches!(
-            apply(base.clone(), vec![Change::Set("nope".into(), "1".into())]),
-            Err(BrokerError::InvalidConfig(_))
-        ));
-        assert!(matches!(
-            apply(base.clone(), vec![Change::Set("retention.ms".into(), "x".into())]),
+            apply(
+                BTreeMap::new(),
+                vec![Change::Append("background.threads".into(), "1".into())],
+                &BROKER_SETTINGS
+            ),
             Err(BrokerError::InvalidConfig(_))
         ));
         assert!(matches!(
@@ -483,9 +649,16 @@ mod tests {
                 vec![
                     Change::Delete("retention.ms".into()),
                     Change::Set("retention.ms".into(), "1".into())
-                ]
+                ],
+                &TOPIC_SETTINGS
             ),
             Err(BrokerError::InvalidRequest(_))
         ));
+    }
+
+    #[test]
+    fn a_resource_named_twice_is_refused_on_both_entries() {
+        let twice = duplicates([(2, "a"), (4, "a"), (2, "a"), (2, "b")].into_iter());
+        assert_eq!(twice, HashSet::from([(2, "a".to_string())]));
     }
 }

@@ -127,7 +127,7 @@ fn topic_result(
     match outcome {
         Ok(created) => {
             let configs = (version >= 5).then(|| {
-                resolve_topic_configs(&created.configs, &broker.config)
+                resolve_topic_configs(&created.configs, &broker.dynamic_config)
                     .into_iter()
                     .map(|c| {
                         CreatableTopicConfigs::default()

@@ -47,6 +47,19 @@ impl Kind {
     }
 }
 
+/// Whether a setting may be changed while the broker runs (Kafka's KIP-226 dynamic broker
+/// configs: AlterConfigs on a BROKER resource), and at which level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    /// Read-only while running: set in server.properties, `KAFKA_*` or `--override`.
+    Static,
+    /// Settable for this broker (resource name = its node id) or as the cluster-wide default
+    /// (empty resource name).
+    ClusterWide,
+    /// Settable for this broker only (Kafka's listener and security settings).
+    PerBroker,
+}
+
 /// One setting.
 #[derive(Debug)]
 pub struct ConfigDef {
@@ -57,12 +70,30 @@ pub struct ConfigDef {
     /// Allowed values for enumerations, compared case-sensitively as Kafka does.
     pub valid: &'static [&'static str],
     /// Accepted so compose files written for apache/kafka start unchanged, but Keel has no use
-    /// for it (KRaft quorum, JVM thread pools, replication of a single node).
+    /// for it (KRaft quorum, JVM thread pools, replication of a single node, SASL until Keel serves it).
     pub inert: bool,
+    /// Whether AlterConfigs may change it at run time, as Kafka allows for the same name.
+    pub update: Update,
     pub doc: &'static str,
 }
 
 impl ConfigDef {
+    /// Marks a setting Kafka lets AlterConfigs change for one broker or the cluster default.
+    const fn cluster_wide(self) -> ConfigDef {
+        ConfigDef {
+            update: Update::ClusterWide,
+            ..self
+        }
+    }
+
+    /// Marks a setting Kafka lets AlterConfigs change for one broker only.
+    const fn per_broker(self) -> ConfigDef {
+        ConfigDef {
+            update: Update::PerBroker,
+            ..self
+        }
+    }
+
     pub fn validate(&self, value: &str) -> Result<(), String> {
         self.kind.check(value)?;
         if !self.valid.is_empty() && !self.valid.contains(&value.trim()) {
@@ -79,6 +110,7 @@ const fn def(name: &'static str, kind: Kind, default: &'static str, doc: &'stati
         default: Some(default),
         valid: &[],
         inert: false,
+        update: Update::Static,
         doc,
     }
 }
@@ -90,7 +122,8 @@ const fn inert(name: &'static str, kind: Kind, default: &'static str) -> ConfigD
         default: Some(default),
         valid: &[],
         inert: true,
-        doc: "Accepted for compatibility with apache/kafka configurations; no effect on a single-node Keel.",
+        update: Update::Static,
+        doc: "Accepted for compatibility with apache/kafka configurations; no effect in Keel.",
     }
 }
 
@@ -101,6 +134,7 @@ const fn opt(name: &'static str, kind: Kind, doc: &'static str) -> ConfigDef {
         default: None,
         valid: &[],
         inert: false,
+        update: Update::Static,
         doc,
     }
 }
@@ -120,28 +154,32 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("default.replication.factor", Kind::Short, "1", "Replication factor of auto-created topics; a single node only accepts 1."),
     def("auto.create.topics.enable", Kind::Bool, "true", "Create a topic when Metadata or Produce names one that does not exist."),
     def("delete.topic.enable", Kind::Bool, "true", "Allow DeleteTopics."),
-    def("message.max.bytes", Kind::Int, "1048588", "Largest record batch accepted (topic: max.message.bytes)."),
+    def("message.max.bytes", Kind::Int, "1048588", "Largest record batch accepted (topic: max.message.bytes).").cluster_wide(),
     def("socket.request.max.bytes", Kind::Int, "104857600", "Largest request frame; a larger size prefix closes the connection before anything is allocated."),
     opt("metrics.listener", Kind::Str, "host:port of the Prometheus endpoint (GET /metrics, kafka_exporter's consumer-group names); unset serves none. Port 0 binds an ephemeral port."),
     def("max.connections", Kind::Int, "10000", "Connections served at once; further ones wait to be accepted."),
-    def("log.segment.bytes", Kind::Int, "1073741824", "Segment size at which the log rolls (topic: segment.bytes)."),
-    opt("log.roll.ms", Kind::Long, "Segment age at which the log rolls (topic: segment.ms); log.roll.hours when unset."),
+    def("log.segment.bytes", Kind::Int, "1073741824", "Segment size at which the log rolls (topic: segment.bytes).").cluster_wide(),
+    opt("log.roll.ms", Kind::Long, "Segment age at which the log rolls (topic: segment.ms); log.roll.hours when unset.").cluster_wide(),
     def("log.roll.hours", Kind::Int, "168", "Segment age in hours at which the log rolls."),
-    opt("log.retention.ms", Kind::Long, "Retention time (topic: retention.ms); log.retention.minutes, then log.retention.hours when unset."),
+    opt("log.retention.ms", Kind::Long, "Retention time (topic: retention.ms); log.retention.minutes, then log.retention.hours when unset.").cluster_wide(),
     opt("log.retention.minutes", Kind::Int, "Retention time in minutes."),
     def("log.retention.hours", Kind::Int, "168", "Retention time in hours."),
-    def("log.retention.bytes", Kind::Long, "-1", "Retention size per partition (topic: retention.bytes); -1 is unbounded."),
-    def("log.index.interval.bytes", Kind::Int, "4096", "Bytes between offset index entries (topic: index.interval.bytes)."),
-    ConfigDef { name: "log.message.timestamp.type", kind: Kind::Str, default: Some("CreateTime"), valid: TIMESTAMP_TYPES, inert: false, doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock (topic: message.timestamp.type)." },
-    ConfigDef { name: "log.cleanup.policy", kind: Kind::List, default: Some("delete"), valid: CLEANUP_POLICIES, inert: false, doc: "Default cleanup.policy of topics." },
-    ConfigDef { name: "compression.type", kind: Kind::Str, default: Some("producer"), valid: COMPRESSION_TYPES, inert: false, doc: "Default compression.type of topics. Keel stores batches as produced." },
-    def("min.insync.replicas", Kind::Int, "1", "Default min.insync.replicas of topics."),
+    def("log.retention.bytes", Kind::Long, "-1", "Retention size per partition (topic: retention.bytes); -1 is unbounded.").cluster_wide(),
+    def("log.index.interval.bytes", Kind::Int, "4096", "Bytes between offset index entries (topic: index.interval.bytes).").cluster_wide(),
+    ConfigDef { name: "log.message.timestamp.type", kind: Kind::Str, default: Some("CreateTime"), valid: TIMESTAMP_TYPES, inert: false, update: Update::Static, doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock (topic: message.timestamp.type)." }.cluster_wide(),
+    ConfigDef { name: "log.cleanup.policy", kind: Kind::List, default: Some("delete"), valid: CLEANUP_POLICIES, inert: false, update: Update::Static, doc: "Default cleanup.policy of topics." }.cluster_wide(),
+    ConfigDef { name: "compression.type", kind: Kind::Str, default: Some("producer"), valid: COMPRESSION_TYPES, inert: false, update: Update::Static, doc: "Default compression.type of topics. Keel stores batches as produced." }.cluster_wide(),
+    def("min.insync.replicas", Kind::Int, "1", "Default min.insync.replicas of topics.").cluster_wide(),
     def("log.flush.acks.all", Kind::Bool, "true", "Keel's durability policy: true answers acks=-1 produces only after their data is fsynced (shared group-commit fsyncs); false answers once the data reaches the OS, as Kafka does by default."),
     def("group.initial.rebalance.delay.ms", Kind::Int, "3000", "Delay of the first rebalance of a new classic group, so members starting together join one generation."),
     def("group.min.session.timeout.ms", Kind::Int, "6000", "Smallest session timeout a group member may ask for."),
     def("group.max.session.timeout.ms", Kind::Int, "1800000", "Largest session timeout a group member may ask for."),
     def("group.consumer.session.timeout.ms", Kind::Int, "45000", "KIP-848 consumer groups: a member that sends no ConsumerGroupHeartbeat for this long is fenced and its partitions reassigned."),
     def("group.consumer.heartbeat.interval.ms", Kind::Int, "5000", "KIP-848 consumer groups: the heartbeat interval the coordinator tells members to use."),
+    def("group.consumer.min.session.timeout.ms", Kind::Int, "45000", "Smallest KIP-848 session timeout: the floor of group.consumer.session.timeout.ms and of a group's consumer.session.timeout.ms."),
+    def("group.consumer.max.session.timeout.ms", Kind::Int, "60000", "Largest KIP-848 session timeout: the ceiling of group.consumer.session.timeout.ms and of a group's consumer.session.timeout.ms."),
+    def("group.consumer.min.heartbeat.interval.ms", Kind::Int, "5000", "Smallest KIP-848 heartbeat interval: the floor of group.consumer.heartbeat.interval.ms and of a group's consumer.heartbeat.interval.ms."),
+    def("group.consumer.max.heartbeat.interval.ms", Kind::Int, "15000", "Largest KIP-848 heartbeat interval: the ceiling of group.consumer.heartbeat.interval.ms and of a group's consumer.heartbeat.interval.ms."),
     def("group.consumer.assignors", Kind::List, "uniform,range", "KIP-848 server-side assignors members may choose (server_assignor); the first is the default."),
     def("group.consumer.max.size", Kind::Int, "2147483647", "Most members a KIP-848 consumer group may have; a further join gets GROUP_MAX_SIZE_REACHED."),
     def("offsets.retention.minutes", Kind::Int, "10080", "How long an empty group's committed offsets are kept."),
@@ -154,13 +192,24 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     inert("offsets.topic.replication.factor", Kind::Short, "1"),
     inert("transaction.state.log.replication.factor", Kind::Short, "1"),
     inert("transaction.state.log.min.isr", Kind::Int, "1"),
-    inert("num.network.threads", Kind::Int, "3"),
-    inert("num.io.threads", Kind::Int, "8"),
-    inert("num.recovery.threads.per.data.dir", Kind::Int, "1"),
+    inert("num.network.threads", Kind::Int, "3").cluster_wide(),
+    inert("num.io.threads", Kind::Int, "8").cluster_wide(),
+    inert("num.recovery.threads.per.data.dir", Kind::Int, "1").cluster_wide(),
     inert("socket.send.buffer.bytes", Kind::Int, "102400"),
     inert("socket.receive.buffer.bytes", Kind::Int, "102400"),
     inert("log.retention.check.interval.ms", Kind::Long, "300000"),
     inert("broker.id", Kind::Int, "-1"),
+    inert("background.threads", Kind::Int, "10").cluster_wide(),
+    // Kafka's per-listener SASL settings (dynamic per broker); Keel serves no SASL yet.
+    ConfigDef { default: None, ..inert("sasl.kerberos.service.name", Kind::Str, "") }.per_broker(),
+    inert("sasl.kerberos.kinit.cmd", Kind::Str, "/usr/bin/kinit").per_broker(),
+    inert("sasl.kerberos.min.time.before.relogin", Kind::Long, "60000").per_broker(),
+    inert("sasl.kerberos.ticket.renew.jitter", Kind::Double, "0.05").per_broker(),
+    inert("sasl.kerberos.ticket.renew.window.factor", Kind::Double, "0.8").per_broker(),
+    inert("sasl.login.refresh.buffer.seconds", Kind::Short, "300").per_broker(),
+    inert("sasl.login.refresh.min.period.seconds", Kind::Short, "60").per_broker(),
+    inert("sasl.login.refresh.window.factor", Kind::Double, "0.8").per_broker(),
+    inert("sasl.login.refresh.window.jitter", Kind::Double, "0.05").per_broker(),
 ];
 
 /// Looks a setting up by its Kafka name.

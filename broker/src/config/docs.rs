@@ -2,8 +2,9 @@
 
 use std::fmt::Write;
 
-use super::defs::BROKER_CONFIGS;
+use super::defs::{Update, BROKER_CONFIGS};
 use super::topic::TOPIC_CONFIGS;
+use crate::group::config::GROUP_CONFIGS;
 
 pub fn markdown() -> String {
     let mut out = String::from(
@@ -15,17 +16,31 @@ pub fn markdown() -> String {
          convention: `KAFKA_LOG_DIRS` is `log.dirs`; `_` is `.`, `__` is `_`, `___` is `-`), then \
          `--override key=value` flags. `CLUSTER_ID` in the environment sets the cluster id on first \
          start. An invalid value stops the broker with a message naming the key; an unknown key is \
-         logged as a warning.\n\n## Broker settings\n\n| Setting | Type | Default | Description |\n|---|---|---|---|\n",
+         logged as a warning.\n\n\
+         Settings marked *cluster-wide* or *per-broker* in the Dynamic column can also be changed while \
+         the broker runs, as in Kafka (KIP-226): AlterConfigs or IncrementalAlterConfigs on the BROKER \
+         resource named by the node id (`kafka-configs --entity-type brokers --entity-name 1`), or on \
+         the empty name for the cluster-wide default (`--entity-default`; *per-broker* settings cannot \
+         be set there). Such values are kept in RocksDB, survive restarts, and take precedence over the \
+         static layers: this broker's value, then the cluster default, then the static value. A name \
+         Keel does not know is kept as a custom setting without effect, as Kafka does; a *read-only* \
+         one is refused with INVALID_REQUEST.\n\n\
+         ## Broker settings\n\n| Setting | Type | Default | Dynamic | Description |\n|---|---|---|---|---|\n",
     );
     for d in BROKER_CONFIGS {
         let _ = writeln!(
             out,
-            "| `{}` | {:?} | {} | {} |",
+            "| `{}` | {:?} | {} | {} | {} |",
             d.name,
             d.kind,
             d.default
                 .map(|v| format!("`{v}`"))
                 .unwrap_or_else(|| "(none)".into()),
+            match d.update {
+                Update::Static => "read-only",
+                Update::ClusterWide => "cluster-wide",
+                Update::PerBroker => "per-broker",
+            },
             d.doc
         );
     }
@@ -44,6 +59,17 @@ pub fn markdown() -> String {
             d.fixed_default,
             d.doc
         );
+    }
+    out.push_str(
+        "\n## Group settings\n\nKIP-848 consumer groups can be given their own values with IncrementalAlterConfigs or \
+         AlterConfigs on a GROUP resource (`kafka-configs --entity-type groups --entity-name <group>`), kept \
+         in RocksDB; a group without one uses the broker setting in the second column. A group need not \
+         exist to be configured. Values must lie within the broker's `group.consumer.min.*`/`max.*` \
+         bounds, and the session timeout must exceed the heartbeat interval; otherwise INVALID_CONFIG.\n\n\
+         | Setting | Broker setting | Type | Description |\n|---|---|---|---|\n",
+    );
+    for d in GROUP_CONFIGS {
+        let _ = writeln!(out, "| `{}` | `{}` | Int | {} |", d.name, d.broker_default, d.doc);
     }
     out
 }

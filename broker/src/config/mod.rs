@@ -4,6 +4,7 @@
 
 pub mod defs;
 pub mod docs;
+pub mod dynamic;
 mod listeners;
 mod properties;
 pub mod topic;
@@ -11,7 +12,8 @@ pub mod topic;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub use defs::{broker_def, ConfigDef, Kind, BROKER_CONFIGS};
+pub use defs::{broker_def, ConfigDef, Kind, Update, BROKER_CONFIGS};
+pub use dynamic::{BrokerSource, DynamicBrokerConfig, Level};
 pub use listeners::ListenerSpec;
 
 /// Where a broker setting's value came from.
@@ -186,6 +188,27 @@ impl Config {
             explicit: explicit.clone(),
         };
         positive("log.segment.bytes", 14)?;
+        // Kafka's GroupCoordinatorConfig checks the KIP-848 defaults against their bounds.
+        for (key, min_key, max_key) in [
+            (
+                "group.consumer.session.timeout.ms",
+                "group.consumer.min.session.timeout.ms",
+                "group.consumer.max.session.timeout.ms",
+            ),
+            (
+                "group.consumer.heartbeat.interval.ms",
+                "group.consumer.min.heartbeat.interval.ms",
+                "group.consumer.max.heartbeat.interval.ms",
+            ),
+        ] {
+            let (v, lo, hi) = (positive(key, 1)?, positive(min_key, 1)?, positive(max_key, 1)?);
+            if v < lo || v > hi {
+                return Err(invalid(
+                    key,
+                    format!("{v} is outside [{min_key}, {max_key}] = [{lo}, {hi}]"),
+                ));
+            }
+        }
         Ok(config)
     }
 
@@ -300,6 +323,22 @@ mod tests {
         assert_eq!(c.topic_default("log.retention.ms").as_deref(), Some("3600000"));
         assert_eq!(c.topic_default("log.roll.ms").as_deref(), Some("7200000"));
         assert_eq!(load(&[], &[]).unwrap().topic_default("log.retention.ms"), None);
+    }
+
+    #[test]
+    fn kip848_defaults_must_lie_within_their_bounds() {
+        let err = load(&[], &["group.consumer.session.timeout.ms=6000"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("group.consumer.session.timeout.ms"), "{err}");
+        load(
+            &[],
+            &[
+                "group.consumer.session.timeout.ms=6000",
+                "group.consumer.min.session.timeout.ms=6000",
+            ],
+        )
+        .unwrap();
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::defs::{Kind, CLEANUP_POLICIES, COMPRESSION_TYPES, TIMESTAMP_TYPES};
-use super::Config;
+use super::dynamic::{BrokerSource, DynamicBrokerConfig};
 
 #[derive(Debug)]
 pub struct TopicConfigDef {
@@ -243,6 +243,8 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), InvalidTopic
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
     TopicOverride,
+    DynamicBroker,
+    DynamicDefaultBroker,
     StaticBroker,
     Default,
 }
@@ -251,8 +253,21 @@ impl ConfigSource {
     pub fn code(self) -> i8 {
         match self {
             ConfigSource::TopicOverride => 1,
+            ConfigSource::DynamicBroker => 2,
+            ConfigSource::DynamicDefaultBroker => 3,
             ConfigSource::StaticBroker => 4,
             ConfigSource::Default => 5,
+        }
+    }
+}
+
+impl From<BrokerSource> for ConfigSource {
+    fn from(source: BrokerSource) -> ConfigSource {
+        match source {
+            BrokerSource::PerBroker => ConfigSource::DynamicBroker,
+            BrokerSource::ClusterDefault => ConfigSource::DynamicDefaultBroker,
+            BrokerSource::Static => ConfigSource::StaticBroker,
+            BrokerSource::Default => ConfigSource::Default,
         }
     }
 }
@@ -265,45 +280,50 @@ pub struct ResolvedTopicConfig {
     pub source: ConfigSource,
 }
 
-/// Resolves every topic setting: the override, else the broker synonym, else the fixed default.
+/// Resolves one topic setting: the override, else the broker synonym (dynamic or static),
+/// else the fixed default.
+fn resolve(
+    def: &'static TopicConfigDef,
+    overrides: &BTreeMap<String, String>,
+    broker: &DynamicBrokerConfig,
+) -> ResolvedTopicConfig {
+    if let Some(v) = overrides.get(def.name) {
+        return ResolvedTopicConfig {
+            def,
+            value: v.clone(),
+            source: ConfigSource::TopicOverride,
+        };
+    }
+    if let Some((value, source)) = def.synonym.and_then(|s| broker.topic_default(s)) {
+        return ResolvedTopicConfig {
+            def,
+            value,
+            source: source.into(),
+        };
+    }
+    ResolvedTopicConfig {
+        def,
+        value: def.fixed_default.to_string(),
+        source: ConfigSource::Default,
+    }
+}
+
+/// Resolves every topic setting.
 pub fn resolve_topic_configs(
     overrides: &BTreeMap<String, String>,
-    broker: &Config,
+    broker: &DynamicBrokerConfig,
 ) -> Vec<ResolvedTopicConfig> {
     TOPIC_CONFIGS
         .iter()
-        .map(|def| {
-            if let Some(v) = overrides.get(def.name) {
-                return ResolvedTopicConfig {
-                    def,
-                    value: v.clone(),
-                    source: ConfigSource::TopicOverride,
-                };
-            }
-            if let Some(syn) = def.synonym {
-                if let Some(v) = broker.topic_default(syn) {
-                    return ResolvedTopicConfig {
-                        def,
-                        value: v,
-                        source: ConfigSource::StaticBroker,
-                    };
-                }
-            }
-            ResolvedTopicConfig {
-                def,
-                value: def.fixed_default.to_string(),
-                source: ConfigSource::Default,
-            }
-        })
+        .map(|def| resolve(def, overrides, broker))
         .collect()
 }
 
 /// The effective value of one topic setting.
-pub fn effective(overrides: &BTreeMap<String, String>, broker: &Config, name: &str) -> Option<String> {
-    let def = topic_def(name)?;
-    overrides
-        .get(name)
-        .cloned()
-        .or_else(|| def.synonym.and_then(|s| broker.topic_default(s)))
-        .or_else(|| Some(def.fixed_default.to_string()))
+pub fn effective(
+    overrides: &BTreeMap<String, String>,
+    broker: &DynamicBrokerConfig,
+    name: &str,
+) -> Option<String> {
+    topic_def(name).map(|def| resolve(def, overrides, broker).value)
 }

@@ -21,6 +21,11 @@ use crate::meta::{ConsumerGroupRecord, ConsumerMemberRecord, TopicIdPartitions};
 pub struct ConsumerGroupConfig {
     pub session_timeout_ms: i32,
     pub heartbeat_interval_ms: i32,
+    /// Bounds of a group's own consumer.session.timeout.ms and consumer.heartbeat.interval.ms.
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub min_heartbeat_interval_ms: i32,
+    pub max_heartbeat_interval_ms: i32,
     /// Server-side assignors offered, the first being the default.
     pub assignors: Vec<String>,
     pub max_size: usize,
@@ -31,6 +36,10 @@ impl Default for ConsumerGroupConfig {
         ConsumerGroupConfig {
             session_timeout_ms: 45_000,
             heartbeat_interval_ms: 5_000,
+            min_session_timeout_ms: 45_000,
+            max_session_timeout_ms: 60_000,
+            min_heartbeat_interval_ms: 5_000,
+            max_heartbeat_interval_ms: 15_000,
             assignors: vec!["uniform".into(), "range".into()],
             max_size: i32::MAX as usize,
         }
@@ -244,6 +253,8 @@ impl GroupCoordinator {
         now: Instant,
     ) -> Result<HeartbeatAnswer, HeartbeatFailure> {
         let cfg = &self.config.consumer;
+        // The group's own settings (a GROUP config resource) over the broker defaults.
+        let timeouts = self.group_config(&req.group_id);
         let joining = req.member_epoch == 0;
         // v0: the coordinator names a joining member; v1 members name themselves (KIP-1082).
         let member_id = if req.member_id.is_empty() {
@@ -343,7 +354,7 @@ impl GroupCoordinator {
             req.owned.as_ref(),
             &owned_by_others,
         );
-        next.session_deadline = now + Duration::from_millis(cfg.session_timeout_ms.max(0) as u64);
+        next.session_deadline = now + Duration::from_millis(timeouts.session_timeout_ms.max(0) as u64);
         next.rebalance_deadline = match (next.state, member.state, next.member_epoch == member.member_epoch) {
             (MemberState::UnrevokedPartitions, MemberState::UnrevokedPartitions, true) => {
                 member.rebalance_deadline
@@ -361,7 +372,7 @@ impl GroupCoordinator {
         let answer = HeartbeatAnswer {
             member_id: member_id.clone(),
             member_epoch: next.member_epoch,
-            heartbeat_interval_ms: cfg.heartbeat_interval_ms,
+            heartbeat_interval_ms: timeouts.heartbeat_interval_ms,
             assignment: (full || assigned_changed).then(|| next.assigned.clone()),
         };
         group.members.insert(member_id, next);

@@ -11,13 +11,14 @@
 
 mod assignor;
 mod classic;
+pub mod config;
 mod consumer;
 mod consumer_protocol;
 mod offsets;
 mod regex;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,6 +27,7 @@ use tokio::sync::oneshot;
 pub use assignor::ASSIGNORS;
 pub use classic::GroupState;
 use classic::{ClassicGroup, Member};
+pub use config::{GroupConfig, SetGroupConfigError};
 pub use consumer::{ConsumerGroupState, ConsumerMember, TopicPartitions};
 pub use consumer_protocol::{
     ConsumerGroupConfig, ConsumerGroupDescription, ConsumerHeartbeat, HeartbeatAnswer, HeartbeatFailure,
@@ -33,7 +35,7 @@ pub use consumer_protocol::{
 };
 pub use offsets::{OffsetCommitRequest, PartitionCommit};
 
-use crate::meta::{CommittedOffset, GroupRecord, MemberRecord, MetaStore};
+use crate::meta::{CommittedOffset, ConfigEntity, GroupRecord, MemberRecord, MetaStore};
 
 /// How often the timers run; bounds how late a session expiry or deadline is noticed.
 const TICK: Duration = Duration::from_millis(100);
@@ -89,7 +91,7 @@ pub enum GroupError {
 
 /// Group settings (Kafka's broker keys of the same names).
 #[derive(Debug, Clone)]
-pub struct GroupConfig {
+pub struct GroupCoordinatorConfig {
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
     pub initial_rebalance_delay_ms: i32,
@@ -211,7 +213,11 @@ struct State {
 pub struct GroupCoordinator {
     state: Mutex<State>,
     meta: Arc<MetaStore>,
-    config: GroupConfig,
+    config: GroupCoordinatorConfig,
+    /// Per-group overrides (GROUP config resources), by group id. Apart from `state` so that
+    /// configuring a group never waits on the coordinator's work; taken after `state` when both
+    /// are needed.
+    group_configs: RwLock<HashMap<String, BTreeMap<String, String>>>,
 }
 
 fn unix_ms() -> i64 {
@@ -227,7 +233,7 @@ impl GroupCoordinator {
     /// coordinator is dropped).
     pub fn open(
         meta: Arc<MetaStore>,
-        config: GroupConfig,
+        config: GroupCoordinatorConfig,
     ) -> Result<Arc<GroupCoordinator>, crate::meta::MetaError> {
         let mut state = State::default();
         for (group, topic, partition, offset) in meta.all_offsets()? {
@@ -242,8 +248,19 @@ impl GroupCoordinator {
             let group = restore(record, now);
             state.groups.insert(group.id.clone(), group);
         }
+        let mut group_configs = HashMap::new();
+        for (entity, overrides) in meta.dynamic_configs()? {
+            if let ConfigEntity::Group(group) = entity {
+                group_configs.insert(group, overrides);
+            }
+        }
         for record in meta.consumer_groups()? {
-            let group = consumer_protocol::restore(record, now, config.consumer.session_timeout_ms);
+            let session_timeout_ms = GroupConfig::resolve(
+                group_configs.get(&record.group_id).unwrap_or(&BTreeMap::new()),
+                &config.consumer,
+            )
+            .session_timeout_ms;
+            let group = consumer_protocol::restore(record, now, session_timeout_ms);
             state.consumer_groups.insert(group.id.clone(), group);
         }
         tracing::info!(
@@ -256,6 +273,7 @@ impl GroupCoordinator {
             state: Mutex::new(state),
             meta,
             config,
+            group_configs: RwLock::new(group_configs),
         });
         tokio::spawn(run_timers(Arc::downgrade(&coordinator)));
         Ok(coordinator)
@@ -263,6 +281,48 @@ impl GroupCoordinator {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A group's settings: its overrides over the broker's `group.consumer.*` defaults.
+    pub fn group_config(&self, group_id: &str) -> GroupConfig {
+        let configs = self.group_configs.read().unwrap_or_else(|e| e.into_inner());
+        let none = BTreeMap::new();
+        GroupConfig::resolve(configs.get(group_id).unwrap_or(&none), &self.config.consumer)
+    }
+
+    /// A group's overrides (empty when it has none; the group need not exist).
+    pub fn group_config_overrides(&self, group_id: &str) -> BTreeMap<String, String> {
+        let configs = self.group_configs.read().unwrap_or_else(|e| e.into_inner());
+        configs.get(group_id).cloned().unwrap_or_default()
+    }
+
+    /// The broker defaults a group's settings fall back to.
+    pub fn consumer_defaults(&self) -> &ConsumerGroupConfig {
+        &self.config.consumer
+    }
+
+    /// Replaces a group's overrides after validating them, persisting before they take effect.
+    /// Members pick the new values up at their next heartbeat.
+    pub fn set_group_config(
+        &self,
+        group_id: &str,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), SetGroupConfigError> {
+        GroupConfig::validate(&overrides, &self.config.consumer)?;
+        if validate_only {
+            return Ok(());
+        }
+        let mut configs = self.group_configs.write().unwrap_or_else(|e| e.into_inner());
+        self.meta
+            .put_dynamic_configs(&ConfigEntity::Group(group_id.to_string()), &overrides)?;
+        tracing::info!(group = %group_id, ?overrides, "group configuration altered");
+        if overrides.is_empty() {
+            configs.remove(group_id);
+        } else {
+            configs.insert(group_id.to_string(), overrides);
+        }
+        Ok(())
     }
 
     pub fn join(&self, req: JoinRequest) -> oneshot::Receiver<JoinOutcome> {

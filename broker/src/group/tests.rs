@@ -7,8 +7,8 @@ use bytes::Bytes;
 
 use super::*;
 
-fn config() -> GroupConfig {
-    GroupConfig {
+fn config() -> GroupCoordinatorConfig {
+    GroupCoordinatorConfig {
         min_session_timeout_ms: 100,
         max_session_timeout_ms: 60_000,
         initial_rebalance_delay_ms: 0,
@@ -327,7 +327,7 @@ async fn offsets_of_groups_empty_for_longer_than_the_retention_expire_durably() 
         let meta = Arc::new(MetaStore::open(dir.path()).unwrap());
         let c = GroupCoordinator::open(
             meta,
-            GroupConfig {
+            GroupCoordinatorConfig {
                 offsets_retention_ms: 50,
                 ..config()
             },
@@ -373,7 +373,7 @@ async fn the_initial_rebalance_delay_waits_for_members_arriving_together() {
     let meta = Arc::new(MetaStore::open(dir.path()).unwrap());
     let c = GroupCoordinator::open(
         meta,
-        GroupConfig {
+        GroupCoordinatorConfig {
             initial_rebalance_delay_ms: 200,
             ..config()
         },

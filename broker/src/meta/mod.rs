@@ -2,6 +2,7 @@
 //! Nothing else in the broker touches RocksDB.
 
 mod codec;
+mod configs;
 mod groups;
 pub mod identity;
 mod topics;
@@ -10,6 +11,7 @@ use std::path::Path;
 
 use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
 
+pub use configs::ConfigEntity;
 pub use groups::{
     CommittedOffset, ConsumerGroupRecord, ConsumerMemberRecord, GroupRecord, MemberRecord, TopicIdPartitions,
 };
@@ -20,7 +22,8 @@ pub use topics::TopicRecord;
 const CF_TOPICS: &str = "topics";
 const CF_OFFSETS: &str = "offsets";
 const CF_GROUPS: &str = "groups";
-const COLUMN_FAMILIES: &[&str] = &[CF_TOPICS, CF_OFFSETS, CF_GROUPS];
+const CF_CONFIGS: &str = "configs";
+const COLUMN_FAMILIES: &[&str] = &[CF_TOPICS, CF_OFFSETS, CF_GROUPS, CF_CONFIGS];
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {

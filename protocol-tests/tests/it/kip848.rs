@@ -37,7 +37,9 @@ const SETTLE: Duration = Duration::from_secs(30);
 fn kip848_broker() -> TestBroker {
     TestBroker::builder()
         .with("group.consumer.heartbeat.interval.ms", 300)
+        .with("group.consumer.min.heartbeat.interval.ms", 300)
         .with("group.consumer.session.timeout.ms", 6000)
+        .with("group.consumer.min.session.timeout.ms", 6000)
         .start()
 }
 

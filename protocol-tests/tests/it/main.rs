@@ -8,6 +8,7 @@ mod wire;
 mod admin;
 mod bad_input;
 mod coordinator;
+mod dynamic_configs;
 mod groups;
 mod groups_rdkafka;
 mod groups_tools;

@@ -21,7 +21,7 @@ fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_owned()))
 }
 
-fn create(
+pub(crate) fn create(
     wire: &mut WireClient,
     topic: &str,
     partitions: i32,
