@@ -45,6 +45,8 @@ pub enum BrokerError {
     InvalidRecords(Vec<(i32, String)>),
     #[error("{0}")]
     UnsupportedVersion(String),
+    #[error("{0}")]
+    PolicyViolation(String),
     #[error(transparent)]
     Group(#[from] GroupError),
     #[error(transparent)]
@@ -71,6 +73,7 @@ impl BrokerError {
             BrokerError::InvalidRequiredAcks(_) => E::InvalidRequiredAcks,
             BrokerError::InvalidRecords(_) => E::InvalidRecord,
             BrokerError::UnsupportedVersion(_) => E::UnsupportedVersion,
+            BrokerError::PolicyViolation(_) => E::PolicyViolation,
             BrokerError::Log(e) => match e {
                 LogError::CorruptRecord(_) => E::CorruptMessage,
                 LogError::InvalidRecord(_) => E::InvalidRecord,

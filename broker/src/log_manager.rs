@@ -347,10 +347,20 @@ impl LogManager {
         Ok(())
     }
 
+    fn has_cleanup_policy(&self, topic: &Topic, policy: &str) -> bool {
+        effective(&topic.configs, &self.config, "cleanup.policy")
+            .is_some_and(|p| p.split(',').any(|v| v.trim() == policy))
+    }
+
     /// Whether the topic's cleanup.policy includes compact.
     pub fn is_compacted(&self, topic: &Topic) -> bool {
-        effective(&topic.configs, &self.config, "cleanup.policy")
-            .is_some_and(|p| p.split(',').any(|v| v.trim() == "compact"))
+        self.has_cleanup_policy(topic, "compact")
+    }
+
+    /// Whether the topic's cleanup.policy includes delete: only then may DeleteRecords remove
+    /// its records, as in Kafka.
+    pub fn allows_deletion(&self, topic: &Topic) -> bool {
+        self.has_cleanup_policy(topic, "delete")
     }
 
     /// Re-derives every partition's storage settings after a broker setting changed at run time

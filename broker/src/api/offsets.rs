@@ -87,13 +87,16 @@ fn lookup(log: &PartitionLog, timestamp: i64) -> Result<Option<(i64, i64)>, Brok
         // No tiered storage: nothing is tiered.
         LATEST_TIERED => None,
         MAX_TIMESTAMP => match log.max_timestamp() {
-            Some((offset, ts)) => Some(refine(log, offset, ts, |t| t == ts)?.unwrap_or((offset, ts))),
+            Some((offset, ts)) => Some(
+                refine(log, offset, ts, |t| t == ts)?.unwrap_or((offset.max(log.log_start_offset()), ts)),
+            ),
             None => None,
         },
         ts if ts >= 0 => match log.offset_for_timestamp(ts)? {
-            Some((offset, batch_ts)) => {
-                Some(refine(log, offset, batch_ts, |t| t >= ts)?.unwrap_or((offset, batch_ts)))
-            }
+            Some((offset, batch_ts)) => Some(
+                refine(log, offset, batch_ts, |t| t >= ts)?
+                    .unwrap_or((offset.max(log.log_start_offset()), batch_ts)),
+            ),
             None => None,
         },
         _ => {
@@ -113,20 +116,21 @@ fn refine(
     batch_timestamp: i64,
     wanted: impl Fn(i64) -> bool,
 ) -> Result<Option<(i64, i64)>, BrokerError> {
-    let read = log.read(offset, 1, true)?;
+    // Records deleted by DeleteRecords may share the batch; they are not answers.
+    let log_start = log.log_start_offset();
+    let read = log.read(offset.max(log_start), 1, true)?;
     let mut bytes = read.records;
     let Ok(set) = RecordBatchDecoder::decode(&mut bytes) else {
         return Ok(None);
     };
     // With LogAppendTime every record carries the batch's timestamp, whatever its delta says.
-    if let Some(first) = set.records.first() {
+    let mut live = set.records.iter().filter(|r| r.offset >= log_start).peekable();
+    if let Some(first) = live.peek() {
         if first.timestamp_type == TimestampType::LogAppend {
             return Ok(Some((first.offset, batch_timestamp)));
         }
     }
-    Ok(set
-        .records
-        .iter()
+    Ok(live
         .find(|r| wanted(r.timestamp))
         .map(|r| (r.offset, r.timestamp)))
 }

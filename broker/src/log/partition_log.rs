@@ -84,12 +84,47 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// The partition's log start offset when records were deleted ahead of the segments (Kafka
+/// keeps the same number in its log dir's `log-start-offset-checkpoint`).
+const LOG_START_CHECKPOINT: &str = "log-start-offset.checkpoint";
+
+fn read_log_start_checkpoint(dir: &Path) -> Result<Option<i64>, LogError> {
+    match std::fs::read_to_string(dir.join(LOG_START_CHECKPOINT)) {
+        Ok(text) => match text.trim().parse::<i64>() {
+            Ok(offset) if offset >= 0 => Ok(Some(offset)),
+            // Written by rename, so never torn; anything else is damage: fall back to the
+            // first segment rather than refuse the partition.
+            _ => {
+                tracing::warn!(dir = %dir.display(), "ignoring unreadable {LOG_START_CHECKPOINT}");
+                Ok(None)
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the checkpoint durably: a temp file, fsynced, renamed over the old one.
+fn write_log_start_checkpoint(dir: &Path, offset: i64) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{LOG_START_CHECKPOINT}.tmp"));
+    {
+        let mut f = File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, format!("{offset}\n").as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(LOG_START_CHECKPOINT))?;
+    sync_dir(dir)
+}
+
 /// Base offsets of the `.log` files in `dir`, sorted. Anything else is reported and left alone.
 fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
     let mut logs = Vec::new();
     let mut indexes = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
+        if name.to_str().is_some_and(|n| n.starts_with(LOG_START_CHECKPOINT)) {
+            continue;
+        }
         let parsed = name.to_str().and_then(|n| {
             let (stem, ext) = n.split_once('.')?;
             let base = (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
@@ -112,6 +147,32 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
         }
     }
     Ok(logs)
+}
+
+/// Deletes the segments whose every offset is below `log_start`: those followed by a segment
+/// starting at or below it. The last (active) segment always stays.
+fn remove_segments_below(
+    dir: &Path,
+    segments: &mut BTreeMap<i64, Arc<LogSegment>>,
+    log_start: i64,
+) -> Result<(), LogError> {
+    let doomed: Vec<i64> = segments
+        .keys()
+        .zip(segments.keys().skip(1))
+        .take_while(|(_, next)| **next <= log_start)
+        .map(|(base, _)| *base)
+        .collect();
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    for base in doomed {
+        if let Some(segment) = segments.remove(&base) {
+            // Readers holding the segment finish on the unlinked file.
+            segment.delete_files()?;
+        }
+    }
+    sync_dir(dir)?;
+    Ok(())
 }
 
 impl PartitionLog {
@@ -151,7 +212,10 @@ impl PartitionLog {
         // recovery point below is true.
         active.file().sync_data()?;
         let log_end = active.next_offset();
-        let log_start = segments.keys().next().copied().unwrap_or(0);
+        let first_base = segments.keys().next().copied().unwrap_or(0);
+        let log_start = read_log_start_checkpoint(dir)?.map_or(first_base, |c| c.clamp(first_base, log_end));
+        // Segments wholly below the log start are what a crash left of a deletion.
+        remove_segments_below(dir, &mut segments, log_start)?;
         let hw = HighWatermark {
             offset: log_end,
             segment_base: active.base_offset(),
@@ -359,20 +423,21 @@ impl PartitionLog {
         Ok(result(Bytes::new()))
     }
 
-    /// The first batch below the high watermark whose maxTimestamp is >= `timestamp`, as (its
-    /// base offset, its maxTimestamp); `None` if there is none. This is batch precision: the
+    /// The first batch below the high watermark, holding records at or after the log start,
+    /// whose maxTimestamp is >= `timestamp`, as (its base offset, its maxTimestamp); `None` if there is none. This is batch precision: the
     /// caller narrows it to the first record with timestamp >= `timestamp` by decoding that
     /// batch.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
         self.check_open()?;
         let hw = *read(&self.high_watermark);
-        let mut next = self.floor_segment(i64::MIN);
+        let log_start = self.log_start_offset();
+        let mut next = self.floor_segment(log_start);
         while let Some(segment) = next {
             let Some(max_pos) = Self::read_limit(&segment, &hw) else {
                 break;
             };
             if segment.max_timestamp().is_some_and(|(max, _)| max >= timestamp) {
-                if let Some(found) = segment.find_by_timestamp(timestamp, max_pos)? {
+                if let Some(found) = segment.find_by_timestamp(timestamp, log_start, max_pos)? {
                     return Ok(Some(found));
                 }
             }
@@ -418,6 +483,32 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Advances the log start offset to `offset` (Kafka's DeleteRecords): records below it can
+    /// no longer be read, and segments wholly below it are deleted. The new start is made
+    /// durable before it takes effect. `offset` above the high watermark is out of range; one
+    /// below the current start changes nothing. Returns the log start offset afterwards.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let _writer = lock(&self.writer);
+        self.check_open()?;
+        let hw = self.high_watermark();
+        let current = self.log_start_offset();
+        if offset < 0 || offset > hw {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start: current,
+                log_end: hw,
+            });
+        }
+        if offset <= current {
+            return Ok(current);
+        }
+        write_log_start_checkpoint(&self.dir, offset)?;
+        self.log_start_offset.store(offset, Ordering::Release);
+        remove_segments_below(&self.dir, &mut write(&self.segments), offset)?;
+        tracing::info!(dir = %self.dir.display(), log_start_offset = offset, "records deleted");
+        Ok(offset)
+    }
+
     /// Removes every segment and restarts the log empty at `start_offset` (log start, end and
     /// high watermark all become `start_offset`).
     pub fn truncate_fully(&self, start_offset: i64) -> Result<(), LogError> {
@@ -440,6 +531,11 @@ impl PartitionLog {
         };
         segments.insert(start_offset, Arc::clone(&segment));
         writer.active = segment;
+        if let Err(e) = std::fs::remove_file(self.dir.join(LOG_START_CHECKPOINT)) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(e.into());
+            }
+        }
         *write(&self.high_watermark) = HighWatermark {
             offset: start_offset,
             segment_base: start_offset,

@@ -223,11 +223,12 @@ impl LogSegment {
         Ok(SegmentRead::Batches(data))
     }
 
-    /// The first batch below `max_pos` whose maxTimestamp is >= `timestamp`, as (base offset,
-    /// maxTimestamp).
+    /// The first batch below `max_pos` whose maxTimestamp is >= `timestamp` and which holds
+    /// offsets at or after `min_offset`, as (base offset, maxTimestamp).
     pub(crate) fn find_by_timestamp(
         &self,
         timestamp: i64,
+        min_offset: i64,
         max_pos: u64,
     ) -> Result<Option<(i64, i64)>, LogError> {
         let start = {
@@ -236,7 +237,9 @@ impl LogSegment {
             u64::from(st.offset_index.lookup(offset).1)
         };
         Ok(self
-            .find(start, max_pos, |h| h.max_timestamp() >= timestamp)?
+            .find(start, max_pos, |h| {
+                h.max_timestamp() >= timestamp && h.last_offset() >= min_offset
+            })?
             .map(|(_, h)| (h.base_offset(), h.max_timestamp())))
     }
 

@@ -121,6 +121,12 @@ pub static SUPPORTED_APIS: &[ApiEntry] = &[
         api::topics::delete_topics
     ),
     api!(
+        DeleteRecords,
+        0..=2,
+        DeleteRecordsRequest,
+        api::delete_records::handle
+    ),
+    api!(
         OffsetForLeaderEpoch,
         2..=4,
         OffsetForLeaderEpochRequest,

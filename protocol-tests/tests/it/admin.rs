@@ -247,3 +247,91 @@ async fn list_offsets_answers_earliest_latest_and_by_timestamp() {
         );
     }
 }
+
+#[tokio::test]
+async fn delete_records_moves_the_low_watermark_durably() {
+    let mut broker = TestBroker::start();
+    create_topic(broker.bootstrap(), "trimmed", 2).await;
+    for partition in 0..2 {
+        for _ in 0..10 {
+            produce_one(broker.bootstrap(), "trimmed", partition).await;
+        }
+    }
+    let mut compacted = NewTopic::new("compacted-only", 1, TopicReplication::Fixed(1));
+    compacted = compacted.set("cleanup.policy", "compact");
+    let created = admin(broker.bootstrap())
+        .create_topics(&[compacted], &admin_options())
+        .await
+        .expect("CreateTopics request");
+    assert!(created[0].is_ok(), "{created:?}");
+
+    let mut request = TopicPartitionList::new();
+    request
+        .add_partition_offset("trimmed", 0, Offset::Offset(4))
+        .unwrap();
+    request.add_partition_offset("trimmed", 1, Offset::End).unwrap();
+    request
+        .add_partition_offset("compacted-only", 0, Offset::Offset(0))
+        .unwrap();
+    request
+        .add_partition_offset("no-such-topic", 0, Offset::Offset(0))
+        .unwrap();
+    let deleted = admin(broker.bootstrap())
+        .delete_records(&request, &admin_options())
+        .await
+        .expect("DeleteRecords request");
+    let outcome = |topic: &str, partition: i32| {
+        let e = deleted
+            .find_partition(topic, partition)
+            .expect("partition answered");
+        (e.offset(), e.error().err().map(|e| e.rdkafka_error_code()))
+    };
+    assert_eq!(outcome("trimmed", 0), (Offset::Offset(4), None));
+    assert_eq!(
+        outcome("trimmed", 1),
+        (Offset::Offset(10), None),
+        "End is the high watermark"
+    );
+    assert_eq!(
+        outcome("compacted-only", 0).1,
+        Some(Some(RDKafkaErrorCode::PolicyViolation))
+    );
+    assert_eq!(
+        outcome("no-such-topic", 0).1,
+        Some(Some(RDKafkaErrorCode::UnknownTopicOrPartition))
+    );
+    let mut beyond = TopicPartitionList::new();
+    beyond
+        .add_partition_offset("trimmed", 0, Offset::Offset(11))
+        .unwrap();
+    let deleted = admin(broker.bootstrap())
+        .delete_records(&beyond, &admin_options())
+        .await
+        .expect("DeleteRecords request");
+    assert_eq!(
+        deleted
+            .find_partition("trimmed", 0)
+            .unwrap()
+            .error()
+            .err()
+            .map(|e| e.rdkafka_error_code()),
+        Some(Some(RDKafkaErrorCode::OffsetOutOfRange))
+    );
+
+    broker.restart();
+    let watermarks = |partition| {
+        consumer(broker.bootstrap(), &[])
+            .fetch_watermarks("trimmed", partition, Duration::from_secs(10))
+            .expect("ListOffsets")
+    };
+    assert_eq!(watermarks(0), (4, 10), "the low watermark survives a restart");
+    assert_eq!(watermarks(1), (10, 10));
+    // A consumer starting from the beginning starts at the low watermark.
+    let reader = consumer(broker.bootstrap(), &[]);
+    crate::clients::assign(&reader, "trimmed", 1, Offset::Beginning);
+    let first = tokio::time::timeout(Duration::from_secs(15), reader.recv())
+        .await
+        .expect("a record within 15 s")
+        .expect("consume");
+    assert_eq!(rdkafka::Message::offset(&first), 4);
+}

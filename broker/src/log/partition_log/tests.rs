@@ -312,6 +312,55 @@ fn truncate_fully_and_delete() {
 }
 
 #[test]
+fn delete_records_moves_the_log_start_deletes_whole_segments_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("topic-0");
+    let log = open(&path, small(300));
+    for i in 0..20i64 {
+        log.append(&BatchSpec::new(2).timestamps(1000 + i * 100, 1).build(), 0)
+            .unwrap();
+    }
+    let bases = log.segment_bases();
+    assert!(bases.len() > 3, "{bases:?}");
+    // Beyond the high watermark, or negative: out of range, nothing changes.
+    for bad in [41, -1] {
+        assert!(matches!(
+            log.delete_records_before(bad),
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+    }
+    assert_eq!(log.log_start_offset(), 0);
+    // Into the middle of the third segment: the two before it go, the third stays.
+    let start = bases[2] + 1;
+    assert_eq!(log.delete_records_before(start).unwrap(), start);
+    assert_eq!(log.segment_bases(), bases[2..].to_vec());
+    assert!(matches!(
+        log.read(start - 1, 1 << 20, true),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(log.read(start, 1 << 20, true).unwrap().log_start_offset, start);
+    // Timestamps of deleted records no longer answer; the batch straddling the start does.
+    let (offset, _) = log.offset_for_timestamp(0).unwrap().unwrap();
+    assert!(offset <= start && offset + 1 >= start, "{offset} vs {start}");
+    // Moving backwards changes nothing.
+    assert_eq!(log.delete_records_before(1).unwrap(), start);
+    drop(log);
+
+    let log = open(&path, small(300));
+    assert_eq!(log.log_start_offset(), start, "the start survives a reopen");
+    assert_eq!(log.log_end_offset(), 40);
+    // Everything: the active segment stays, empty of readable records.
+    assert_eq!(log.delete_records_before(40).unwrap(), 40);
+    assert_eq!(log.segment_bases(), vec![*bases.last().unwrap()]);
+    assert!(log.read(40, 1 << 20, true).unwrap().records.is_empty());
+    assert_eq!(log.append(&batch(1), 0).unwrap().log_start_offset, 40);
+    // Starting over empty forgets the deletion.
+    log.truncate_fully(7).unwrap();
+    drop(log);
+    assert_eq!(open(&path, small(300)).log_start_offset(), 7);
+}
+
+#[test]
 fn concurrent_readers_only_see_whole_batches() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(open(dir.path(), small(2000)));
