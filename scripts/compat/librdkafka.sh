@@ -8,7 +8,8 @@
 #   other options: --timeout SECS (per test, default 1200; 0113 alone takes ~10 min), --results DIR, --no-build (skip cargo),
 #                  --suite-quick (pass the test runner's -Q: it skips every sub-test not marked
 #                  quick, so many tests then pass having run nothing; for smoke runs only),
-#                  --keel-override k=v (an extra broker setting; repeatable)
+#                  --keel-override k=v (an extra broker setting; repeatable),
+#                  --idempotent (pass the test runner's -P: every producer gets enable.idempotence=true)
 #   Environment: SUBTESTS=<substring> runs only the matching sub-tests; TEST_DEBUG=<contexts>
 #   turns on librdkafka debug logs; KEEL_RUST_LOG sets the broker's RUST_LOG (default info).
 #
@@ -39,6 +40,7 @@ timeout_s=1200
 results=""
 build_keel=1
 suite_quick=""
+idempotent=""
 keel_overrides=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -50,6 +52,7 @@ while [ $# -gt 0 ]; do
     --results) results="$2"; shift ;;
     --no-build) build_keel=0 ;;
     --suite-quick) suite_quick=1 ;;
+    --idempotent) idempotent=1 ;;
     --keel-override) keel_overrides+=(--override "$2"); shift ;;
     -h|--help) sed -n "2,/^set -uo/p" "$self" | sed "$ d"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
@@ -254,7 +257,7 @@ run_one() {
         KAFKA_PATH="$compat/kafka" BROKERS="127.0.0.1:$keel_port" \
         TEST_REPORT="$results/${entry/:/-}.json" RDKAFKA_GITVER="$rdkafka_sys_version" \
         LD_LIBRARY_PATH="$rdk/src:$rdk/src-cpp" KEEL_CACHE="$cache" \
-        timeout -k 10 "$timeout_s" ./test-runner -L -p1 ${suite_quick:+-Q}
+        timeout -k 10 "$timeout_s" ./test-runner -L -p1 ${suite_quick:+-Q} ${idempotent:+-P}
     exit $?  # not the last command, so this subshell reports a crash of the runner into $out
   ) >"$out" 2>&1 &
   test_pid=$!

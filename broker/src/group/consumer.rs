@@ -121,6 +121,11 @@ pub struct ConsumerGroup {
     pub subscribed_topics: BTreeMap<String, (Uuid, i32)>,
     /// instance id → member id of static members.
     pub static_members: HashMap<String, String>,
+    /// Subscription regexes the coordinator has resolved. Kafka resolves a regex the group has
+    /// not seen before asynchronously, after the heartbeat that brought it: that heartbeat's
+    /// assignment leaves its topics out, and a later one adds them. Clients depend on that
+    /// order (librdkafka's 0045 expects the literal topics of a mixed subscription first).
+    pub resolved_regexes: BTreeSet<String>,
     /// When the group last became Empty (offsets retention counts from here), in unix ms.
     pub empty_since_ms: Option<i64>,
 }
@@ -135,6 +140,7 @@ impl ConsumerGroup {
             target: BTreeMap::new(),
             subscribed_topics: BTreeMap::new(),
             static_members: HashMap::new(),
+            resolved_regexes: BTreeSet::new(),
             empty_since_ms: Some(now_ms),
         }
     }
@@ -170,7 +176,19 @@ impl ConsumerGroup {
         if self.members.is_empty() {
             self.empty_since_ms = Some(now_ms);
         }
+        self.forget_unused_regexes();
         Some(member)
+    }
+
+    /// Drops the resolutions of regexes no member subscribes with any more, so that a regex
+    /// used again later is resolved afresh, as in Kafka.
+    pub fn forget_unused_regexes(&mut self) {
+        let used: BTreeSet<&str> = self
+            .members
+            .values()
+            .filter_map(|m| m.subscribed_topic_regex.as_deref())
+            .collect();
+        self.resolved_regexes.retain(|r| used.contains(r.as_str()));
     }
 
     /// Partitions owned (assigned or pending revocation) by members other than `except`.

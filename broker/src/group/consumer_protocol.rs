@@ -376,6 +376,12 @@ impl GroupCoordinator {
             assignment: (full || assigned_changed).then(|| next.assigned.clone()),
         };
         group.members.insert(member_id, next);
+        // The regex this heartbeat brought is resolved now, after its answer: the member's next
+        // heartbeat sees the matching topics, bumps the epoch and gets them assigned.
+        if let Some(regex) = member.subscribed_topic_regex {
+            group.resolved_regexes.insert(regex);
+        }
+        group.forget_unused_regexes();
         Ok(answer)
     }
 
@@ -451,7 +457,7 @@ impl GroupCoordinator {
             .map(|m| {
                 let topics = subscribed
                     .iter()
-                    .filter(|(name, _)| member_subscribes(m, name))
+                    .filter(|(name, _)| member_subscribes(m, name, &group.resolved_regexes))
                     .map(|(_, (id, _))| *id)
                     .collect();
                 let current = group.target.get(&m.id).cloned().unwrap_or_default();
@@ -671,20 +677,23 @@ fn check_epoch(
     Ok(())
 }
 
-fn member_subscribes(m: &ConsumerMember, topic: &str) -> bool {
+/// Whether `m` subscribes to `topic`, by name or by a regex already resolved.
+fn member_subscribes(m: &ConsumerMember, topic: &str, resolved: &BTreeSet<String>) -> bool {
     m.subscribed_topic_names.iter().any(|t| t == topic)
         || m.subscribed_topic_regex
-            .as_deref()
+            .as_ref()
+            .filter(|r| resolved.contains(*r))
             .and_then(|r| TopicRegex::parse(r).ok())
             .is_some_and(|r| r.matches(topic))
 }
 
-/// The existing topics any member subscribes to, by name or by regex.
+/// The existing topics any member subscribes to, by name or by a resolved regex.
 fn subscribed_topics(group: &ConsumerGroup, topics: &TopicsImage) -> BTreeMap<String, (Uuid, i32)> {
     let regexes: Vec<TopicRegex> = group
         .members
         .values()
-        .filter_map(|m| m.subscribed_topic_regex.as_deref())
+        .filter_map(|m| m.subscribed_topic_regex.as_ref())
+        .filter(|r| group.resolved_regexes.contains(*r))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .filter_map(|r| TopicRegex::parse(r).ok())
@@ -786,6 +795,10 @@ pub(super) fn restore(r: ConsumerGroupRecord, now: Instant, session_timeout_ms: 
             g.static_members.insert(instance.clone(), member.id.clone());
         }
         g.target.insert(member.id.clone(), from_record(m.target));
+        // The stored subscription and target were computed with the member's regex resolved.
+        if let Some(regex) = &member.subscribed_topic_regex {
+            g.resolved_regexes.insert(regex.clone());
+        }
         g.members.insert(member.id.clone(), member);
     }
     g

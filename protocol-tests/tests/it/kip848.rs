@@ -449,7 +449,9 @@ fn kip848_heartbeat_epochs_reconciliation_and_errors_follow_kafka() {
     let classic = wire.call(&join_request("kw-group", "", 10_000, &["kw"]), version);
     assert_eq!(classic.error_code, INCONSISTENT_GROUP_PROTOCOL);
 
-    // A regex subscription matches topics by their whole name.
+    // A regex subscription matches topics by their whole name. As in Kafka, a regex new to
+    // the group is resolved after the heartbeat that brought it: the joining member gets its
+    // topics on its next heartbeat.
     create_topic_blocking(bootstrap, "kw-extra", 2);
     let r = heartbeat(
         &mut wire,
@@ -458,6 +460,9 @@ fn kip848_heartbeat_epochs_reconciliation_and_errors_follow_kafka() {
             .with_subscribed_topic_regex(Some(str("kw-ex.*"))),
     );
     assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    assert_eq!(count(&r.assignment), 0, "the regex is not resolved yet");
+    let r = heartbeat(&mut wire, hb(r.member_epoch, "m3", Vec::new()));
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
     assert_eq!(count(&r.assignment), 2, "m3 alone subscribes to kw-extra");
 
     // Leaving: epoch -1 answered with -1; the member is gone.
@@ -465,4 +470,50 @@ fn kip848_heartbeat_epochs_reconciliation_and_errors_follow_kafka() {
     assert_eq!((r.error_code, r.member_epoch), (0, -1));
     let r = heartbeat(&mut wire, hb(2, "m2", Vec::new()));
     assert_eq!(r.error_code, UNKNOWN_MEMBER_ID);
+}
+
+#[test]
+fn kip848_a_regex_member_keeps_its_partitions_across_a_restart() {
+    let mut broker = kip848_broker();
+    create_topic_blocking(broker.bootstrap(), "rx-a", 2);
+    create_topic_blocking(broker.bootstrap(), "rx-b", 1);
+    let mut wire = WireClient::connect(broker.bootstrap());
+    let regex_join = join("rx-group", "r1")
+        .with_subscribed_topic_names(None)
+        .with_subscribed_topic_regex(Some(str("rx-.*")));
+    let r = heartbeat(&mut wire, regex_join);
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    let r = heartbeat(
+        &mut wire,
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(group_id("rx-group"))
+            .with_member_id(str("r1"))
+            .with_member_epoch(r.member_epoch)
+            .with_rebalance_timeout_ms(-1)
+            .with_topic_partitions(Some(Vec::new())),
+    );
+    assert_eq!(count(&r.assignment), 3, "both matching topics, once resolved");
+    let epoch = r.member_epoch;
+    let owned_now = owned(&r.assignment);
+
+    // The stored group comes back with its regex resolved: the member's next heartbeat keeps
+    // everything, at the same epoch.
+    broker.restart();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    let r = heartbeat(
+        &mut wire,
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(group_id("rx-group"))
+            .with_member_id(str("r1"))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(-1)
+            .with_topic_partitions(Some(owned_now)),
+    );
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    assert_eq!(r.member_epoch, epoch, "no new epoch after the restart");
+    assert!(
+        r.assignment.is_none() || count(&r.assignment) == 3,
+        "nothing revoked: {:?}",
+        r.assignment
+    );
 }
