@@ -140,7 +140,9 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Which tests. An entry is a test number, optionally with a librdkafka scenario:
 # `0107:noautocreate` runs the test's noautocreate variants against a Keel with topic
-# auto-creation off (librdkafka's tests/scenarios/*.json).
+# auto-creation off (librdkafka's tests/scenarios/*.json). A trailing `@consumer` runs it with
+# the KIP-848 consumer group protocol (TEST_CONSUMER_GROUP_PROTOCOL=consumer: every consumer
+# gets group.protocol=consumer); without it, the protocol is the environment's (classic).
 # ---------------------------------------------------------------------------------------------
 read_list() {  # a list file: the first word of each line, comments and blank lines skipped
   sed -e 's/#.*//' "$1" | awk 'NF { print $1 }'
@@ -239,10 +241,14 @@ failure_reason() {
 }
 
 run_one() {
-  local entry="$1" num scenario out start end secs rc status reason blines
-  num="${entry%%:*}"
-  scenario=default; [ "$entry" != "$num" ] && scenario="${entry#*:}"
-  out="$results/${entry/:/-}.log"
+  local entry="$1" num scenario protocol spec out start end secs rc status reason blines
+  spec="${entry%@*}"
+  protocol="${TEST_CONSUMER_GROUP_PROTOCOL:-classic}"
+  [ "$spec" != "$entry" ] && protocol="${entry#*@}"
+  num="${spec%%:*}"
+  scenario=default; [ "$spec" != "$num" ] && scenario="${spec#*:}"
+  local name="${entry//[:@]/-}"
+  out="$results/$name.log"
 
   if [ -z "$keel_pid" ] || [ "$keel_scenario" != "$scenario" ] || ! kill -0 "$keel_pid" 2>/dev/null; then
     stop_keel; start_keel "$scenario"
@@ -253,9 +259,10 @@ run_one() {
   (
     cd "$rdk/tests" &&
       env TESTS="$num" TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-4.1.0}" \
-        TEST_SCENARIO="$scenario" RDKAFKA_TEST_CONF="$results/test.conf" \
+        TEST_SCENARIO="$scenario" TEST_CONSUMER_GROUP_PROTOCOL="$protocol" \
+        RDKAFKA_TEST_CONF="$results/test.conf" \
         KAFKA_PATH="$compat/kafka" BROKERS="127.0.0.1:$keel_port" \
-        TEST_REPORT="$results/${entry/:/-}.json" RDKAFKA_GITVER="$rdkafka_sys_version" \
+        TEST_REPORT="$results/$name.json" RDKAFKA_GITVER="$rdkafka_sys_version" \
         LD_LIBRARY_PATH="$rdk/src:$rdk/src-cpp" KEEL_CACHE="$cache" \
         timeout -k 10 "$timeout_s" ./test-runner -L -p1 ${suite_quick:+-Q} ${idempotent:+-P}
     exit $?  # not the last command, so this subshell reports a crash of the runner into $out
@@ -267,7 +274,7 @@ run_one() {
   end=$(date +%s.%N)
   secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
   # The broker's log lines written during this test, next to the test's own log.
-  tail -n +"$((blines + 1))" "$keel_log" >"$results/${entry/:/-}.keel.log"
+  tail -n +"$((blines + 1))" "$keel_log" >"$results/$name.keel.log"
 
   if ! kill -0 "$keel_pid" 2>/dev/null; then
     wait "$keel_pid"; local krc=$?
