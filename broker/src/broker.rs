@@ -1,6 +1,6 @@
 //! The broker's shared state, handed to every request handler.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
@@ -28,6 +28,8 @@ pub struct Broker {
     pub flusher: Flusher,
     /// Woken after every append, so long-polling fetches wait on data rather than on a timer.
     pub appended: Notify,
+    /// Serialises changes to the dynamic broker settings (read, change, persist, apply).
+    broker_config_writes: Mutex<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +70,14 @@ impl Broker {
         };
         let dynamic_config = Arc::new(DynamicBrokerConfig::new(config.clone(), layers));
         let logs = LogManager::open(&dir, dynamic_config.clone(), meta.clone())?;
-        let groups = GroupCoordinator::open(meta.clone(), group_config(&config))?;
+        let group_configs = stored
+            .into_iter()
+            .filter_map(|(entity, values)| match entity {
+                ConfigEntity::Group(group) => Some((group, values)),
+                _ => None,
+            })
+            .collect();
+        let groups = GroupCoordinator::open(meta.clone(), group_config(&config), group_configs)?;
         Ok(Arc::new(Broker {
             dynamic_config,
             node_id: id.node_id,
@@ -78,18 +87,26 @@ impl Broker {
             meta,
             flusher: Flusher::spawn(),
             appended: Notify::new(),
+            broker_config_writes: Mutex::new(()),
             config,
         }))
     }
 
-    /// Replaces the dynamic broker settings of one level (validated here), persisting them before
-    /// they take effect, then re-derives the topics' storage settings that inherit from them.
+    /// Changes the dynamic broker settings of one level: `change` gets the current ones and
+    /// returns the new set, which is validated, persisted, and then applied — the topics'
+    /// storage settings that inherit from it are re-derived. Changes are serialised, so
+    /// concurrent alters never lose each other's values.
     pub fn alter_broker_config(
         &self,
         level: Level,
-        values: BTreeMap<String, String>,
+        change: impl FnOnce(BTreeMap<String, String>) -> Result<BTreeMap<String, String>, BrokerError>,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
+        let _serial = self
+            .broker_config_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let values = change(self.dynamic_config.layers().level(level).clone())?;
         dynamic::validate(level, &values).map_err(|e| BrokerError::InvalidRequest(e.to_string()))?;
         if validate_only {
             return Ok(());

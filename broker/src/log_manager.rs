@@ -323,15 +323,24 @@ impl LogManager {
         Ok(())
     }
 
-    /// Replaces a topic's overrides (validated by the caller), persists them, and applies the
-    /// storage-relevant ones to every partition log.
-    pub fn set_topic_configs(
+    /// Changes a topic's overrides: `change` gets the current ones and returns the new set
+    /// (validated here), which is persisted and applied to every partition log. Runs under the
+    /// admin lock, so concurrent alters of one topic never lose each other's changes.
+    pub fn alter_topic_configs(
         &self,
         name: &str,
-        configs: BTreeMap<String, String>,
+        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, BrokerError>,
+        validate_only: bool,
     ) -> Result<(), BrokerError> {
         let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let topic = self.topic(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        let configs = change(&topic.configs)?;
+        for (k, v) in &configs {
+            validate_topic_config(k, v).map_err(|e| BrokerError::InvalidConfig(e.0))?;
+        }
+        if validate_only {
+            return Ok(());
+        }
         let updated = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
@@ -339,12 +348,18 @@ impl LogManager {
             configs,
         });
         self.meta.put_topic(&updated.record())?;
-        let log_config = self.log_config(&updated.configs);
-        for log in &updated.partitions {
-            log.set_config(log_config);
-        }
+        self.apply_log_config(&updated);
         self.write().insert(name.to_string(), updated);
         Ok(())
+    }
+
+    /// Gives every partition of `topic` the storage settings its overrides and the broker
+    /// settings resolve to now.
+    fn apply_log_config(&self, topic: &Topic) {
+        let log_config = self.log_config(&topic.configs);
+        for log in &topic.partitions {
+            log.set_config(log_config);
+        }
     }
 
     fn has_cleanup_policy(&self, topic: &Topic, policy: &str) -> bool {
@@ -368,10 +383,7 @@ impl LogManager {
     pub fn reconfigure(&self) {
         let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         for topic in self.topics() {
-            let log_config = self.log_config(&topic.configs);
-            for log in &topic.partitions {
-                log.set_config(log_config);
-            }
+            self.apply_log_config(&topic);
         }
     }
 }
@@ -432,8 +444,12 @@ mod tests {
             let m = manager(dir.path());
             let t = m.create_topic("t", 1, -1, BTreeMap::new()).unwrap();
             m.create_partitions("t", 3, false).unwrap();
-            m.set_topic_configs("t", BTreeMap::from([("retention.ms".into(), "5".into())]))
-                .unwrap();
+            m.alter_topic_configs(
+                "t",
+                |_| Ok(BTreeMap::from([("retention.ms".into(), "5".into())])),
+                false,
+            )
+            .unwrap();
             m.create_topic("gone", 1, 1, BTreeMap::new()).unwrap();
             m.delete_topic("gone").unwrap();
             t.id

@@ -14,7 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::config::topic::{resolve_topic_configs, topic_def, validate_topic_config, ConfigSource};
+use crate::config::topic::{resolve_topic_configs, topic_def, ConfigSource};
 use crate::config::{broker_def, BrokerSource, DynamicBrokerConfig, Kind, Level, Update, BROKER_CONFIGS};
 use crate::error::BrokerError;
 use crate::group::config::{group_config_def, GroupConfig};
@@ -242,7 +242,9 @@ fn describe_broker(
                     name: n,
                     value,
                     source,
-                    read_only: def.is_some_and(|d| d.update == Update::Static),
+                    // Kafka reports every setting it cannot change at run time read-only,
+                    // custom ones included.
+                    read_only: def.is_none_or(|d| d.update == Update::Static),
                     kind: def.map(|d| d.kind),
                     doc: def.map_or("", |d| d.doc),
                     synonyms,
@@ -266,11 +268,18 @@ fn describe_group(
         GroupConfig::describe(&overrides, broker.groups.consumer_defaults())
             .into_iter()
             .map(|(def, value, overridden)| {
-                let source = if overridden {
-                    SOURCE_GROUP
-                } else {
-                    ConfigSource::Default.code()
-                };
+                // Kafka's chain: the group's own value (GROUP_CONFIG), then every level of the
+                // broker setting it defaults to.
+                let mut synonyms: Vec<(&str, Option<String>, i8)> = Vec::new();
+                if overridden {
+                    synonyms.push((def.name, Some(value.to_string()), SOURCE_GROUP));
+                }
+                for (v, source) in broker_synonyms(&broker.dynamic_config, def.broker_default) {
+                    synonyms.push((def.broker_default, Some(v), source));
+                }
+                let source = synonyms
+                    .first()
+                    .map_or(ConfigSource::Default.code(), |(_, _, s)| *s);
                 entry(
                     Described {
                         name: def.name,
@@ -279,7 +288,7 @@ fn describe_group(
                         read_only: false,
                         kind: Some(Kind::Int),
                         doc: def.doc,
-                        synonyms: vec![(def.name, Some(value.to_string()), source)],
+                        synonyms,
                     },
                     shape,
                 )
@@ -400,7 +409,8 @@ const GROUP_SETTINGS: Settings<'static> = Settings {
 };
 
 /// Applies one resource's changes (or only validates them). `replace` is AlterConfigs: the
-/// given settings replace all the resource's own.
+/// given settings replace all the resource's own. Each resource kind reads, changes and stores
+/// its settings under its own lock, so concurrent alters never lose each other's changes.
 fn alter_resource(
     broker: &Broker,
     resource_type: i8,
@@ -409,17 +419,29 @@ fn alter_resource(
     changes: Vec<Change>,
     validate_only: bool,
 ) -> Result<(), BrokerError> {
+    let base = |current: BTreeMap<String, String>| if replace { BTreeMap::new() } else { current };
     match resource_type {
-        TOPIC => alter_topic(broker, name, replace, changes, validate_only),
+        TOPIC => {
+            broker.logs.alter_topic_configs(
+                name,
+                |current| {
+                    refuse_unknown(&changes, |n| topic_def(n).is_some(), "topic")?;
+                    apply(base(current.clone()), changes, &TOPIC_SETTINGS)
+                },
+                validate_only,
+            )?;
+            if !validate_only {
+                tracing::info!(topic = %name, "topic configuration altered");
+            }
+            Ok(())
+        }
         BROKER => {
             let level = broker_level(broker, name)?;
-            let base = if replace {
-                BTreeMap::new()
-            } else {
-                broker.dynamic_config.layers().level(level).clone()
-            };
-            let updated = apply(base, changes, &BROKER_SETTINGS)?;
-            broker.alter_broker_config(level, updated, validate_only)
+            broker.alter_broker_config(
+                level,
+                |current| apply(base(current), changes, &BROKER_SETTINGS),
+                validate_only,
+            )
         }
         GROUP => {
             if name.is_empty() {
@@ -427,20 +449,12 @@ fn alter_resource(
                     "Default group resources are not allowed.".into(),
                 ));
             }
-            // Unknown names are refused before anything else, as for topics.
-            if let Some(unknown) = changes.iter().find(|c| group_config_def(c.name()).is_none()) {
-                return Err(BrokerError::InvalidConfig(format!(
-                    "Unknown group config name: {}",
-                    unknown.name()
-                )));
-            }
-            let base = if replace {
-                BTreeMap::new()
-            } else {
-                broker.groups.group_config_overrides(name)
-            };
-            let updated = apply(base, changes, &GROUP_SETTINGS)?;
-            Ok(broker.groups.set_group_config(name, updated, validate_only)?)
+            refuse_unknown(&changes, |n| group_config_def(n).is_some(), "group")?;
+            broker.groups.alter_group_config(
+                name,
+                |current| apply(base(current), changes, &GROUP_SETTINGS),
+                validate_only,
+            )
         }
         other => Err(BrokerError::InvalidRequest(format!(
             "Unknown resource type {other}"
@@ -448,38 +462,16 @@ fn alter_resource(
     }
 }
 
-fn alter_topic(
-    broker: &Broker,
-    name: &str,
-    replace: bool,
-    changes: Vec<Change>,
-    validate_only: bool,
-) -> Result<(), BrokerError> {
-    let topic = broker
-        .logs
-        .topic(name)
-        .ok_or(BrokerError::UnknownTopicOrPartition)?;
-    if let Some(unknown) = changes.iter().find(|c| topic_def(c.name()).is_none()) {
-        return Err(BrokerError::InvalidConfig(format!(
-            "Unknown topic config name: {}",
+/// Topic and group settings have fixed names: an unknown one is INVALID_CONFIG, before any
+/// change is applied.
+fn refuse_unknown(changes: &[Change], known: impl Fn(&str) -> bool, kind: &str) -> Result<(), BrokerError> {
+    match changes.iter().find(|c| !known(c.name())) {
+        Some(unknown) => Err(BrokerError::InvalidConfig(format!(
+            "Unknown {kind} config name: {}",
             unknown.name()
-        )));
+        ))),
+        None => Ok(()),
     }
-    let base = if replace {
-        BTreeMap::new()
-    } else {
-        topic.configs.clone()
-    };
-    let updated = apply(base, changes, &TOPIC_SETTINGS)?;
-    for (k, v) in &updated {
-        validate_topic_config(k, v).map_err(|e| BrokerError::InvalidConfig(e.0))?;
-    }
-    if validate_only {
-        return Ok(());
-    }
-    broker.logs.set_topic_configs(name, updated)?;
-    tracing::info!(topic = %name, "topic configuration altered");
-    Ok(())
 }
 
 /// Kafka refuses a request naming one resource twice, on both of its entries.
@@ -494,55 +486,78 @@ fn duplicates<'a>(resources: impl Iterator<Item = (i8, &'a str)>) -> HashSet<(i8
     twice
 }
 
-/// The error code and message of one resource's outcome.
-fn answer(outcome: Result<(), BrokerError>) -> (i16, Option<StrBytes>) {
-    match outcome {
-        Ok(()) => (0, None),
-        Err(e) => (e.code(), Some(str_bytes(e.to_string()))),
-    }
+/// One resource of an AlterConfigs or IncrementalAlterConfigs request, with its changes (or
+/// why they could not be read), and the outcome.
+struct AlterOutcome {
+    resource_type: i8,
+    name: StrBytes,
+    error_code: i16,
+    error_message: Option<StrBytes>,
 }
 
-fn duplicate_resource() -> BrokerError {
-    BrokerError::InvalidRequest("Each resource must appear at most once.".into())
+/// Alters every resource of a request, refusing one named twice (on both entries) as Kafka does.
+fn alter_all(
+    broker: &Broker,
+    resources: Vec<(i8, StrBytes, Result<Vec<Change>, BrokerError>)>,
+    replace: bool,
+    validate_only: bool,
+) -> Vec<AlterOutcome> {
+    let twice = duplicates(resources.iter().map(|(t, n, _)| (*t, n.as_str())));
+    resources
+        .into_iter()
+        .map(|(resource_type, name, changes)| {
+            let outcome = if twice.contains(&(resource_type, name.to_string())) {
+                Err(BrokerError::InvalidRequest(
+                    "Each resource must appear at most once.".into(),
+                ))
+            } else {
+                changes.and_then(|c| alter_resource(broker, resource_type, &name, replace, c, validate_only))
+            };
+            let (error_code, error_message) = match outcome {
+                Ok(()) => (0, None),
+                Err(e) => (e.code(), Some(str_bytes(e.to_string()))),
+            };
+            AlterOutcome {
+                resource_type,
+                name,
+                error_code,
+                error_message,
+            }
+        })
+        .collect()
 }
 
 pub async fn alter_configs(
     ctx: Arc<RequestContext>,
     req: AlterConfigsRequest,
 ) -> Reply<AlterConfigsResponse> {
-    let broker = &ctx.broker;
-    let twice = duplicates(
-        req.resources
-            .iter()
-            .map(|r| (r.resource_type, r.resource_name.as_str())),
-    );
-    let responses = req
+    let resources = req
         .resources
-        .iter()
+        .into_iter()
         .map(|r| {
-            let name = r.resource_name.as_str();
-            let outcome = if twice.contains(&(r.resource_type, name.to_string())) {
-                Err(duplicate_resource())
-            } else {
-                // AlterConfigs replaces the resource's settings with the given ones.
-                r.configs
-                    .iter()
-                    .map(|c| match &c.value {
-                        Some(v) => Ok(Change::Set(c.name.to_string(), v.to_string())),
-                        None => Err(BrokerError::InvalidRequest(format!(
-                            "Null value not supported for : {}",
-                            c.name.as_str()
-                        ))),
-                    })
-                    .collect::<Result<Vec<Change>, BrokerError>>()
-                    .and_then(|c| alter_resource(broker, r.resource_type, name, true, c, req.validate_only))
-            };
-            let (code, message) = answer(outcome);
+            // AlterConfigs replaces the resource's settings with the given ones.
+            let changes = r
+                .configs
+                .iter()
+                .map(|c| match &c.value {
+                    Some(v) => Ok(Change::Set(c.name.to_string(), v.to_string())),
+                    None => Err(BrokerError::InvalidRequest(format!(
+                        "Null value not supported for : {}",
+                        c.name.as_str()
+                    ))),
+                })
+                .collect();
+            (r.resource_type, r.resource_name, changes)
+        })
+        .collect();
+    let responses = alter_all(&ctx.broker, resources, true, req.validate_only)
+        .into_iter()
+        .map(|o| {
             AlterConfigsResourceResponse::default()
-                .with_error_code(code)
-                .with_error_message(message)
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone())
+                .with_error_code(o.error_code)
+                .with_error_message(o.error_message)
+                .with_resource_type(o.resource_type)
+                .with_resource_name(o.name)
         })
         .collect();
     Reply::Ready(AlterConfigsResponse::default().with_responses(responses))
@@ -552,47 +567,41 @@ pub async fn incremental_alter_configs(
     ctx: Arc<RequestContext>,
     req: IncrementalAlterConfigsRequest,
 ) -> Reply<IncrementalAlterConfigsResponse> {
-    let broker = &ctx.broker;
-    let twice = duplicates(
-        req.resources
-            .iter()
-            .map(|r| (r.resource_type, r.resource_name.as_str())),
-    );
-    let responses = req
+    let resources = req
         .resources
-        .iter()
+        .into_iter()
         .map(|r| {
-            let name = r.resource_name.as_str();
-            let outcome = if twice.contains(&(r.resource_type, name.to_string())) {
-                Err(duplicate_resource())
-            } else {
-                r.configs
-                    .iter()
-                    .map(|c| {
-                        let key = c.name.to_string();
-                        let value = c.value.as_ref().map(|v| v.to_string());
-                        match (c.config_operation, value) {
-                            (0, Some(v)) => Ok(Change::Set(key, v)),
-                            (1, _) => Ok(Change::Delete(key)),
-                            (2, Some(v)) => Ok(Change::Append(key, v)),
-                            (3, Some(v)) => Ok(Change::Subtract(key, v)),
-                            (0 | 2 | 3, None) => Err(BrokerError::InvalidRequest(format!(
-                                "Null value not supported for : {key}"
-                            ))),
-                            (op, _) => Err(BrokerError::InvalidRequest(format!(
-                                "Unknown operations type {op}"
-                            ))),
-                        }
-                    })
-                    .collect::<Result<Vec<Change>, BrokerError>>()
-                    .and_then(|c| alter_resource(broker, r.resource_type, name, false, c, req.validate_only))
-            };
-            let (code, message) = answer(outcome);
+            let changes = r
+                .configs
+                .iter()
+                .map(|c| {
+                    let key = c.name.to_string();
+                    let value = c.value.as_ref().map(|v| v.to_string());
+                    match (c.config_operation, value) {
+                        (0, Some(v)) => Ok(Change::Set(key, v)),
+                        (1, _) => Ok(Change::Delete(key)),
+                        (2, Some(v)) => Ok(Change::Append(key, v)),
+                        (3, Some(v)) => Ok(Change::Subtract(key, v)),
+                        (0 | 2 | 3, None) => Err(BrokerError::InvalidRequest(format!(
+                            "Null value not supported for : {key}"
+                        ))),
+                        (op, _) => Err(BrokerError::InvalidRequest(format!(
+                            "Unknown operations type {op}"
+                        ))),
+                    }
+                })
+                .collect();
+            (r.resource_type, r.resource_name, changes)
+        })
+        .collect();
+    let responses = alter_all(&ctx.broker, resources, false, req.validate_only)
+        .into_iter()
+        .map(|o| {
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                .with_error_code(code)
-                .with_error_message(message)
-                .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone())
+                .with_error_code(o.error_code)
+                .with_error_message(o.error_message)
+                .with_resource_type(o.resource_type)
+                .with_resource_name(o.name)
         })
         .collect();
     Reply::Ready(IncrementalAlterConfigsResponse::default().with_responses(responses))

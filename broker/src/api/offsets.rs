@@ -118,7 +118,12 @@ fn refine(
 ) -> Result<Option<(i64, i64)>, BrokerError> {
     // Records deleted by DeleteRecords may share the batch; they are not answers.
     let log_start = log.log_start_offset();
-    let read = log.read(offset.max(log_start), 1, true)?;
+    let read = match log.read(offset.max(log_start), 1, true) {
+        Ok(read) => read,
+        // A DeleteRecords ran meanwhile: the caller's batch-level answer stands.
+        Err(crate::log::LogError::OffsetOutOfRange { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
     let mut bytes = read.records;
     let Ok(set) = RecordBatchDecoder::decode(&mut bytes) else {
         return Ok(None);

@@ -74,6 +74,9 @@ pub struct ConfigDef {
     pub inert: bool,
     /// Whether AlterConfigs may change it at run time, as Kafka allows for the same name.
     pub update: Update,
+    /// The smallest value allowed (Kafka's `atLeast`), for numbers; checked at start-up and when
+    /// the setting is changed at run time.
+    pub min: Option<i64>,
     pub doc: &'static str,
 }
 
@@ -94,10 +97,23 @@ impl ConfigDef {
         }
     }
 
+    /// Gives a numeric setting its smallest allowed value.
+    const fn at_least(self, min: i64) -> ConfigDef {
+        ConfigDef {
+            min: Some(min),
+            ..self
+        }
+    }
+
     pub fn validate(&self, value: &str) -> Result<(), String> {
         self.kind.check(value)?;
         if !self.valid.is_empty() && !self.valid.contains(&value.trim()) {
             return Err(format!("{value:?} is not one of {:?}", self.valid));
+        }
+        if let (Some(min), Ok(v)) = (self.min, value.trim().parse::<i64>()) {
+            if v < min {
+                return Err(format!("Value must be at least {min}, got {v}"));
+            }
         }
         Ok(())
     }
@@ -111,6 +127,7 @@ const fn def(name: &'static str, kind: Kind, default: &'static str, doc: &'stati
         valid: &[],
         inert: false,
         update: Update::Static,
+        min: None,
         doc,
     }
 }
@@ -123,6 +140,7 @@ const fn inert(name: &'static str, kind: Kind, default: &'static str) -> ConfigD
         valid: &[],
         inert: true,
         update: Update::Static,
+        min: None,
         doc: "Accepted for compatibility with apache/kafka configurations; no effect in Keel.",
     }
 }
@@ -135,6 +153,7 @@ const fn opt(name: &'static str, kind: Kind, doc: &'static str) -> ConfigDef {
         valid: &[],
         inert: false,
         update: Update::Static,
+        min: None,
         doc,
     }
 }
@@ -144,46 +163,46 @@ pub const CLEANUP_POLICIES: &[&str] = &["delete", "compact", "compact,delete", "
 pub const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
 
 pub static BROKER_CONFIGS: &[ConfigDef] = &[
-    def("node.id", Kind::Int, "1", "The id of this broker, reported in Metadata and persisted in meta.properties."),
+    def("node.id", Kind::Int, "1", "The id of this broker, reported in Metadata and persisted in meta.properties.").at_least(0),
     opt("listeners", Kind::List, "Comma-separated NAME://host:port to bind. Derived from advertised.listeners (host 0.0.0.0) when unset; PLAINTEXT://0.0.0.0:9092 when both are unset. Port 0 binds an ephemeral port."),
     opt("advertised.listeners", Kind::List, "Comma-separated NAME://host:port that clients are told to connect to, per listener name. Defaults to listeners, with 0.0.0.0 replaced by localhost."),
     def("listener.security.protocol.map", Kind::List, "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT", "Listener name to security protocol. Keel serves PLAINTEXT only for now."),
     def("log.dirs", Kind::List, "./data", "Data directory (segment files, RocksDB metadata, meta.properties). Only the first entry is used."),
     opt("log.dir", Kind::Str, "Single data directory; used when log.dirs is not set."),
-    def("num.partitions", Kind::Int, "1", "Partitions of an auto-created topic, and of CreateTopics without a count."),
-    def("default.replication.factor", Kind::Short, "1", "Replication factor of auto-created topics; a single node only accepts 1."),
+    def("num.partitions", Kind::Int, "1", "Partitions of an auto-created topic, and of CreateTopics without a count.").at_least(1),
+    def("default.replication.factor", Kind::Short, "1", "Replication factor of auto-created topics; a single node only accepts 1.").at_least(1),
     def("auto.create.topics.enable", Kind::Bool, "true", "Create a topic when Metadata or Produce names one that does not exist."),
     def("delete.topic.enable", Kind::Bool, "true", "Allow DeleteTopics."),
-    def("message.max.bytes", Kind::Int, "1048588", "Largest record batch accepted (topic: max.message.bytes).").cluster_wide(),
-    def("socket.request.max.bytes", Kind::Int, "104857600", "Largest request frame; a larger size prefix closes the connection before anything is allocated."),
+    def("message.max.bytes", Kind::Int, "1048588", "Largest record batch accepted (topic: max.message.bytes).").cluster_wide().at_least(0),
+    def("socket.request.max.bytes", Kind::Int, "104857600", "Largest request frame; a larger size prefix closes the connection before anything is allocated.").at_least(1),
     opt("metrics.listener", Kind::Str, "host:port of the Prometheus endpoint (GET /metrics, kafka_exporter's consumer-group names); unset serves none. Port 0 binds an ephemeral port."),
-    def("max.connections", Kind::Int, "10000", "Connections served at once; further ones wait to be accepted."),
-    def("log.segment.bytes", Kind::Int, "1073741824", "Segment size at which the log rolls (topic: segment.bytes).").cluster_wide(),
-    opt("log.roll.ms", Kind::Long, "Segment age at which the log rolls (topic: segment.ms); log.roll.hours when unset.").cluster_wide(),
-    def("log.roll.hours", Kind::Int, "168", "Segment age in hours at which the log rolls."),
+    def("max.connections", Kind::Int, "10000", "Connections served at once; further ones wait to be accepted.").at_least(1),
+    def("log.segment.bytes", Kind::Int, "1073741824", "Segment size at which the log rolls (topic: segment.bytes).").cluster_wide().at_least(14),
+    opt("log.roll.ms", Kind::Long, "Segment age at which the log rolls (topic: segment.ms); log.roll.hours when unset.").cluster_wide().at_least(1),
+    def("log.roll.hours", Kind::Int, "168", "Segment age in hours at which the log rolls.").at_least(1),
     opt("log.retention.ms", Kind::Long, "Retention time (topic: retention.ms); log.retention.minutes, then log.retention.hours when unset.").cluster_wide(),
     opt("log.retention.minutes", Kind::Int, "Retention time in minutes."),
     def("log.retention.hours", Kind::Int, "168", "Retention time in hours."),
     def("log.retention.bytes", Kind::Long, "-1", "Retention size per partition (topic: retention.bytes); -1 is unbounded.").cluster_wide(),
-    def("log.index.interval.bytes", Kind::Int, "4096", "Bytes between offset index entries (topic: index.interval.bytes).").cluster_wide(),
-    ConfigDef { name: "log.message.timestamp.type", kind: Kind::Str, default: Some("CreateTime"), valid: TIMESTAMP_TYPES, inert: false, update: Update::Static, doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock (topic: message.timestamp.type)." }.cluster_wide(),
-    ConfigDef { name: "log.cleanup.policy", kind: Kind::List, default: Some("delete"), valid: CLEANUP_POLICIES, inert: false, update: Update::Static, doc: "Default cleanup.policy of topics." }.cluster_wide(),
-    ConfigDef { name: "compression.type", kind: Kind::Str, default: Some("producer"), valid: COMPRESSION_TYPES, inert: false, update: Update::Static, doc: "Default compression.type of topics. Keel stores batches as produced." }.cluster_wide(),
-    def("min.insync.replicas", Kind::Int, "1", "Default min.insync.replicas of topics.").cluster_wide(),
+    def("log.index.interval.bytes", Kind::Int, "4096", "Bytes between offset index entries (topic: index.interval.bytes).").cluster_wide().at_least(0),
+    ConfigDef { name: "log.message.timestamp.type", kind: Kind::Str, default: Some("CreateTime"), valid: TIMESTAMP_TYPES, inert: false, update: Update::Static, min: None, doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock (topic: message.timestamp.type)." }.cluster_wide(),
+    ConfigDef { name: "log.cleanup.policy", kind: Kind::List, default: Some("delete"), valid: CLEANUP_POLICIES, inert: false, update: Update::Static, min: None, doc: "Default cleanup.policy of topics." }.cluster_wide(),
+    ConfigDef { name: "compression.type", kind: Kind::Str, default: Some("producer"), valid: COMPRESSION_TYPES, inert: false, update: Update::Static, min: None, doc: "Default compression.type of topics. Keel stores batches as produced." }.cluster_wide(),
+    def("min.insync.replicas", Kind::Int, "1", "Default min.insync.replicas of topics.").cluster_wide().at_least(1),
     def("log.flush.acks.all", Kind::Bool, "true", "Keel's durability policy: true answers acks=-1 produces only after their data is fsynced (shared group-commit fsyncs); false answers once the data reaches the OS, as Kafka does by default."),
-    def("group.initial.rebalance.delay.ms", Kind::Int, "3000", "Delay of the first rebalance of a new classic group, so members starting together join one generation."),
-    def("group.min.session.timeout.ms", Kind::Int, "6000", "Smallest session timeout a group member may ask for."),
-    def("group.max.session.timeout.ms", Kind::Int, "1800000", "Largest session timeout a group member may ask for."),
-    def("group.consumer.session.timeout.ms", Kind::Int, "45000", "KIP-848 consumer groups: a member that sends no ConsumerGroupHeartbeat for this long is fenced and its partitions reassigned."),
-    def("group.consumer.heartbeat.interval.ms", Kind::Int, "5000", "KIP-848 consumer groups: the heartbeat interval the coordinator tells members to use."),
-    def("group.consumer.min.session.timeout.ms", Kind::Int, "45000", "Smallest KIP-848 session timeout: the floor of group.consumer.session.timeout.ms and of a group's consumer.session.timeout.ms."),
-    def("group.consumer.max.session.timeout.ms", Kind::Int, "60000", "Largest KIP-848 session timeout: the ceiling of group.consumer.session.timeout.ms and of a group's consumer.session.timeout.ms."),
-    def("group.consumer.min.heartbeat.interval.ms", Kind::Int, "5000", "Smallest KIP-848 heartbeat interval: the floor of group.consumer.heartbeat.interval.ms and of a group's consumer.heartbeat.interval.ms."),
-    def("group.consumer.max.heartbeat.interval.ms", Kind::Int, "15000", "Largest KIP-848 heartbeat interval: the ceiling of group.consumer.heartbeat.interval.ms and of a group's consumer.heartbeat.interval.ms."),
+    def("group.initial.rebalance.delay.ms", Kind::Int, "3000", "Delay of the first rebalance of a new classic group, so members starting together join one generation.").at_least(0),
+    def("group.min.session.timeout.ms", Kind::Int, "6000", "Smallest session timeout a group member may ask for.").at_least(0),
+    def("group.max.session.timeout.ms", Kind::Int, "1800000", "Largest session timeout a group member may ask for.").at_least(0),
+    def("group.consumer.session.timeout.ms", Kind::Int, "45000", "KIP-848 consumer groups: a member that sends no ConsumerGroupHeartbeat for this long is fenced and its partitions reassigned.").at_least(1),
+    def("group.consumer.heartbeat.interval.ms", Kind::Int, "5000", "KIP-848 consumer groups: the heartbeat interval the coordinator tells members to use.").at_least(1),
+    def("group.consumer.min.session.timeout.ms", Kind::Int, "45000", "Smallest KIP-848 session timeout: the floor of group.consumer.session.timeout.ms and of a group's consumer.session.timeout.ms.").at_least(1),
+    def("group.consumer.max.session.timeout.ms", Kind::Int, "60000", "Largest KIP-848 session timeout: the ceiling of group.consumer.session.timeout.ms and of a group's consumer.session.timeout.ms.").at_least(1),
+    def("group.consumer.min.heartbeat.interval.ms", Kind::Int, "5000", "Smallest KIP-848 heartbeat interval: the floor of group.consumer.heartbeat.interval.ms and of a group's consumer.heartbeat.interval.ms.").at_least(1),
+    def("group.consumer.max.heartbeat.interval.ms", Kind::Int, "15000", "Largest KIP-848 heartbeat interval: the ceiling of group.consumer.heartbeat.interval.ms and of a group's consumer.heartbeat.interval.ms.").at_least(1),
     def("group.consumer.assignors", Kind::List, "uniform,range", "KIP-848 server-side assignors members may choose (server_assignor); the first is the default."),
-    def("group.consumer.max.size", Kind::Int, "2147483647", "Most members a KIP-848 consumer group may have; a further join gets GROUP_MAX_SIZE_REACHED."),
-    def("offsets.retention.minutes", Kind::Int, "10080", "How long an empty group's committed offsets are kept."),
-    def("offset.metadata.max.bytes", Kind::Int, "4096", "Largest metadata string of a committed offset."),
+    def("group.consumer.max.size", Kind::Int, "2147483647", "Most members a KIP-848 consumer group may have; a further join gets GROUP_MAX_SIZE_REACHED.").at_least(1),
+    def("offsets.retention.minutes", Kind::Int, "10080", "How long an empty group's committed offsets are kept.").at_least(1),
+    def("offset.metadata.max.bytes", Kind::Int, "4096", "Largest metadata string of a committed offset.").at_least(0),
     inert("process.roles", Kind::List, "broker,controller"),
     inert("controller.quorum.voters", Kind::List, ""),
     inert("controller.quorum.bootstrap.servers", Kind::List, ""),
@@ -192,14 +211,14 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     inert("offsets.topic.replication.factor", Kind::Short, "1"),
     inert("transaction.state.log.replication.factor", Kind::Short, "1"),
     inert("transaction.state.log.min.isr", Kind::Int, "1"),
-    inert("num.network.threads", Kind::Int, "3").cluster_wide(),
-    inert("num.io.threads", Kind::Int, "8").cluster_wide(),
-    inert("num.recovery.threads.per.data.dir", Kind::Int, "1").cluster_wide(),
+    inert("num.network.threads", Kind::Int, "3").cluster_wide().at_least(1),
+    inert("num.io.threads", Kind::Int, "8").cluster_wide().at_least(1),
+    inert("num.recovery.threads.per.data.dir", Kind::Int, "1").cluster_wide().at_least(1),
     inert("socket.send.buffer.bytes", Kind::Int, "102400"),
     inert("socket.receive.buffer.bytes", Kind::Int, "102400"),
     inert("log.retention.check.interval.ms", Kind::Long, "300000"),
     inert("broker.id", Kind::Int, "-1"),
-    inert("background.threads", Kind::Int, "10").cluster_wide(),
+    inert("background.threads", Kind::Int, "10").cluster_wide().at_least(1),
     // Kafka's per-listener SASL settings (dynamic per broker); Keel serves no SASL yet.
     ConfigDef { default: None, ..inert("sasl.kerberos.service.name", Kind::Str, "") }.per_broker(),
     inert("sasl.kerberos.kinit.cmd", Kind::Str, "/usr/bin/kinit").per_broker(),

@@ -48,6 +48,13 @@ impl DynamicLayers {
             Level::ClusterDefault => &self.cluster_default,
         }
     }
+
+    fn level_mut(&mut self, level: Level) -> &mut BTreeMap<String, String> {
+        match level {
+            Level::PerBroker => &mut self.per_broker,
+            Level::ClusterDefault => &mut self.cluster_default,
+        }
+    }
 }
 
 /// Why a dynamic change was refused. Kafka answers all of these with INVALID_REQUEST
@@ -77,11 +84,7 @@ impl DynamicBrokerConfig {
     /// ignores invalid dynamic configs it finds at start-up.
     pub fn new(static_config: Arc<Config>, mut layers: DynamicLayers) -> DynamicBrokerConfig {
         for level in [Level::PerBroker, Level::ClusterDefault] {
-            let map = match level {
-                Level::PerBroker => &mut layers.per_broker,
-                Level::ClusterDefault => &mut layers.cluster_default,
-            };
-            map.retain(|name, value| {
+            layers.level_mut(level).retain(|name, value| {
                 let single = BTreeMap::from([(name.clone(), value.clone())]);
                 match validate(level, &single) {
                     Ok(()) => true,
@@ -109,11 +112,11 @@ impl DynamicBrokerConfig {
 
     /// Replaces one level's values; the caller has validated and persisted them.
     pub fn set(&self, level: Level, values: BTreeMap<String, String>) {
-        let mut layers = self.layers.write().unwrap_or_else(|e| e.into_inner());
-        match level {
-            Level::PerBroker => layers.per_broker = values,
-            Level::ClusterDefault => layers.cluster_default = values,
-        }
+        *self
+            .layers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .level_mut(level) = values;
     }
 
     /// Every level holding a value for `name`, highest precedence first (Kafka's synonyms of a
@@ -247,6 +250,11 @@ mod tests {
             &map(&[("log.cleanup.policy", "compact"), ("my.custom", "x")]),
         )
         .unwrap();
+        // Kafka's atLeast bounds.
+        assert!(matches!(
+            validate(Level::PerBroker, &map(&[("log.segment.bytes", "1")])),
+            Err(DynamicConfigError::InvalidValue { .. })
+        ));
         // Read-only settings.
         assert!(matches!(
             validate(Level::PerBroker, &map(&[("node.id", "2")])),

@@ -164,30 +164,23 @@ impl Config {
             .find(|s| !s.is_empty())
             .unwrap_or("./data");
 
-        let positive = |key: &str, min: i64| -> Result<i64, ConfigError> {
-            let v = int(key)?;
-            if v < min {
-                return Err(invalid(key, format!("must be at least {min}, got {v}")));
-            }
-            Ok(v)
-        };
+        // Bounds (Kafka's atLeast) were checked against the settings table by `load`.
         let config = Config {
-            node_id: positive("node.id", 0)? as i32,
+            node_id: int("node.id")? as i32,
             listeners,
             advertised_listeners,
             log_dir: PathBuf::from(log_dir),
-            num_partitions: positive("num.partitions", 1)? as i32,
-            default_replication_factor: positive("default.replication.factor", 1)? as i16,
+            num_partitions: int("num.partitions")? as i32,
+            default_replication_factor: int("default.replication.factor")? as i16,
             auto_create_topics: boolean("auto.create.topics.enable"),
             delete_topic_enable: boolean("delete.topic.enable"),
-            message_max_bytes: positive("message.max.bytes", 0)? as i32,
-            socket_request_max_bytes: positive("socket.request.max.bytes", 1)? as i32,
-            max_connections: positive("max.connections", 1)? as usize,
+            message_max_bytes: int("message.max.bytes")? as i32,
+            socket_request_max_bytes: int("socket.request.max.bytes")? as i32,
+            max_connections: int("max.connections")? as usize,
             flush_acks_all: boolean("log.flush.acks.all"),
             cluster_id,
             explicit: explicit.clone(),
         };
-        positive("log.segment.bytes", 14)?;
         // Kafka's GroupCoordinatorConfig checks the KIP-848 defaults against their bounds.
         for (key, min_key, max_key) in [
             (
@@ -201,7 +194,7 @@ impl Config {
                 "group.consumer.max.heartbeat.interval.ms",
             ),
         ] {
-            let (v, lo, hi) = (positive(key, 1)?, positive(min_key, 1)?, positive(max_key, 1)?);
+            let (v, lo, hi) = (int(key)?, int(min_key)?, int(max_key)?);
             if v < lo || v > hi {
                 return Err(invalid(
                     key,

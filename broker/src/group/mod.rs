@@ -216,8 +216,19 @@ pub struct GroupCoordinator {
     config: GroupCoordinatorConfig,
     /// Per-group overrides (GROUP config resources), by group id. Apart from `state` so that
     /// configuring a group never waits on the coordinator's work; taken after `state` when both
-    /// are needed.
+    /// are needed, and written only to swap a validated, persisted value in.
     group_configs: RwLock<HashMap<String, BTreeMap<String, String>>>,
+    /// Serialises changes to group settings (read, change, persist, swap in).
+    group_config_writes: Mutex<()>,
+}
+
+fn resolve_group_config(
+    configs: &HashMap<String, BTreeMap<String, String>>,
+    group_id: &str,
+    defaults: &ConsumerGroupConfig,
+) -> GroupConfig {
+    let none = BTreeMap::new();
+    GroupConfig::resolve(configs.get(group_id).unwrap_or(&none), defaults)
 }
 
 fn unix_ms() -> i64 {
@@ -234,6 +245,7 @@ impl GroupCoordinator {
     pub fn open(
         meta: Arc<MetaStore>,
         config: GroupCoordinatorConfig,
+        group_configs: HashMap<String, BTreeMap<String, String>>,
     ) -> Result<Arc<GroupCoordinator>, crate::meta::MetaError> {
         let mut state = State::default();
         for (group, topic, partition, offset) in meta.all_offsets()? {
@@ -248,18 +260,9 @@ impl GroupCoordinator {
             let group = restore(record, now);
             state.groups.insert(group.id.clone(), group);
         }
-        let mut group_configs = HashMap::new();
-        for (entity, overrides) in meta.dynamic_configs()? {
-            if let ConfigEntity::Group(group) = entity {
-                group_configs.insert(group, overrides);
-            }
-        }
         for record in meta.consumer_groups()? {
-            let session_timeout_ms = GroupConfig::resolve(
-                group_configs.get(&record.group_id).unwrap_or(&BTreeMap::new()),
-                &config.consumer,
-            )
-            .session_timeout_ms;
+            let session_timeout_ms =
+                resolve_group_config(&group_configs, &record.group_id, &config.consumer).session_timeout_ms;
             let group = consumer_protocol::restore(record, now, session_timeout_ms);
             state.consumer_groups.insert(group.id.clone(), group);
         }
@@ -274,6 +277,7 @@ impl GroupCoordinator {
             meta,
             config,
             group_configs: RwLock::new(group_configs),
+            group_config_writes: Mutex::new(()),
         });
         tokio::spawn(run_timers(Arc::downgrade(&coordinator)));
         Ok(coordinator)
@@ -286,8 +290,7 @@ impl GroupCoordinator {
     /// A group's settings: its overrides over the broker's `group.consumer.*` defaults.
     pub fn group_config(&self, group_id: &str) -> GroupConfig {
         let configs = self.group_configs.read().unwrap_or_else(|e| e.into_inner());
-        let none = BTreeMap::new();
-        GroupConfig::resolve(configs.get(group_id).unwrap_or(&none), &self.config.consumer)
+        resolve_group_config(&configs, group_id, &self.config.consumer)
     }
 
     /// A group's overrides (empty when it has none; the group need not exist).
@@ -301,22 +304,26 @@ impl GroupCoordinator {
         &self.config.consumer
     }
 
-    /// Replaces a group's overrides after validating them, persisting before they take effect.
-    /// Members pick the new values up at their next heartbeat.
-    pub fn set_group_config(
+    /// Changes a group's overrides: `change` gets the current ones and returns the new set,
+    /// which is validated and persisted before it takes effect (members pick it up at their next
+    /// heartbeat). Changes are serialised; heartbeats only wait for the final swap.
+    pub fn alter_group_config<E: From<SetGroupConfigError>>(
         &self,
         group_id: &str,
-        overrides: BTreeMap<String, String>,
+        change: impl FnOnce(BTreeMap<String, String>) -> Result<BTreeMap<String, String>, E>,
         validate_only: bool,
-    ) -> Result<(), SetGroupConfigError> {
-        GroupConfig::validate(&overrides, &self.config.consumer)?;
+    ) -> Result<(), E> {
+        let _serial = self.group_config_writes.lock().unwrap_or_else(|e| e.into_inner());
+        let overrides = change(self.group_config_overrides(group_id))?;
+        GroupConfig::validate(&overrides, &self.config.consumer).map_err(SetGroupConfigError::from)?;
         if validate_only {
             return Ok(());
         }
-        let mut configs = self.group_configs.write().unwrap_or_else(|e| e.into_inner());
         self.meta
-            .put_dynamic_configs(&ConfigEntity::Group(group_id.to_string()), &overrides)?;
+            .put_dynamic_configs(&ConfigEntity::Group(group_id.to_string()), &overrides)
+            .map_err(SetGroupConfigError::from)?;
         tracing::info!(group = %group_id, ?overrides, "group configuration altered");
+        let mut configs = self.group_configs.write().unwrap_or_else(|e| e.into_inner());
         if overrides.is_empty() {
             configs.remove(group_id);
         } else {

@@ -20,7 +20,7 @@ fn config() -> GroupCoordinatorConfig {
 
 fn open(dir: &std::path::Path) -> (Arc<MetaStore>, Arc<GroupCoordinator>) {
     let meta = Arc::new(MetaStore::open(dir).unwrap());
-    let c = GroupCoordinator::open(meta.clone(), config()).unwrap();
+    let c = GroupCoordinator::open(meta.clone(), config(), Default::default()).unwrap();
     (meta, c)
 }
 
@@ -331,6 +331,7 @@ async fn offsets_of_groups_empty_for_longer_than_the_retention_expire_durably() 
                 offsets_retention_ms: 50,
                 ..config()
             },
+            Default::default(),
         )
         .unwrap();
         // A member-managed group that empties, and an offsets-only (simple) group.
@@ -377,6 +378,7 @@ async fn the_initial_rebalance_delay_waits_for_members_arriving_together() {
             initial_rebalance_delay_ms: 200,
             ..config()
         },
+        Default::default(),
     )
     .unwrap();
     let start = Instant::now();

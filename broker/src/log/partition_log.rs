@@ -149,27 +149,29 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
     Ok(logs)
 }
 
-/// Deletes the segments whose every offset is below `log_start`: those followed by a segment
-/// starting at or below it. The last (active) segment always stays.
-fn remove_segments_below(
-    dir: &Path,
+/// Takes out of the map the segments whose every offset is below `log_start`: those followed by
+/// a segment starting at or below it. The last (active) segment always stays.
+fn take_segments_below(
     segments: &mut BTreeMap<i64, Arc<LogSegment>>,
     log_start: i64,
-) -> Result<(), LogError> {
+) -> Vec<Arc<LogSegment>> {
     let doomed: Vec<i64> = segments
         .keys()
         .zip(segments.keys().skip(1))
         .take_while(|(_, next)| **next <= log_start)
         .map(|(base, _)| *base)
         .collect();
+    doomed.iter().filter_map(|base| segments.remove(base)).collect()
+}
+
+/// Deletes the files of segments already taken out of the log. Readers holding one finish on
+/// the unlinked file.
+fn delete_segment_files(dir: &Path, doomed: &[Arc<LogSegment>]) -> Result<(), LogError> {
     if doomed.is_empty() {
         return Ok(());
     }
-    for base in doomed {
-        if let Some(segment) = segments.remove(&base) {
-            // Readers holding the segment finish on the unlinked file.
-            segment.delete_files()?;
-        }
+    for segment in doomed {
+        segment.delete_files()?;
     }
     sync_dir(dir)?;
     Ok(())
@@ -213,15 +215,16 @@ impl PartitionLog {
         active.file().sync_data()?;
         let log_end = active.next_offset();
         let first_base = segments.keys().next().copied().unwrap_or(0);
-        let log_start = read_log_start_checkpoint(dir)?.map_or(first_base, |c| c.clamp(first_base, log_end));
+        let checkpoint = read_log_start_checkpoint(dir)?;
+        let log_start = checkpoint.map_or(first_base, |c| c.clamp(first_base, log_end));
         // Segments wholly below the log start are what a crash left of a deletion.
-        remove_segments_below(dir, &mut segments, log_start)?;
+        delete_segment_files(dir, &take_segments_below(&mut segments, log_start))?;
         let hw = HighWatermark {
             offset: log_end,
             segment_base: active.base_offset(),
             position: active.size(),
         };
-        Ok(PartitionLog {
+        let log = PartitionLog {
             dir: dir.to_path_buf(),
             config: RwLock::new(config),
             writer: Mutex::new(Writer { active }),
@@ -232,7 +235,15 @@ impl PartitionLog {
             log_start_offset: AtomicI64::new(log_start),
             recovery_point: AtomicI64::new(log_end),
             deleted: AtomicBool::new(false),
-        })
+        };
+        // Records were deleted up to an offset the log no longer reaches (a crash lost
+        // unflushed acks=1 data above it): start over empty there, as Kafka's loader does, so
+        // new records never reuse offsets the checkpoint says are gone.
+        if let Some(c) = checkpoint.filter(|&c| c > log_end) {
+            tracing::warn!(dir = %dir.display(), log_end, log_start_offset = c, "log ends below its log start offset; restarting it empty there");
+            log.truncate_fully(c)?;
+        }
+        Ok(log)
     }
 
     pub fn dir(&self) -> &Path {
@@ -504,7 +515,9 @@ impl PartitionLog {
         }
         write_log_start_checkpoint(&self.dir, offset)?;
         self.log_start_offset.store(offset, Ordering::Release);
-        remove_segments_below(&self.dir, &mut write(&self.segments), offset)?;
+        // Out of the map first (readers stop finding them), then unlinked without the lock.
+        let doomed = take_segments_below(&mut write(&self.segments), offset);
+        delete_segment_files(&self.dir, &doomed)?;
         tracing::info!(dir = %self.dir.display(), log_start_offset = offset, "records deleted");
         Ok(offset)
     }
@@ -514,6 +527,9 @@ impl PartitionLog {
     pub fn truncate_fully(&self, start_offset: i64) -> Result<(), LogError> {
         let mut writer = lock(&self.writer);
         self.check_open()?;
+        // The new start is durable before any segment goes, so a crash in between cannot bring
+        // back records below it.
+        write_log_start_checkpoint(&self.dir, start_offset)?;
         let mut segments = write(&self.segments);
         let fresh = segments
             .values()
@@ -531,11 +547,6 @@ impl PartitionLog {
         };
         segments.insert(start_offset, Arc::clone(&segment));
         writer.active = segment;
-        if let Err(e) = std::fs::remove_file(self.dir.join(LOG_START_CHECKPOINT)) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(e.into());
-            }
-        }
         *write(&self.high_watermark) = HighWatermark {
             offset: start_offset,
             segment_base: start_offset,

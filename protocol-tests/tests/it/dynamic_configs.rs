@@ -110,6 +110,19 @@ async fn a_dynamic_broker_setting_reaches_topics_without_their_own_and_survives_
     produce_keyless(broker.bootstrap(), "inherits")
         .await
         .expect("a delete-policy topic takes keyless records");
+    // A topic with a cleanup.policy of its own does not follow the broker setting.
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(
+        crate::wire_apis::create(
+            &mut wire,
+            "own-policy",
+            1,
+            1,
+            &[("cleanup.policy", "delete")],
+            false
+        ),
+        0
+    );
 
     // AlterConfigs on broker 1: every topic without a cleanup.policy of its own is now compacted.
     let results = admin(broker.bootstrap())
@@ -128,6 +141,9 @@ async fn a_dynamic_broker_setting_reaches_topics_without_their_own_and_survives_
         Some(RDKafkaErrorCode::InvalidRecord),
         "{err}"
     );
+    produce_keyless(broker.bootstrap(), "own-policy")
+        .await
+        .expect("its own cleanup.policy=delete still applies");
 
     broker.restart();
     let (broker_config, topic_config) = describe_both(broker.bootstrap()).await;
@@ -336,6 +352,7 @@ fn incremental_changes_to_the_cluster_default_and_this_broker_follow_kafkas_rule
         .find(|c| c.name.as_str() == "my.custom.setting")
         .expect("custom setting described");
     assert!(entry.is_sensitive && entry.value.is_none() && entry.config_source == 2);
+    assert!(entry.read_only, "Kafka reports custom settings read-only");
     // DELETE reverts to the next level.
     assert_eq!(
         alter(&mut wire, BROKER, "1", &[("log.segment.bytes", DELETE, None)]),
@@ -365,7 +382,9 @@ fn group_heartbeat_interval(wire: &mut WireClient, group: &str) -> i32 {
 
 #[test]
 fn group_settings_are_validated_kept_and_used_by_the_coordinator() {
-    let mut broker = TestBroker::start();
+    let mut broker = TestBroker::builder()
+        .with("group.consumer.session.timeout.ms", 50000)
+        .start();
     let mut wire = WireClient::connect(broker.bootstrap());
     let interval = [("consumer.heartbeat.interval.ms", SET, Some("6000"))];
     assert_eq!(alter(&mut wire, GROUP, "tuned-group", &interval), 0);
@@ -378,20 +397,22 @@ fn group_settings_are_validated_kept_and_used_by_the_coordinator() {
 
     let described = describe(&mut wire, GROUP, "tuned-group");
     assert_eq!(described.error_code, 0);
-    // GROUP_CONFIG (8) for the group's own value, DEFAULT_CONFIG (5) for the inherited one.
+    // GROUP_CONFIG (8) for the group's own value; an inherited one has its broker setting's
+    // source: STATIC_BROKER_CONFIG (4) when set at start-up, DEFAULT_CONFIG (5) otherwise.
     assert_eq!(
         setting(&described, "consumer.heartbeat.interval.ms"),
         some("6000", 8)
     );
     assert_eq!(
         setting(&described, "consumer.session.timeout.ms"),
-        some("45000", 5)
+        some("50000", 4)
     );
 
     // Kafka's rules: known names, within the broker's bounds, session longer than heartbeat.
     for refused in [
-        ("share.session.timeout.ms", "45000"),
-        ("consumer.session.timeout.ms", "1000"),
+        ("no.such.group.setting", "45000"),
+        // Below group.consumer.min.session.timeout.ms (45000), above the heartbeat interval.
+        ("consumer.session.timeout.ms", "44000"),
         ("consumer.session.timeout.ms", "999999"),
         ("consumer.heartbeat.interval.ms", "often"),
     ] {

@@ -330,8 +330,9 @@ fn delete_records_moves_the_log_start_deletes_whole_segments_and_survives_reopen
         ));
     }
     assert_eq!(log.log_start_offset(), 0);
-    // Into the middle of the third segment: the two before it go, the third stays.
-    let start = bases[2] + 1;
+    // Into the third segment, past its first batch: the two segments before it go, the third
+    // stays with its first batch unreadable.
+    let start = bases[2] + 3;
     assert_eq!(log.delete_records_before(start).unwrap(), start);
     assert_eq!(log.segment_bases(), bases[2..].to_vec());
     assert!(matches!(
@@ -339,9 +340,12 @@ fn delete_records_moves_the_log_start_deletes_whole_segments_and_survives_reopen
         Err(LogError::OffsetOutOfRange { .. })
     ));
     assert_eq!(log.read(start, 1 << 20, true).unwrap().log_start_offset, start);
-    // Timestamps of deleted records no longer answer; the batch straddling the start does.
-    let (offset, _) = log.offset_for_timestamp(0).unwrap().unwrap();
-    assert!(offset <= start && offset + 1 >= start, "{offset} vs {start}");
+    // Timestamps of deleted records no longer answer: the first batch holding a live record
+    // (it straddles the start) does.
+    assert_eq!(
+        log.offset_for_timestamp(0).unwrap().map(|(o, _)| o),
+        Some(start - 1)
+    );
     // Moving backwards changes nothing.
     assert_eq!(log.delete_records_before(1).unwrap(), start);
     drop(log);
@@ -358,6 +362,30 @@ fn delete_records_moves_the_log_start_deletes_whole_segments_and_survives_reopen
     log.truncate_fully(7).unwrap();
     drop(log);
     assert_eq!(open(&path, small(300)).log_start_offset(), 7);
+}
+
+#[test]
+fn a_log_ending_below_its_checkpointed_start_restarts_empty_there() {
+    // A crash lost unflushed records above the point DeleteRecords had reached.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small(300));
+    for _ in 0..5 {
+        log.append(&batch(2), 0).unwrap();
+    }
+    drop(log);
+    std::fs::write(dir.path().join(LOG_START_CHECKPOINT), "50\n").unwrap();
+    let log = open(dir.path(), small(300));
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset(), log.high_watermark()),
+        (50, 50, 50)
+    );
+    assert_eq!(
+        log.append(&batch(1), 0).unwrap().base_offset,
+        50,
+        "no offset is reused"
+    );
+    drop(log);
+    assert_eq!(open(dir.path(), small(300)).log_start_offset(), 50);
 }
 
 #[test]
