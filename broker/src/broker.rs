@@ -13,6 +13,7 @@ use crate::group::{ConsumerGroupConfig, GroupCoordinator, GroupCoordinatorConfig
 use crate::log::Flusher;
 use crate::log_manager::LogManager;
 use crate::meta::{identity, ConfigEntity, MetaStore};
+use crate::server::connection_limit::ConnectionLimit;
 
 pub struct Broker {
     /// The settings the broker started with.
@@ -30,6 +31,8 @@ pub struct Broker {
     pub appended: Notify,
     /// Serialises changes to the dynamic broker settings (read, change, persist, apply).
     broker_config_writes: Mutex<()>,
+    /// `max.connections`, which AlterConfigs may change.
+    pub connection_limit: Arc<ConnectionLimit>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,7 @@ impl Broker {
                 .unwrap_or_default(),
         };
         let dynamic_config = Arc::new(DynamicBrokerConfig::new(config.clone(), layers));
+        let connection_limit = ConnectionLimit::new(max_connections(&dynamic_config));
         let logs = LogManager::open(&dir, dynamic_config.clone(), meta.clone())?;
         let group_configs = stored
             .into_iter()
@@ -88,6 +92,7 @@ impl Broker {
             flusher: Flusher::spawn(),
             appended: Notify::new(),
             broker_config_writes: Mutex::new(()),
+            connection_limit,
             config,
         }))
     }
@@ -120,6 +125,7 @@ impl Broker {
         tracing::info!(?level, settings = ?names, "dynamic broker configuration altered");
         self.dynamic_config.set(level, values);
         self.logs.reconfigure();
+        self.connection_limit.set(max_connections(&self.dynamic_config));
         Ok(())
     }
 
@@ -136,6 +142,15 @@ impl Broker {
             tracing::error!(error = %e, "metadata store flush at shutdown failed");
         }
     }
+}
+
+/// The effective `max.connections` (validated to be at least 1 wherever it was set).
+fn max_connections(config: &DynamicBrokerConfig) -> usize {
+    config
+        .value("max.connections")
+        .and_then(|(v, _)| v.trim().parse::<usize>().ok())
+        .unwrap_or(config.static_config().max_connections)
+        .max(1)
 }
 
 fn group_config(config: &Config) -> GroupCoordinatorConfig {

@@ -176,7 +176,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("message.max.bytes", Kind::Int, "1048588", "Largest record batch accepted (topic: max.message.bytes).").cluster_wide().at_least(0),
     def("socket.request.max.bytes", Kind::Int, "104857600", "Largest request frame; a larger size prefix closes the connection before anything is allocated.").at_least(1),
     opt("metrics.listener", Kind::Str, "host:port of the Prometheus endpoint (GET /metrics, kafka_exporter's consumer-group names); unset serves none. Port 0 binds an ephemeral port."),
-    def("max.connections", Kind::Int, "10000", "Connections served at once; further ones wait to be accepted.").at_least(1),
+    def("max.connections", Kind::Int, "10000", "Connections served at once; further ones wait to be accepted. Lowering it at run time closes no connection: places are retired as connections end.").at_least(1).cluster_wide(),
     def("log.segment.bytes", Kind::Int, "1073741824", "Segment size at which the log rolls (topic: segment.bytes).").cluster_wide().at_least(14),
     opt("log.roll.ms", Kind::Long, "Segment age at which the log rolls (topic: segment.ms); log.roll.hours when unset.").cluster_wide().at_least(1),
     def("log.roll.hours", Kind::Int, "168", "Segment age in hours at which the log rolls.").at_least(1),

@@ -3,6 +3,7 @@
 
 pub mod api_table;
 mod connection;
+pub mod connection_limit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +11,6 @@ use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -87,7 +87,6 @@ pub struct RequestContext {
 /// connection finish the requests it has read (bounded by DRAIN_TIMEOUT) and returns.
 pub async fn run(listeners: Vec<BoundListener>, broker: Arc<Broker>, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(broker.config.max_connections));
     for listener in listeners {
         let endpoint = Arc::new(Endpoint {
             listener: listener.name.clone(),
@@ -98,7 +97,6 @@ pub async fn run(listeners: Vec<BoundListener>, broker: Arc<Broker>, shutdown: C
             listener.socket,
             endpoint,
             broker.clone(),
-            permits.clone(),
             shutdown.clone(),
             tracker.clone(),
         ));
@@ -114,7 +112,6 @@ async fn accept_loop(
     socket: TcpListener,
     endpoint: Arc<Endpoint>,
     broker: Arc<Broker>,
-    permits: Arc<Semaphore>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -123,7 +120,7 @@ async fn accept_loop(
         // excess clients queue in the kernel's backlog instead of being refused.
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            p = broker.connection_limit.acquire() => match p { Some(p) => p, None => return },
         };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -135,6 +132,15 @@ async fn accept_loop(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            },
+        };
+        // The permit was taken before the accept; if max.connections was lowered meanwhile it
+        // may be one the new limit no longer has room for: wait for another.
+        let permit = match permit.revalidate() {
+            Some(p) => p,
+            None => tokio::select! {
+                _ = shutdown.cancelled() => return,
+                p = broker.connection_limit.acquire() => match p { Some(p) => p, None => return },
             },
         };
         let _ = stream.set_nodelay(true);

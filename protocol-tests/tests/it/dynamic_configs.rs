@@ -11,8 +11,8 @@ use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ConsumerGroupHeartbeatRequest, DescribeConfigsRequest, GroupId, IncrementalAlterConfigsRequest,
-    ProduceRequest, TopicName,
+    ApiVersionsRequest, ConsumerGroupHeartbeatRequest, DescribeConfigsRequest, GroupId,
+    IncrementalAlterConfigsRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::{AlterConfig, ConfigResource, ConfigSource, ResourceSpecifier};
@@ -21,7 +21,7 @@ use rdkafka::producer::FutureRecord;
 
 use crate::broker::TestBroker;
 use crate::clients::{admin, admin_options, create_topic, producer};
-use crate::wire::{record_batch, WireClient};
+use crate::wire::{decode_response, record_batch, WireClient};
 
 const BROKER: i8 = 4;
 const GROUP: i8 = 32;
@@ -452,4 +452,46 @@ fn group_settings_are_validated_kept_and_used_by_the_coordinator() {
         ),
         some("5000", 5)
     );
+}
+
+#[test]
+fn max_connections_changes_at_run_time_without_cutting_connections() {
+    use std::io::{ErrorKind, Read, Write};
+
+    let broker = TestBroker::start();
+    let mut admin = WireClient::connect(broker.bootstrap());
+    assert_eq!(
+        alter(&mut admin, BROKER, "", &[("max.connections", SET, Some("1"))]),
+        0
+    );
+    // The open connection keeps being served; a new one waits, unaccepted, in the backlog.
+    assert_eq!(
+        setting(&describe(&mut admin, BROKER, "1"), "max.connections"),
+        some("1", 3)
+    );
+    let mut waiting = WireClient::connect_raw(broker.bootstrap());
+    let correlation_id = waiting.next_correlation_id();
+    let frame = waiting.frame(&ApiVersionsRequest::default(), 0);
+    waiting.stream.write_all(&frame).expect("send ApiVersions");
+    waiting
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match waiting.stream.read(&mut byte) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("a connection beyond max.connections was served: {other:?}"),
+    }
+    // Raising the limit lets it in, and its request is answered.
+    assert_eq!(
+        alter(&mut admin, BROKER, "", &[("max.connections", SET, Some("5"))]),
+        0
+    );
+    waiting
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let frame = waiting.read_frame().expect("answered once accepted");
+    let response = decode_response::<ApiVersionsRequest>(frame, 0, correlation_id);
+    assert_eq!(response.error_code, 0);
 }
