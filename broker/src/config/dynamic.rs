@@ -202,12 +202,7 @@ mod tests {
         DynamicBrokerConfig::new(Arc::new(config), DynamicLayers::default())
     }
 
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::config::settings_map as map;
 
     #[test]
     fn per_broker_beats_cluster_default_beats_static_beats_default() {

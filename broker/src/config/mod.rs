@@ -262,6 +262,15 @@ impl Config {
     }
 }
 
+/// `[("k", "v")]` as the map the settings code works with, for tests.
+#[cfg(test)]
+pub(crate) fn settings_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,12 +151,7 @@ impl GroupConfig {
 mod tests {
     use super::*;
 
-    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::config::settings_map as map;
 
     #[test]
     fn overrides_replace_the_broker_defaults() {
