@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::classic::{ClassicGroup, GroupState};
-use super::{check_member, unix_ms, GroupCoordinator, GroupError};
+use super::classic_protocol::check_member;
+use super::{unix_ms, GroupCoordinator, GroupError};
 use crate::meta::CommittedOffset;
 
 pub struct OffsetCommitRequest {
