@@ -75,6 +75,17 @@ pub struct MemberContext {
 impl ClientContext for MemberContext {}
 
 impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // At-least-once with manual commits: what was processed must be committed before the
+        // partitions go, or their next owner starts from an older commit (and, when the group
+        // is closing, nobody is left to read the gap and commit it).
+        if let Rebalance::Revoke(_) = rebalance {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                self.commit_failed(e.to_string());
+            }
+        }
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(_) => self.assigns.fetch_add(1, Ordering::SeqCst),
@@ -85,13 +96,16 @@ impl ConsumerContext for MemberContext {
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(e) = result {
-            // Nothing stored since the last commit is not a failure.
-            if !e.to_string().contains("No offset stored") {
-                self.commit_errors
-                    .lock()
-                    .expect("commit error lock")
-                    .push(e.to_string());
-            }
+            self.commit_failed(e.to_string());
+        }
+    }
+}
+
+impl MemberContext {
+    fn commit_failed(&self, error: String) {
+        // Nothing stored since the last commit is not a failure.
+        if !error.contains("No offset stored") {
+            self.commit_errors.lock().expect("commit error lock").push(error);
         }
     }
 }
