@@ -9,7 +9,9 @@
 #                  --suite-quick (pass the test runner's -Q: it skips every sub-test not marked
 #                  quick, so many tests then pass having run nothing; for smoke runs only),
 #                  --keel-override k=v (an extra broker setting; repeatable),
-#                  --idempotent (pass the test runner's -P: every producer gets enable.idempotence=true)
+#                  --idempotent (pass the test runner's -P: every producer gets enable.idempotence=true),
+#                  --client-conf k=v (an extra line of test.conf, so a setting of every client the suite
+#                  makes; repeatable)
 #   Environment: SUBTESTS=<substring> runs only the matching sub-tests; TEST_DEBUG=<contexts>
 #   turns on librdkafka debug logs; KEEL_RUST_LOG sets the broker's RUST_LOG (default info).
 #
@@ -42,6 +44,7 @@ build_keel=1
 suite_quick=""
 idempotent=""
 keel_overrides=()
+client_conf=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) mode=quick ;;
@@ -54,6 +57,7 @@ while [ $# -gt 0 ]; do
     --suite-quick) suite_quick=1 ;;
     --idempotent) idempotent=1 ;;
     --keel-override) keel_overrides+=(--override "$2"); shift ;;
+    --client-conf) client_conf+=("$2"); shift ;;
     -h|--help) sed -n "2,/^set -uo/p" "$self" | sed "$ d"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -223,6 +227,7 @@ start_keel() {
 metadata.broker.list=127.0.0.1:$keel_port
 test.timeout.multiplier=${KEEL_COMPAT_TIMEOUT_MULTIPLIER:-2}
 CONF
+  for line in "${client_conf[@]}"; do echo "$line" >>"$results/test.conf"; done
   log "keel #$keel_starts (scenario $scenario) on 127.0.0.1:$keel_port, log $keel_log"
 }
 
