@@ -75,17 +75,6 @@ pub struct MemberContext {
 impl ClientContext for MemberContext {}
 
 impl ConsumerContext for MemberContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        // At-least-once with manual commits: what was processed must be committed before the
-        // partitions go, or their next owner starts from an older commit (and, when the group
-        // is closing, nobody is left to read the gap and commit it).
-        if let Rebalance::Revoke(_) = rebalance {
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                self.commit_failed(e.to_string());
-            }
-        }
-    }
-
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(_) => self.assigns.fetch_add(1, Ordering::SeqCst),
@@ -96,16 +85,13 @@ impl ConsumerContext for MemberContext {
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(e) = result {
-            self.commit_failed(e.to_string());
-        }
-    }
-}
-
-impl MemberContext {
-    fn commit_failed(&self, error: String) {
-        // Nothing stored since the last commit is not a failure.
-        if !error.contains("No offset stored") {
-            self.commit_errors.lock().expect("commit error lock").push(error);
+            // Nothing stored since the last commit is not a failure.
+            if !e.to_string().contains("No offset stored") {
+                self.commit_errors
+                    .lock()
+                    .expect("commit error lock")
+                    .push(e.to_string());
+            }
         }
     }
 }
@@ -119,7 +105,8 @@ pub struct GroupMember {
     pub name: String,
     consumer: Arc<GroupConsumer>,
     stop: Arc<AtomicBool>,
-    task: JoinHandle<()>,
+    /// The read loop; `None` once stopped.
+    task: Option<JoinHandle<()>>,
     seen: Arc<Mutex<Vec<Seen>>>,
     assignment: Arc<Mutex<BTreeSet<i32>>>,
 }
@@ -167,7 +154,7 @@ impl GroupMember {
             name: name.to_owned(),
             consumer,
             stop,
-            task,
+            task: Some(task),
             seen,
             assignment,
         }
@@ -203,29 +190,35 @@ impl GroupMember {
         &self.consumer
     }
 
-    /// Stops reading, commits what was processed (synchronously) and closes the consumer, which
-    /// leaves the group (a static member does not send LeaveGroup, as KIP-345 has it).
-    pub async fn close(self) -> Vec<Seen> {
-        let GroupMember {
-            consumer,
-            stop,
-            task,
-            seen,
-            ..
-        } = self;
-        stop.store(true, Ordering::SeqCst);
+    /// Stops reading and commits what was processed (synchronously), staying in the group. A
+    /// test that closes several members stops them all first: a member's leaving revokes the
+    /// others' partitions, and librdkafka forgets offsets stored for revoked partitions, so a
+    /// member still reading could lose what it processed since its last commit.
+    pub async fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let Some(task) = self.task.take() else {
+            return;
+        };
         task.await.expect("member task");
-        let seen = seen.lock().expect("seen lock").clone();
-        tokio::task::spawn_blocking(move || {
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => {}
-                Err(e) if e.to_string().contains("No offset stored") => {}
-                Err(e) => panic!("final commit failed: {e}"),
-            }
-            drop(consumer);
+        let consumer = Arc::clone(&self.consumer);
+        tokio::task::spawn_blocking(move || match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => {}
+            Err(e) if e.to_string().contains("No offset stored") => {}
+            Err(e) => panic!("final commit failed: {e}"),
         })
         .await
-        .expect("close consumer");
+        .expect("final commit");
+    }
+
+    /// Stops reading, commits what was processed (synchronously) and closes the consumer, which
+    /// leaves the group (a static member does not send LeaveGroup, as KIP-345 has it).
+    pub async fn close(mut self) -> Vec<Seen> {
+        self.stop().await;
+        let seen = self.seen();
+        let consumer = self.consumer;
+        tokio::task::spawn_blocking(move || drop(consumer))
+            .await
+            .expect("close consumer");
         seen
     }
 
@@ -240,7 +233,9 @@ impl GroupMember {
             ..
         } = self;
         stop.store(true, Ordering::SeqCst);
-        task.await.expect("member task");
+        if let Some(task) = task {
+            task.await.expect("member task");
+        }
         let seen = seen.lock().expect("seen lock").clone();
         std::thread::spawn(move || drop(consumer));
         seen

@@ -130,9 +130,9 @@ async fn members_joining_and_leaving_consume_every_record_at_least_once() {
     let broker = group_broker();
     let bootstrap = broker.bootstrap().to_owned();
     create_topic(&bootstrap, "churn", PARTITIONS).await;
-    let a = GroupMember::start(&bootstrap, "churn-group", "churn", "a", &[]);
+    let mut a = GroupMember::start(&bootstrap, "churn-group", "churn", "a", &[]);
     let b = GroupMember::start(&bootstrap, "churn-group", "churn", "b", &[]);
-    let c = GroupMember::start(&bootstrap, "churn-group", "churn", "c", &[]);
+    let mut c = GroupMember::start(&bootstrap, "churn-group", "churn", "c", &[]);
     await_balanced(&[&a, &b, &c], PARTITIONS, BALANCE_TIMEOUT).await;
 
     // Records keep coming while the group changes.
@@ -154,7 +154,7 @@ async fn members_joining_and_leaving_consume_every_record_at_least_once() {
     });
 
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let d = GroupMember::start(&bootstrap, "churn-group", "churn", "d", &[]);
+    let mut d = GroupMember::start(&bootstrap, "churn-group", "churn", "d", &[]);
     await_balanced(&[&a, &b, &c, &d], PARTITIONS, BALANCE_TIMEOUT).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let b_seen = b.close().await;
@@ -168,6 +168,9 @@ async fn members_joining_and_leaving_consume_every_record_at_least_once() {
     assert!(!b_seen.is_empty(), "the member that left had read nothing");
 
     assert_contiguous_within_assignments("b", &b_seen);
+    for member in [&mut a, &mut c, &mut d] {
+        member.stop().await;
+    }
     let mut all = b_seen;
     let mut closed = Vec::new();
     for member in [a, c, d] {
