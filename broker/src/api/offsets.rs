@@ -87,18 +87,29 @@ fn lookup(log: &PartitionLog, timestamp: i64) -> Result<Option<(i64, i64)>, Brok
         // No tiered storage: nothing is tiered.
         LATEST_TIERED => None,
         MAX_TIMESTAMP => match log.max_timestamp() {
-            Some((offset, ts)) => Some(
-                refine(log, offset, ts, |t| t == ts)?.unwrap_or((offset.max(log.log_start_offset()), ts)),
-            ),
+            Some((offset, ts)) => Some(match refine(log, offset, ts, |t| t == ts)? {
+                Refined::Record(found) => found,
+                Refined::NoLiveMatch | Refined::Unreadable => (offset.max(log.log_start_offset()), ts),
+            }),
             None => None,
         },
-        ts if ts >= 0 => match log.offset_for_timestamp(ts)? {
-            Some((offset, batch_ts)) => Some(
-                refine(log, offset, batch_ts, |t| t >= ts)?
-                    .unwrap_or((offset.max(log.log_start_offset()), batch_ts)),
-            ),
-            None => None,
-        },
+        ts if ts >= 0 => {
+            let mut from = log.log_start_offset();
+            loop {
+                let Some(batch) = log.offset_for_timestamp(ts, from)? else {
+                    break None;
+                };
+                match refine(log, batch.base_offset, batch.max_timestamp, |t| t >= ts)? {
+                    Refined::Record(found) => break Some(found),
+                    // Only records DeleteRecords removed qualified: search on from the next
+                    // batch, as Kafka's LogSegment.findOffsetByTimestamp does.
+                    Refined::NoLiveMatch => from = batch.last_offset + 1,
+                    Refined::Unreadable => {
+                        break Some((batch.base_offset.max(log.log_start_offset()), batch.max_timestamp))
+                    }
+                }
+            }
+        }
         _ => {
             return Err(BrokerError::InvalidRequest(format!(
                 "invalid timestamp {timestamp}"
@@ -107,37 +118,47 @@ fn lookup(log: &PartitionLog, timestamp: i64) -> Result<Option<(i64, i64)>, Brok
     })
 }
 
+/// What decoding a batch found by timestamp gave.
+enum Refined {
+    /// The first live record that qualifies, as (offset, timestamp).
+    Record((i64, i64)),
+    /// No record at or after the log start qualifies (only deleted ones did).
+    NoLiveMatch,
+    /// The batch could not be read back (a DeleteRecords ran meanwhile, or it does not decode):
+    /// the batch-level answer stands.
+    Unreadable,
+}
+
 /// The log indexes batches; Kafka answers with the exact record. This decodes the one batch
-/// holding `offset` (ListOffsets is not on the hot path) and returns its first record whose
+/// holding `offset` (ListOffsets is not on the hot path) and finds its first live record whose
 /// timestamp satisfies `wanted`.
 fn refine(
     log: &PartitionLog,
     offset: i64,
     batch_timestamp: i64,
     wanted: impl Fn(i64) -> bool,
-) -> Result<Option<(i64, i64)>, BrokerError> {
+) -> Result<Refined, BrokerError> {
     // Records deleted by DeleteRecords may share the batch; they are not answers.
     let log_start = log.log_start_offset();
     let read = match log.read(offset.max(log_start), 1, true) {
         Ok(read) => read,
-        // A DeleteRecords ran meanwhile: the caller's batch-level answer stands.
-        Err(crate::log::LogError::OffsetOutOfRange { .. }) => return Ok(None),
+        Err(crate::log::LogError::OffsetOutOfRange { .. }) => return Ok(Refined::Unreadable),
         Err(e) => return Err(e.into()),
     };
     let mut bytes = read.records;
     let Ok(set) = RecordBatchDecoder::decode(&mut bytes) else {
-        return Ok(None);
+        return Ok(Refined::Unreadable);
     };
     // With LogAppendTime every record carries the batch's timestamp, whatever its delta says.
     let mut live = set.records.iter().filter(|r| r.offset >= log_start).peekable();
     if let Some(first) = live.peek() {
         if first.timestamp_type == TimestampType::LogAppend {
-            return Ok(Some((first.offset, batch_timestamp)));
+            return Ok(Refined::Record((first.offset, batch_timestamp)));
         }
     }
     Ok(live
         .find(|r| wanted(r.timestamp))
-        .map(|r| (r.offset, r.timestamp)))
+        .map_or(Refined::NoLiveMatch, |r| Refined::Record((r.offset, r.timestamp))))
 }
 
 pub async fn offset_for_leader_epoch(

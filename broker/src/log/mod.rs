@@ -22,7 +22,7 @@ use std::sync::Arc;
 pub use batch::{validate_produce_batch, BatchHeaders, RecordBatchHeader, BATCH_HEADER_SIZE};
 pub use config::{LogConfig, TimestampType};
 pub use flusher::Flusher;
-pub use partition_log::{AppendInfo, PartitionLog, ReadResult};
+pub use partition_log::{AppendInfo, PartitionLog, ReadResult, TimestampedBatch};
 
 /// Errors of the log layer. Cloneable so that one failed group-commit fsync can be reported to
 /// every producer waiting on it.

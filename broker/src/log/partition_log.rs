@@ -24,6 +24,14 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
 }
 
+/// A batch found by timestamp (ListOffsets narrows it to the record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampedBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+}
+
 /// Batches returned by a fetch, with the partition state the response reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadResult {
@@ -434,21 +442,26 @@ impl PartitionLog {
         Ok(result(Bytes::new()))
     }
 
-    /// The first batch below the high watermark, holding records at or after the log start,
-    /// whose maxTimestamp is >= `timestamp`, as (its base offset, its maxTimestamp); `None` if there is none. This is batch precision: the
-    /// caller narrows it to the first record with timestamp >= `timestamp` by decoding that
-    /// batch.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(i64, i64)>, LogError> {
+    /// The first batch below the high watermark, holding records at or after both the log start
+    /// and `from_offset`, whose maxTimestamp is >= `timestamp`; `None` if there is none. This is
+    /// batch precision: the caller narrows it to the first record with timestamp >= `timestamp`
+    /// by decoding that batch, and searches on from the batch's end when none of its records
+    /// at or after the log start qualifies.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp: i64,
+        from_offset: i64,
+    ) -> Result<Option<TimestampedBatch>, LogError> {
         self.check_open()?;
         let hw = *read(&self.high_watermark);
-        let log_start = self.log_start_offset();
-        let mut next = self.floor_segment(log_start);
+        let min_offset = self.log_start_offset().max(from_offset);
+        let mut next = self.floor_segment(min_offset);
         while let Some(segment) = next {
             let Some(max_pos) = Self::read_limit(&segment, &hw) else {
                 break;
             };
             if segment.max_timestamp().is_some_and(|(max, _)| max >= timestamp) {
-                if let Some(found) = segment.find_by_timestamp(timestamp, log_start, max_pos)? {
+                if let Some(found) = segment.find_by_timestamp(timestamp, min_offset, max_pos)? {
                     return Ok(Some(found));
                 }
             }

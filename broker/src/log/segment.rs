@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use super::batch::{BatchHeaders, BATCH_HEADER_SIZE};
 use super::index::OffsetIndex;
+use super::partition_log::TimestampedBatch;
 use super::time_index::TimeIndex;
 use super::walker::HeaderWalker;
 use super::{LogError, RecordBatchHeader};
@@ -224,13 +225,13 @@ impl LogSegment {
     }
 
     /// The first batch below `max_pos` whose maxTimestamp is >= `timestamp` and which holds
-    /// offsets at or after `min_offset`, as (base offset, maxTimestamp).
+    /// offsets at or after `min_offset`.
     pub(crate) fn find_by_timestamp(
         &self,
         timestamp: i64,
         min_offset: i64,
         max_pos: u64,
-    ) -> Result<Option<(i64, i64)>, LogError> {
+    ) -> Result<Option<TimestampedBatch>, LogError> {
         let start = {
             let st = self.read_state();
             let (_, offset) = st.time_index.lookup(timestamp);
@@ -240,7 +241,11 @@ impl LogSegment {
             .find(start, max_pos, |h| {
                 h.max_timestamp() >= timestamp && h.last_offset() >= min_offset
             })?
-            .map(|(_, h)| (h.base_offset(), h.max_timestamp())))
+            .map(|(_, h)| TimestampedBatch {
+                base_offset: h.base_offset(),
+                last_offset: h.last_offset(),
+                max_timestamp: h.max_timestamp(),
+            }))
     }
 
     fn find(

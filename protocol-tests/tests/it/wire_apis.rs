@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -103,6 +104,39 @@ fn list_offsets_finds_the_exact_record_by_timestamp_and_max_timestamp() {
     assert_eq!(list_offset(&mut wire, "times", -2).1, 0);
     assert_eq!(list_offset(&mut wire, "times", -1).1, 9);
     assert_eq!(list_offset(&mut wire, "no-such-topic", -1).0, 3);
+}
+
+#[test]
+fn list_offsets_by_timestamp_skips_records_that_delete_records_removed() {
+    let broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(create(&mut wire, "trimmed-times", 1, 1, &[], false), 0);
+    // Offsets 0-3 in one batch whose late records come first; offset 4 alone, later still.
+    let first = batch_of(&[(None, 5_000), (None, 5_000), (None, 1_000), (None, 1_000)]);
+    assert_eq!(produce(&mut wire, "trimmed-times", first).error_code, 0);
+    assert_eq!(
+        produce(&mut wire, "trimmed-times", record_batch(&[(b"k", b"v")], 6_000)).error_code,
+        0
+    );
+    assert_eq!(list_offset(&mut wire, "trimmed-times", 4_000), (0, 0, 5_000));
+
+    let request = DeleteRecordsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(name("trimmed-times"))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(0)
+                .with_offset(2)])]);
+    let version = wire.version::<DeleteRecordsRequest>(2);
+    let deleted = wire.call(&request, version).topics.remove(0).partitions.remove(0);
+    assert_eq!((deleted.error_code, deleted.low_watermark), (0, 2));
+
+    // The first batch still reaches 5_000, but only through deleted records: Kafka searches
+    // on and answers with the next record at or after the timestamp.
+    assert_eq!(list_offset(&mut wire, "trimmed-times", 4_000), (0, 4, 6_000));
+    // Live records of the straddling batch still answer for timestamps they reach.
+    assert_eq!(list_offset(&mut wire, "trimmed-times", 500), (0, 2, 1_000));
+    assert_eq!(list_offset(&mut wire, "trimmed-times", 6_001).1, -1);
 }
 
 #[test]
@@ -303,15 +337,22 @@ fn authorized_operations_are_reported_only_when_asked_and_then_all_of_them() {
     assert_eq!(r.cluster_authorized_operations, i32::MIN);
 }
 
-/// One uncompressed batch whose records have the given keys (None = no key).
+/// One uncompressed batch whose records have the given keys (None = no key), all stamped 1.
 fn batch_with_keys(keys: &[Option<&[u8]>]) -> Bytes {
+    let records: Vec<_> = keys.iter().map(|&key| (key, 1)).collect();
+    batch_of(&records)
+}
+
+/// One uncompressed batch of records with the given keys (None = no key) and CreateTime
+/// timestamps, in order.
+fn batch_of(records: &[(Option<&[u8]>, i64)]) -> Bytes {
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
-    let records: Vec<Record> = keys
+    let records: Vec<Record> = records
         .iter()
         .enumerate()
-        .map(|(i, key)| Record {
+        .map(|(i, &(key, timestamp))| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -321,7 +362,7 @@ fn batch_with_keys(keys: &[Option<&[u8]>]) -> Bytes {
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             sequence: i as i32 - 1,
-            timestamp: 1,
+            timestamp,
             key: key.map(Bytes::copy_from_slice),
             value: Some(Bytes::from_static(b"v")),
             headers: Default::default(),

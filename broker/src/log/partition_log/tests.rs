@@ -222,7 +222,7 @@ fn offset_for_timestamp_and_max_timestamp_across_segments() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small(300));
     assert_eq!(log.max_timestamp(), None);
-    assert_eq!(log.offset_for_timestamp(0).unwrap(), None);
+    assert_eq!(log.offset_for_timestamp(0, 0).unwrap(), None);
     // Timestamps rise by 100 per batch, except batch 15 which jumps ahead.
     for i in 0..20i64 {
         let ts = if i == 15 { 5000 } else { 1000 + i * 100 };
@@ -230,7 +230,11 @@ fn offset_for_timestamp_and_max_timestamp_across_segments() {
             .unwrap();
     }
     assert!(log.segment_bases().len() > 3);
-    let first = |ts| log.offset_for_timestamp(ts).unwrap();
+    let first = |ts| {
+        log.offset_for_timestamp(ts, 0)
+            .unwrap()
+            .map(|b| (b.base_offset, b.max_timestamp))
+    };
     assert_eq!(first(0), Some((0, 1001)));
     assert_eq!(first(1001), Some((0, 1001)));
     assert_eq!(first(1002), Some((2, 1101)));
@@ -241,6 +245,16 @@ fn offset_for_timestamp_and_max_timestamp_across_segments() {
     assert_eq!(first(2801), Some((30, 5001)));
     assert_eq!(first(5001), Some((30, 5001)));
     assert_eq!(first(5002), None);
+    // From an offset: batches wholly before it are passed over, the one holding it is not.
+    let from = |ts, offset| {
+        log.offset_for_timestamp(ts, offset)
+            .unwrap()
+            .map(|b| (b.base_offset, b.last_offset))
+    };
+    assert_eq!(from(0, 5), Some((4, 5)));
+    assert_eq!(from(0, 6), Some((6, 7)));
+    assert_eq!(from(5001, 31), Some((30, 31)));
+    assert_eq!(from(5001, 32), None);
     assert_eq!(log.max_timestamp(), Some((31, 5001)));
 }
 
@@ -343,7 +357,7 @@ fn delete_records_moves_the_log_start_deletes_whole_segments_and_survives_reopen
     // Timestamps of deleted records no longer answer: the first batch holding a live record
     // (it straddles the start) does.
     assert_eq!(
-        log.offset_for_timestamp(0).unwrap().map(|(o, _)| o),
+        log.offset_for_timestamp(0, 0).unwrap().map(|b| b.base_offset),
         Some(start - 1)
     );
     // Moving backwards changes nothing.

@@ -24,7 +24,11 @@ fn observe(log: &PartitionLog) -> (Vec<Pair>, Vec<Option<Pair>>) {
         })
         .collect();
     let by_time = (0..40)
-        .map(|i| log.offset_for_timestamp(990 + i * 50).unwrap())
+        .map(|i| {
+            log.offset_for_timestamp(990 + i * 50, 0)
+                .unwrap()
+                .map(|b| (b.base_offset, b.max_timestamp))
+        })
         .collect();
     (batches, by_time)
 }
