@@ -110,7 +110,12 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
                 .iter()
                 .map(|r| {
                     r.outcome.as_ref().ok().map(|(log, info)| {
-                        tokio::spawn(broker.flusher.clone().flush_owned(log.clone(), info.last_offset))
+                        tokio::spawn(
+                            broker
+                                .flusher
+                                .clone()
+                                .flush_through_owned(log.clone(), info.last_offset),
+                        )
                     })
                 })
                 .collect();

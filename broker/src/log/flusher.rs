@@ -14,6 +14,7 @@ const MAX_ROUND: usize = 4096;
 
 struct Request {
     log: Arc<PartitionLog>,
+    /// Exclusive, as `PartitionLog::flush_until` takes it.
     offset: i64,
     done: oneshot::Sender<Result<(), LogError>>,
 }
@@ -38,9 +39,12 @@ impl Flusher {
         Flusher { tx, rounds }
     }
 
-    /// Resolves once every offset below `offset` in `log` is durable (or the fsync that was to
-    /// make it so failed; then all waiters of that round get the error).
-    pub async fn flush(&self, log: Arc<PartitionLog>, offset: i64) -> Result<(), LogError> {
+    /// Resolves once every offset up to and including `last_offset` in `log` is durable (or the
+    /// fsync that was to make it so failed; then all waiters of that round get the error).
+    /// Inclusive, because callers hold an appended batch's last offset: the one offset that
+    /// must be durable before its producer hears so.
+    pub async fn flush_through(&self, log: Arc<PartitionLog>, last_offset: i64) -> Result<(), LogError> {
+        let offset = last_offset + 1;
         if offset <= log.recovery_point() {
             return Ok(());
         }
@@ -51,9 +55,9 @@ impl Flusher {
         wait.await.map_err(|_| stopped())?
     }
 
-    /// `flush` for callers that need a `'static` future (to spawn it).
-    pub async fn flush_owned(self, log: Arc<PartitionLog>, offset: i64) -> Result<(), LogError> {
-        self.flush(log, offset).await
+    /// `flush_through` for callers that need a `'static` future (to spawn it).
+    pub async fn flush_through_owned(self, log: Arc<PartitionLog>, last_offset: i64) -> Result<(), LogError> {
+        self.flush_through(log, last_offset).await
     }
 
     /// Rounds completed so far (each round fsyncs each log in it at most once).
@@ -65,6 +69,7 @@ impl Flusher {
 /// One log's share of a round.
 struct Group {
     log: Arc<PartitionLog>,
+    /// Exclusive: every offset below it is to be made durable.
     offset: i64,
     waiters: Vec<oneshot::Sender<Result<(), LogError>>>,
 }
@@ -117,13 +122,91 @@ mod tests {
     use crate::log::testutil::batch;
     use crate::log::LogConfig;
 
-    fn log_with(n: usize) -> (tempfile::TempDir, Arc<PartitionLog>) {
+    fn open(config: LogConfig) -> (tempfile::TempDir, Arc<PartitionLog>) {
         let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(PartitionLog::open(&dir.path().join("t-0"), LogConfig::default()).unwrap());
+        let log = Arc::new(PartitionLog::open(&dir.path().join("t-0"), config).unwrap());
+        (dir, log)
+    }
+
+    fn log_with(n: usize) -> (tempfile::TempDir, Arc<PartitionLog>) {
+        let (dir, log) = open(LogConfig::default());
         for _ in 0..n {
             log.append(&batch(1), 0).unwrap();
         }
         (dir, log)
+    }
+
+    /// Appends a batch of `n` records and waits, as an acks=-1 produce does, until it is durable;
+    /// returns how many fsyncs of segment data that took.
+    async fn produce_durably(flusher: &Flusher, log: &Arc<PartitionLog>, n: usize) -> u64 {
+        let before = log.data_syncs();
+        let info = log.append(&batch(n), 0).unwrap();
+        flusher
+            .flush_through(Arc::clone(log), info.last_offset)
+            .await
+            .unwrap();
+        assert_eq!(
+            log.recovery_point(),
+            info.last_offset + 1,
+            "batch ending at {} not durable",
+            info.last_offset
+        );
+        log.data_syncs() - before
+    }
+
+    #[tokio::test]
+    async fn a_single_record_batch_is_fsynced_before_it_is_acknowledged() {
+        let (_dir, log) = open(LogConfig::default());
+        let flusher = Flusher::spawn();
+        // Open sets the recovery point to the log end, 0: the first batch ends exactly there.
+        assert_eq!(
+            produce_durably(&flusher, &log, 1).await,
+            1,
+            "first batch of a new log"
+        );
+        // Right after an fsync the recovery point equals the next batch's only offset.
+        assert_eq!(
+            produce_durably(&flusher, &log, 1).await,
+            1,
+            "one record after an fsync"
+        );
+        assert_eq!(produce_durably(&flusher, &log, 3).await, 1, "several records");
+        // Asking again for what is durable costs nothing.
+        let syncs = log.data_syncs();
+        flusher.flush_through(Arc::clone(&log), 4).await.unwrap();
+        assert_eq!(log.data_syncs(), syncs);
+    }
+
+    #[tokio::test]
+    async fn the_first_batch_after_a_reopen_is_fsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t-0");
+        {
+            let log = PartitionLog::open(&path, LogConfig::default()).unwrap();
+            log.append(&batch(2), 0).unwrap();
+        }
+        let log = Arc::new(PartitionLog::open(&path, LogConfig::default()).unwrap());
+        assert_eq!(log.recovery_point(), 2);
+        assert_eq!(produce_durably(&Flusher::spawn(), &log, 1).await, 1);
+    }
+
+    #[tokio::test]
+    async fn the_first_batch_after_a_roll_is_fsynced() {
+        let config = LogConfig {
+            segment_bytes: 1,
+            ..LogConfig::default()
+        };
+        let (_dir, log) = open(config);
+        let flusher = Flusher::spawn();
+        produce_durably(&flusher, &log, 1).await;
+        // This append rolls: the roll syncs the old segment and moves the recovery point to
+        // the new segment's base offset, which is the new batch's only offset.
+        let syncs = produce_durably(&flusher, &log, 1).await;
+        assert_eq!(log.recovery_point(), 2);
+        assert_eq!(
+            syncs, 2,
+            "the roll's fsync of the old segment, then the new batch's"
+        );
     }
 
     #[tokio::test]
@@ -134,20 +217,54 @@ mod tests {
         for _ in 0..200 {
             let (flusher, log) = (flusher.clone(), Arc::clone(&log));
             tasks.push(tokio::spawn(async move {
-                let info = log.append(&batch(2), 0).unwrap();
-                flusher.flush(log, info.last_offset + 1).await
+                let info = log.append(&batch(1), 0).unwrap();
+                flusher.flush_through(log, info.last_offset).await
             }));
         }
         for t in tasks {
             t.await.unwrap().unwrap();
         }
-        assert_eq!(log.recovery_point(), 400);
+        assert_eq!(log.recovery_point(), 200);
         let rounds = flusher.rounds();
         // On one thread all 200 requests queue before the flusher runs: one shared fsync.
         assert!((1..=2).contains(&rounds), "{rounds} rounds for 200 flushes");
+        assert!(
+            (1..=2).contains(&log.data_syncs()),
+            "{} fsyncs for 200 flushes",
+            log.data_syncs()
+        );
         // Already durable: answered without a round.
-        flusher.flush(Arc::clone(&log), 400).await.unwrap();
+        flusher.flush_through(Arc::clone(&log), 199).await.unwrap();
         assert_eq!(flusher.rounds(), rounds);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_produces_on_threads_share_fsyncs() {
+        let (_dir, log) = log_with(0);
+        let flusher = Flusher::spawn();
+        let tasks: Vec<_> = (0..400)
+            .map(|_| {
+                let (flusher, log) = (flusher.clone(), Arc::clone(&log));
+                tokio::spawn(async move {
+                    let info = log.append(&batch(1), 0).unwrap();
+                    flusher
+                        .flush_through(Arc::clone(&log), info.last_offset)
+                        .await
+                        .unwrap();
+                    assert!(log.recovery_point() > info.last_offset);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(log.recovery_point(), 400);
+        // Group commit: a round's fsync covers every append made before it started.
+        assert!(
+            log.data_syncs() < 400,
+            "{} fsyncs for 400 produces",
+            log.data_syncs()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +274,10 @@ mod tests {
         let flusher = Flusher::spawn();
         a.append(&batch(1), 0).unwrap();
         b.append(&batch(1), 0).unwrap();
-        let (ra, rb) = tokio::join!(flusher.flush(Arc::clone(&a), 4), flusher.flush(Arc::clone(&b), 6));
+        let (ra, rb) = tokio::join!(
+            flusher.flush_through(Arc::clone(&a), 3),
+            flusher.flush_through(Arc::clone(&b), 5)
+        );
         ra.unwrap();
         rb.unwrap();
         assert_eq!((a.recovery_point(), b.recovery_point()), (4, 6));
@@ -170,7 +290,7 @@ mod tests {
         log.delete().unwrap();
         let flusher = Flusher::spawn();
         let waits: Vec<_> = (0..5)
-            .map(|_| tokio::spawn(flusher.clone().flush_owned(Arc::clone(&log), 1)))
+            .map(|_| tokio::spawn(flusher.clone().flush_through_owned(Arc::clone(&log), 0)))
             .collect();
         for w in waits {
             assert!(matches!(w.await.unwrap(), Err(LogError::Closed(_))));

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -67,6 +67,9 @@ pub struct PartitionLog {
     /// Every offset below this is on stable storage.
     recovery_point: AtomicI64,
     deleted: AtomicBool,
+    /// fsyncs of segment data made to advance the recovery point (flushes and rolls), so tests
+    /// can prove an acknowledgement was preceded by one.
+    data_syncs: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -243,6 +246,7 @@ impl PartitionLog {
             log_start_offset: AtomicI64::new(log_start),
             recovery_point: AtomicI64::new(log_end),
             deleted: AtomicBool::new(false),
+            data_syncs: AtomicU64::new(0),
         };
         // Records were deleted up to an offset the log no longer reaches (a crash lost
         // unflushed acks=1 data above it): start over empty there, as Kafka's loader does, so
@@ -282,6 +286,11 @@ impl PartitionLog {
     /// Offsets below this are durable.
     pub fn recovery_point(&self) -> i64 {
         self.recovery_point.load(Ordering::Acquire)
+    }
+
+    /// How many fsyncs of segment data advanced the recovery point since open.
+    pub fn data_syncs(&self) -> u64 {
+        self.data_syncs.load(Ordering::Relaxed)
     }
 
     fn check_open(&self) -> Result<(), LogError> {
@@ -361,6 +370,7 @@ impl PartitionLog {
     /// Seals the active segment (durably, so recovery can trust it) and starts a new one.
     fn roll(&self, writer: &mut Writer, base_offset: i64) -> Result<(), LogError> {
         writer.active.flush()?;
+        self.data_syncs.fetch_add(1, Ordering::Relaxed);
         let segment = Arc::new(LogSegment::create(&self.dir, base_offset)?);
         sync_dir(&self.dir)?;
         write(&self.segments).insert(base_offset, Arc::clone(&segment));
@@ -503,6 +513,7 @@ impl PartitionLog {
             return Ok(());
         }
         file.sync_data()?;
+        self.data_syncs.fetch_add(1, Ordering::Relaxed);
         self.recovery_point.fetch_max(log_end, Ordering::AcqRel);
         Ok(())
     }
