@@ -4,16 +4,16 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use std::collections::BTreeMap;
-
+use crate::config::alter::Alteration;
 use crate::config::dynamic::{self, DynamicLayers};
+use crate::config::group::{ConsumerGroupConfig, GroupCoordinatorConfig};
 use crate::config::{Config, DynamicBrokerConfig, Level};
+use crate::connection_limit::ConnectionLimit;
 use crate::error::BrokerError;
-use crate::group::{ConsumerGroupConfig, GroupCoordinator, GroupCoordinatorConfig};
+use crate::group::GroupCoordinator;
 use crate::log::Flusher;
 use crate::log_manager::LogManager;
 use crate::meta::{identity, ConfigEntity, MetaStore};
-use crate::server::connection_limit::ConnectionLimit;
 
 pub struct Broker {
     /// The settings the broker started with.
@@ -97,21 +97,21 @@ impl Broker {
         }))
     }
 
-    /// Changes the dynamic broker settings of one level: `change` gets the current ones and
-    /// returns the new set, which is validated, persisted, and then applied — the topics'
+    /// Changes the dynamic broker settings of one level: the alteration applied to the current
+    /// ones gives the new set, which is validated, persisted, and then applied — the topics'
     /// storage settings that inherit from it are re-derived. Changes are serialised, so
     /// concurrent alters never lose each other's values.
     pub fn alter_broker_config(
         &self,
         level: Level,
-        change: impl FnOnce(BTreeMap<String, String>) -> Result<BTreeMap<String, String>, BrokerError>,
+        alteration: &Alteration,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
         let _serial = self
             .broker_config_writes
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let values = change(self.dynamic_config.layers().level(level).clone())?;
+        let values = alteration.apply(self.dynamic_config.layers().level(level))?;
         dynamic::validate(level, &values).map_err(|e| BrokerError::InvalidRequest(e.to_string()))?;
         if validate_only {
             return Ok(());
@@ -129,18 +129,23 @@ impl Broker {
         Ok(())
     }
 
-    /// Makes what is acknowledged durable before exit.
-    pub fn close(&self) {
+    /// Makes what is acknowledged durable before exit. Tries every partition and the metadata
+    /// store even after a failure, and reports the first failure.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        let mut first_failure = None;
         for topic in self.logs.topics() {
             for log in &topic.partitions {
                 if let Err(e) = log.flush_until(log.log_end_offset()) {
                     tracing::error!(topic = %topic.name, error = %e, "flush at shutdown failed");
+                    first_failure.get_or_insert(BrokerError::Log(e));
                 }
             }
         }
         if let Err(e) = self.meta.close() {
             tracing::error!(error = %e, "metadata store flush at shutdown failed");
+            first_failure.get_or_insert(BrokerError::Meta(e));
         }
+        first_failure.map_or(Ok(()), Err)
     }
 }
 

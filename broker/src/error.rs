@@ -2,15 +2,27 @@
 
 use kafka_protocol::error::ResponseError;
 
+use crate::config::alter::AlterError;
 use crate::group::GroupError;
 use crate::log::LogError;
 use crate::meta::MetaError;
+use crate::storage_task::TaskFailed;
 
 impl From<crate::group::SetGroupConfigError> for BrokerError {
     fn from(e: crate::group::SetGroupConfigError) -> BrokerError {
         match e {
+            crate::group::SetGroupConfigError::Alter(e) => e.into(),
             crate::group::SetGroupConfigError::Invalid(e) => BrokerError::InvalidConfig(e.0),
             crate::group::SetGroupConfigError::Meta(e) => BrokerError::Meta(e),
+        }
+    }
+}
+
+impl From<AlterError> for BrokerError {
+    fn from(e: AlterError) -> BrokerError {
+        match e {
+            AlterError::InvalidRequest(m) => BrokerError::InvalidRequest(m),
+            AlterError::InvalidConfig(m) => BrokerError::InvalidConfig(m),
         }
     }
 }
@@ -53,6 +65,9 @@ pub enum BrokerError {
     Log(#[from] LogError),
     #[error(transparent)]
     Meta(#[from] MetaError),
+    /// A storage task panicked: a broker bug, answered as Kafka answers one it did not expect.
+    #[error(transparent)]
+    TaskFailed(#[from] TaskFailed),
 }
 
 impl BrokerError {
@@ -82,6 +97,7 @@ impl BrokerError {
                 _ => E::KafkaStorageError,
             },
             BrokerError::Meta(_) => E::KafkaStorageError,
+            BrokerError::TaskFailed(_) => E::UnknownServerError,
             BrokerError::Group(e) => match e {
                 GroupError::UnknownMemberId => E::UnknownMemberId,
                 GroupError::IllegalGeneration => E::IllegalGeneration,

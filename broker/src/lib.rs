@@ -1,12 +1,16 @@
 //! Keel: a Kafka-protocol-compatible broker.
 //!
-//! `server` knows framing and dispatch; `api` translates requests into calls on the services;
-//! `log` knows segments and nothing of the protocol; `meta` owns RocksDB.
+//! A strict stack of layers, each naming only its own and those below (checked by `layers.rs`):
+//! `server` (listeners, framing, the API table) -> `api` (decode, call a service, encode) ->
+//! services (`broker`, `log_manager`, `group`) -> storage (`log` knows segments and nothing of
+//! the protocol; `meta` owns RocksDB) -> `config`, `clock`, `metrics`.
 
 pub mod alloc;
 pub mod api;
 pub mod broker;
+pub mod clock;
 pub mod config;
+pub mod connection_limit;
 pub mod error;
 pub mod group;
 pub mod log;
@@ -14,3 +18,7 @@ pub mod log_manager;
 pub mod meta;
 pub mod metrics;
 pub mod server;
+pub mod storage_task;
+
+#[cfg(test)]
+mod layers;

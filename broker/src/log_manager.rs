@@ -9,11 +9,61 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use bytes::Bytes;
+
+use crate::config::alter::Alteration;
 use crate::config::topic::{effective, validate_topic_config};
 use crate::config::DynamicBrokerConfig;
 use crate::error::BrokerError;
-use crate::log::{LogConfig, PartitionLog, TimestampType};
+use crate::log::{AppendInfo, LogConfig, PartitionLog, TimestampType};
 use crate::meta::{MetaStore, TopicRecord};
+
+/// A topic a request named that does not exist, by how it was named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownTopic {
+    Name,
+    Id,
+}
+
+impl From<UnknownTopic> for BrokerError {
+    fn from(u: UnknownTopic) -> BrokerError {
+        match u {
+            UnknownTopic::Name => BrokerError::UnknownTopicOrPartition,
+            UnknownTopic::Id => BrokerError::UnknownTopicId,
+        }
+    }
+}
+
+/// Kafka refuses a keyless record in a compacted topic (compaction keeps the last record per
+/// key, so a record without one could never be compacted), and refuses its whole batch. Only
+/// compacted topics pay for this record walk.
+fn require_keys(topic: &str, partition: i32, records: &Bytes) -> Result<(), BrokerError> {
+    let mut buf = records.clone();
+    let Ok(set) = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) else {
+        // Not decodable: the log's own validation answers with the precise error.
+        return Ok(());
+    };
+    let keyless: Vec<(i32, String)> = set
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.key.is_none())
+        .map(|(i, _)| {
+            (
+                i as i32,
+                format!("Compacted topic cannot accept message without key in topic partition {topic}-{partition}."),
+            )
+        })
+        .collect();
+    if keyless.is_empty() {
+        Ok(())
+    } else {
+        Err(BrokerError::InvalidRecords(keyless))
+    }
+}
+
+/// The DeleteRecords offset that means "up to the high watermark".
+pub const DELETE_UP_TO_HIGH_WATERMARK: i64 = -1;
 
 /// Kafka's limit on topic names (so that `<name>-<partition>` directories stay under 255 bytes).
 const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -184,6 +234,42 @@ impl LogManager {
         all
     }
 
+    /// A topic as a request names it: by id from Produce and Fetch v13 on (KIP-516), by name
+    /// before. Unknown is UNKNOWN_TOPIC_ID or UNKNOWN_TOPIC_OR_PARTITION accordingly.
+    pub fn requested_topic(
+        &self,
+        name: &str,
+        id: uuid::Uuid,
+        by_id: bool,
+    ) -> Result<Arc<Topic>, UnknownTopic> {
+        if by_id {
+            self.topic_by_id(id).ok_or(UnknownTopic::Id)
+        } else {
+            self.topic(name).ok_or(UnknownTopic::Name)
+        }
+    }
+
+    /// Appends one produced batch to a partition (Kafka's ReplicaManager.appendRecords on one
+    /// node), applying the topic's rules first. Blocking: it writes the segment file.
+    pub fn append_records(
+        &self,
+        topic: &Topic,
+        partition: i32,
+        records: Option<&Bytes>,
+        now_ms: i64,
+    ) -> Result<(Arc<PartitionLog>, AppendInfo), BrokerError> {
+        let log = topic
+            .partition(partition)
+            .ok_or(BrokerError::UnknownTopicOrPartition)?;
+        let records =
+            records.ok_or_else(|| BrokerError::InvalidRequest("produce request without records".into()))?;
+        if self.is_compacted(topic) {
+            require_keys(&topic.name, partition, records)?;
+        }
+        let info = log.append(records, now_ms)?;
+        Ok((Arc::clone(log), info))
+    }
+
     pub fn partition(&self, topic: &str, partition: i32) -> Result<Arc<PartitionLog>, BrokerError> {
         self.topic(topic)
             .and_then(|t| t.partition(partition).cloned())
@@ -329,12 +415,12 @@ impl LogManager {
     pub fn alter_topic_configs(
         &self,
         name: &str,
-        change: impl FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, BrokerError>,
+        alteration: &Alteration,
         validate_only: bool,
     ) -> Result<(), BrokerError> {
         let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let topic = self.topic(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
-        let configs = change(&topic.configs)?;
+        let configs = alteration.apply(&topic.configs)?;
         for (k, v) in &configs {
             validate_topic_config(k, v).map_err(|e| BrokerError::InvalidConfig(e.0))?;
         }
@@ -350,6 +436,7 @@ impl LogManager {
         self.meta.put_topic(&updated.record())?;
         self.apply_log_config(&updated);
         self.write().insert(name.to_string(), updated);
+        tracing::info!(topic = %name, "topic configuration altered");
         Ok(())
     }
 
@@ -376,6 +463,28 @@ impl LogManager {
     /// its records, as in Kafka.
     pub fn allows_deletion(&self, topic: &Topic) -> bool {
         self.has_cleanup_policy(topic, "delete")
+    }
+
+    /// DeleteRecords on one partition (Kafka's ReplicaManager.deleteRecords): moves its log start
+    /// offset to `offset`, or to the high watermark for `DELETE_UP_TO_HIGH_WATERMARK`, and
+    /// returns the new log start. Blocking: it syncs a checkpoint and deletes segment files.
+    pub fn delete_records(&self, topic: &str, partition: i32, offset: i64) -> Result<i64, BrokerError> {
+        let topic = self.topic(topic).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        let log = topic
+            .partition(partition)
+            .ok_or(BrokerError::UnknownTopicOrPartition)?;
+        if !self.allows_deletion(&topic) {
+            return Err(BrokerError::PolicyViolation(format!(
+                "Records of partition {}-{partition} can not be deleted due to the configured policy",
+                topic.name
+            )));
+        }
+        let offset = if offset == DELETE_UP_TO_HIGH_WATERMARK {
+            log.high_watermark()
+        } else {
+            offset
+        };
+        Ok(log.delete_records_before(offset)?)
     }
 
     /// Re-derives every partition's storage settings after a broker setting changed at run time
@@ -444,12 +553,15 @@ mod tests {
             let m = manager(dir.path());
             let t = m.create_topic("t", 1, -1, BTreeMap::new()).unwrap();
             m.create_partitions("t", 3, false).unwrap();
-            m.alter_topic_configs(
-                "t",
-                |_| Ok(BTreeMap::from([("retention.ms".into(), "5".into())])),
-                false,
-            )
-            .unwrap();
+            let set_retention = Alteration {
+                kind: crate::config::alter::ResourceKind::Topic,
+                replace: true,
+                changes: vec![crate::config::alter::Change::Set(
+                    "retention.ms".into(),
+                    "5".into(),
+                )],
+            };
+            m.alter_topic_configs("t", &set_retention, false).unwrap();
             m.create_topic("gone", 1, 1, BTreeMap::new()).unwrap();
             m.delete_topic("gone").unwrap();
             t.id

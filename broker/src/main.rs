@@ -85,7 +85,7 @@ async fn serve(config: Arc<Config>) -> Result<(), String> {
             .map_err(|e| format!("cannot bind metrics.listener {addr}: {e}"))?;
         let bound = socket.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%bound, "metrics listener bound");
-        tokio::spawn(keel::metrics::serve(
+        tokio::spawn(keel::server::metrics_endpoint::serve(
             socket,
             handle,
             broker.clone(),
@@ -96,9 +96,12 @@ async fn serve(config: Arc<Config>) -> Result<(), String> {
     tokio::spawn(stop_on_signal(shutdown.clone()));
     keel::server::run(listeners, broker.clone(), shutdown).await;
     let b = broker.clone();
-    tokio::task::spawn_blocking(move || b.close())
+    // A final flush that fails means acknowledged acks=1 data may be lost: exit non-zero so a
+    // supervisor sees it.
+    keel::storage_task::run("shutdown_flush", move || b.close())
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("shutdown flush failed: {e}"))?;
     tracing::info!("keel stopped");
     Ok(())
 }

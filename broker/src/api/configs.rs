@@ -2,7 +2,7 @@
 //! configures: topics (overrides kept with the topic), the broker (KIP-226 dynamic settings, for
 //! this broker or as the cluster-wide default) and groups (KIP-848 group settings).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
@@ -13,13 +13,13 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::str_bytes;
+use super::{Reply, RequestContext};
 use crate::broker::Broker;
-use crate::config::topic::{resolve_topic_configs, topic_def, ConfigSource};
+use crate::config::alter::{Alteration, Change, ResourceKind};
+use crate::config::group::GroupConfig;
+use crate::config::topic::{resolve_topic_configs, ConfigSource};
 use crate::config::{broker_def, BrokerSource, DynamicBrokerConfig, Kind, Level, Update, BROKER_CONFIGS};
 use crate::error::BrokerError;
-use crate::group::config::{group_config_def, GroupConfig};
-use crate::server::api_table::Reply;
-use crate::server::RequestContext;
 
 /// Kafka's ConfigResource types.
 const TOPIC: i8 = 2;
@@ -297,120 +297,9 @@ fn describe_group(
     )
 }
 
-/// One requested change to a resource's settings.
-enum Change {
-    Set(String, String),
-    Delete(String),
-    Append(String, String),
-    Subtract(String, String),
-}
-
-impl Change {
-    fn name(&self) -> &str {
-        match self {
-            Change::Set(n, _) | Change::Delete(n) | Change::Append(n, _) | Change::Subtract(n, _) => n,
-        }
-    }
-}
-
-/// What `apply` needs to know of a resource's settings.
-struct Settings<'a> {
-    /// Whether a setting is a list (APPEND and SUBTRACT apply to lists only).
-    is_list: &'a dyn Fn(&str) -> bool,
-    /// The value APPEND and SUBTRACT start from when the resource does not set one.
-    default: &'a dyn Fn(&str) -> Option<String>,
-}
-
-/// Applies changes to a copy of a resource's settings, as Kafka's ConfigAdminManager does.
-/// Validating the result is the resource's business.
-fn apply(
-    mut values: BTreeMap<String, String>,
-    changes: Vec<Change>,
-    settings: &Settings<'_>,
-) -> Result<BTreeMap<String, String>, BrokerError> {
-    let mut seen = HashSet::new();
-    for change in &changes {
-        if !seen.insert(change.name().to_string()) {
-            return Err(BrokerError::InvalidRequest(format!(
-                "Error due to duplicate config keys: {}",
-                change.name()
-            )));
-        }
-    }
-    for change in changes {
-        match change {
-            Change::Set(n, v) => {
-                values.insert(n, v);
-            }
-            Change::Delete(n) => {
-                values.remove(&n);
-            }
-            Change::Append(n, v) | Change::Subtract(n, v) if !(settings.is_list)(&n) => {
-                return Err(BrokerError::InvalidConfig(format!(
-                    "Config value append/subtract is not allowed for config key {n} ({v})"
-                )));
-            }
-            Change::Append(n, v) => {
-                let mut items = current_list(&values, &n, settings);
-                for item in split_list(&v) {
-                    if !items.contains(&item) {
-                        items.push(item);
-                    }
-                }
-                values.insert(n, items.join(","));
-            }
-            Change::Subtract(n, v) => {
-                let remove = split_list(&v);
-                let items: Vec<String> = current_list(&values, &n, settings)
-                    .into_iter()
-                    .filter(|i| !remove.contains(i))
-                    .collect();
-                values.insert(n, items.join(","));
-            }
-        }
-    }
-    Ok(values)
-}
-
-/// The list APPEND and SUBTRACT start from: the resource's value, else the setting's default
-/// (as Kafka's ConfigAdminManager does), so appending `compact` to a default `delete` policy
-/// gives `delete,compact`.
-fn current_list(values: &BTreeMap<String, String>, name: &str, settings: &Settings<'_>) -> Vec<String> {
-    match values.get(name) {
-        Some(v) => split_list(v),
-        None => (settings.default)(name)
-            .map(|d| split_list(&d))
-            .unwrap_or_default(),
-    }
-}
-
-fn split_list(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|x| !x.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-const TOPIC_SETTINGS: Settings<'static> = Settings {
-    is_list: &|n| topic_def(n).is_some_and(|d| d.kind == Kind::List),
-    default: &|n| topic_def(n).map(|d| d.fixed_default.to_string()),
-};
-
-const BROKER_SETTINGS: Settings<'static> = Settings {
-    is_list: &|n| broker_def(n).is_some_and(|d| d.kind == Kind::List),
-    default: &|n| broker_def(n).and_then(|d| d.default).map(str::to_string),
-};
-
-const GROUP_SETTINGS: Settings<'static> = Settings {
-    // Every group setting is an integer.
-    is_list: &|_| false,
-    default: &|_| None,
-};
-
-/// Applies one resource's changes (or only validates them). `replace` is AlterConfigs: the
-/// given settings replace all the resource's own. Each resource kind reads, changes and stores
-/// its settings under its own lock, so concurrent alters never lose each other's changes.
+/// Applies one resource's changes (or only validates them) through the service that owns the
+/// resource; each reads, changes and stores its settings under its own lock, so concurrent
+/// alters never lose each other's changes.
 fn alter_resource(
     broker: &Broker,
     resource_type: i8,
@@ -419,58 +308,30 @@ fn alter_resource(
     changes: Vec<Change>,
     validate_only: bool,
 ) -> Result<(), BrokerError> {
-    let base = |current: BTreeMap<String, String>| if replace { BTreeMap::new() } else { current };
+    let alteration = |kind| Alteration {
+        kind,
+        replace,
+        changes,
+    };
     match resource_type {
-        TOPIC => {
-            broker.logs.alter_topic_configs(
-                name,
-                |current| {
-                    refuse_unknown(&changes, |n| topic_def(n).is_some(), "topic")?;
-                    apply(base(current.clone()), changes, &TOPIC_SETTINGS)
-                },
-                validate_only,
-            )?;
-            if !validate_only {
-                tracing::info!(topic = %name, "topic configuration altered");
-            }
-            Ok(())
-        }
+        TOPIC => broker
+            .logs
+            .alter_topic_configs(name, &alteration(ResourceKind::Topic), validate_only),
         BROKER => {
             let level = broker_level(broker, name)?;
-            broker.alter_broker_config(
-                level,
-                |current| apply(base(current), changes, &BROKER_SETTINGS),
-                validate_only,
-            )
+            broker.alter_broker_config(level, &alteration(ResourceKind::Broker), validate_only)
         }
+        GROUP if name.is_empty() => Err(BrokerError::InvalidRequest(
+            "Default group resources are not allowed.".into(),
+        )),
         GROUP => {
-            if name.is_empty() {
-                return Err(BrokerError::InvalidRequest(
-                    "Default group resources are not allowed.".into(),
-                ));
-            }
-            refuse_unknown(&changes, |n| group_config_def(n).is_some(), "group")?;
-            broker.groups.alter_group_config(
-                name,
-                |current| apply(base(current), changes, &GROUP_SETTINGS),
-                validate_only,
-            )
+            Ok(broker
+                .groups
+                .alter_group_config(name, &alteration(ResourceKind::Group), validate_only)?)
         }
         other => Err(BrokerError::InvalidRequest(format!(
             "Unknown resource type {other}"
         ))),
-    }
-}
-
-/// Topic and group settings have fixed names: an unknown one is INVALID_CONFIG, before any
-/// change is applied.
-fn refuse_unknown(changes: &[Change], known: impl Fn(&str) -> bool, kind: &str) -> Result<(), BrokerError> {
-    match changes.iter().find(|c| !known(c.name())) {
-        Some(unknown) => Err(BrokerError::InvalidConfig(format!(
-            "Unknown {kind} config name: {}",
-            unknown.name()
-        ))),
-        None => Ok(()),
     }
 }
 
@@ -610,60 +471,6 @@ pub async fn incremental_alter_configs(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn incremental_changes_merge_like_kafka() {
-        let base = BTreeMap::from([("cleanup.policy".to_string(), "delete".to_string())]);
-        let out = apply(
-            base.clone(),
-            vec![
-                Change::Append("cleanup.policy".into(), "compact".into()),
-                Change::Set("retention.ms".into(), "10".into()),
-            ],
-            &TOPIC_SETTINGS,
-        )
-        .unwrap();
-        assert_eq!(out["cleanup.policy"], "delete,compact");
-        assert_eq!(out["retention.ms"], "10");
-        let out = apply(
-            out,
-            vec![
-                Change::Subtract("cleanup.policy".into(), "delete".into()),
-                Change::Delete("retention.ms".into()),
-            ],
-            &TOPIC_SETTINGS,
-        )
-        .unwrap();
-        assert_eq!(out["cleanup.policy"], "compact");
-        assert!(!out.contains_key("retention.ms"));
-        // APPEND starts from the broker default when the level sets nothing.
-        let out = apply(
-            BTreeMap::new(),
-            vec![Change::Append("log.cleanup.policy".into(), "compact".into())],
-            &BROKER_SETTINGS,
-        )
-        .unwrap();
-        assert_eq!(out["log.cleanup.policy"], "delete,compact");
-        assert!(matches!(
-            apply(
-                BTreeMap::new(),
-                vec![Change::Append("background.threads".into(), "1".into())],
-                &BROKER_SETTINGS
-            ),
-            Err(BrokerError::InvalidConfig(_))
-        ));
-        assert!(matches!(
-            apply(
-                base,
-                vec![
-                    Change::Delete("retention.ms".into()),
-                    Change::Set("retention.ms".into(), "1".into())
-                ],
-                &TOPIC_SETTINGS
-            ),
-            Err(BrokerError::InvalidRequest(_))
-        ));
-    }
 
     #[test]
     fn a_resource_named_twice_is_refused_on_both_entries() {

@@ -11,8 +11,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::str_bytes;
-use crate::server::api_table::Reply;
-use crate::server::RequestContext;
+use super::{Reply, RequestContext};
 
 const GROUP: i8 = 0;
 

@@ -11,11 +11,11 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::*;
 
+use super::{Reply, RequestContext};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::log::LogError;
-use crate::server::api_table::Reply;
-use crate::server::RequestContext;
+use crate::storage_task;
 
 /// Kafka's FINAL_EPOCH: a sessionless full fetch.
 const FINAL_EPOCH: i32 = -1;
@@ -30,6 +30,7 @@ pub async fn handle(ctx: Arc<RequestContext>, req: FetchRequest) -> Reply<FetchR
     }
     let broker = ctx.broker.clone();
     let version = ctx.api_version;
+    let req = Arc::new(req);
     Reply::Deferred(Box::pin(async move {
         let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
         let deadline = tokio::time::Instant::now() + max_wait;
@@ -39,7 +40,18 @@ pub async fn handle(ctx: Arc<RequestContext>, req: FetchRequest) -> Reply<FetchR
             let appended = broker.appended.notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            let (response, bytes, errors) = read_once(&broker, &req, version);
+            // Reads are preads of segment files: storage work, off the async workers.
+            let read = {
+                let (broker, req) = (broker.clone(), req.clone());
+                storage_task::run("fetch", move || read_once(&broker, &req, version)).await
+            };
+            let (response, bytes, errors) = match read {
+                Ok(read) => read,
+                Err(failed) => {
+                    let code = BrokerError::from(failed).code();
+                    return FetchResponse::default().with_error_code(code);
+                }
+            };
             if bytes >= req.min_bytes.max(0) as usize || errors || tokio::time::Instant::now() >= deadline {
                 metrics::counter!(crate::metrics::FETCH_BYTES).increment(bytes as u64);
                 return response;
@@ -60,17 +72,7 @@ fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchRespons
     let mut errors = false;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
-        let topic = if version >= 13 {
-            broker
-                .logs
-                .topic_by_id(t.topic_id)
-                .ok_or(BrokerError::UnknownTopicId)
-        } else {
-            broker
-                .logs
-                .topic(t.topic.0.as_str())
-                .ok_or(BrokerError::UnknownTopicOrPartition)
-        };
+        let topic = broker.logs.requested_topic(&t.topic.0, t.topic_id, version >= 13);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let base = PartitionData::default()
@@ -78,10 +80,7 @@ fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchRespons
                 .with_preferred_read_replica(BrokerId(-1))
                 .with_aborted_transactions((req.isolation_level == READ_COMMITTED).then(Vec::new));
             let log = match &topic {
-                Err(e) => Err(match e {
-                    BrokerError::UnknownTopicId => BrokerError::UnknownTopicId,
-                    _ => BrokerError::UnknownTopicOrPartition,
-                }),
+                Err(unknown) => Err(BrokerError::from(*unknown)),
                 Ok(topic) => topic
                     .partition(p.partition)
                     .cloned()

@@ -19,12 +19,12 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::{authorized_operations, str_bytes, GROUP_OPERATIONS};
+use super::{Reply, RequestContext};
 use crate::error::BrokerError;
 use crate::group::{
     self, GroupError, JoinRequest, OffsetCommitRequest as Commit, PartitionCommit, SyncRequest,
 };
-use crate::server::api_table::Reply;
-use crate::server::RequestContext;
+use crate::storage_task;
 
 fn code(e: Option<GroupError>) -> i16 {
     e.map(|e| BrokerError::Group(e).code()).unwrap_or(0)
@@ -198,8 +198,9 @@ pub async fn offset_commit(
         api_version: version,
         partitions,
     };
-    // The commit is a synced RocksDB write: keep it off the async workers.
-    let outcome = tokio::task::spawn_blocking(move || broker.groups.commit_offsets(commit))
+    // The commit is a synced RocksDB write. A task that failed is logged by `storage_task`;
+    // the client is told to find the coordinator again and retry, never that it committed.
+    let outcome = storage_task::run("offset_commit", move || broker.groups.commit_offsets(commit))
         .await
         .unwrap_or(Err(GroupError::CoordinatorNotAvailable));
     let mut results = match &outcome {
@@ -440,19 +441,19 @@ pub async fn delete_groups(
     req: DeleteGroupsRequest,
 ) -> Reply<DeleteGroupsResponse> {
     let broker = ctx.broker.clone();
-    let results = tokio::task::spawn_blocking(move || {
-        req.groups_names
-            .into_iter()
-            .map(|id| {
-                let outcome = broker.groups.delete(id.0.as_str());
-                delete_groups_response::DeletableGroupResult::default()
-                    .with_group_id(id)
-                    .with_error_code(code(outcome.err()))
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    let mut results = Vec::with_capacity(req.groups_names.len());
+    for id in req.groups_names {
+        let (broker, group) = (broker.clone(), id.0.to_string());
+        // Deleting a group's offsets is a synced RocksDB write.
+        let outcome = storage_task::run("delete_group", move || broker.groups.delete(&group))
+            .await
+            .unwrap_or(Err(GroupError::CoordinatorNotAvailable));
+        results.push(
+            delete_groups_response::DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(code(outcome.err())),
+        );
+    }
     Reply::Ready(DeleteGroupsResponse::default().with_results(results))
 }
 

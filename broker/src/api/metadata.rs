@@ -17,10 +17,10 @@ use super::{
     authorized_operations, str_bytes, AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS, LEADER_EPOCH,
     TOPIC_OPERATIONS,
 };
+use super::{Reply, RequestContext};
 use crate::error::BrokerError;
 use crate::log_manager::{validate_topic_name, Topic};
-use crate::server::api_table::Reply;
-use crate::server::RequestContext;
+use crate::storage_task;
 
 fn partitions(topic: &Topic, node: i32, version: i16) -> Vec<MetadataResponsePartition> {
     (0..topic.partitions.len() as i32)
@@ -83,7 +83,7 @@ pub async fn handle(ctx: Arc<RequestContext>, req: MetadataRequest) -> Reply<Met
                     let name = name.0.to_string();
                     match broker.logs.topic(&name) {
                         Some(t) => topic_entry(&t, node, ctx.api_version),
-                        None => lookup_or_create(&ctx, name, auto_create),
+                        None => lookup_or_create(&ctx, name, auto_create).await,
                     }
                 }
                 None => match broker.logs.topic_by_id(requested.topic_id) {
@@ -121,7 +121,7 @@ pub async fn handle(ctx: Arc<RequestContext>, req: MetadataRequest) -> Reply<Met
     )
 }
 
-fn lookup_or_create(ctx: &RequestContext, name: String, auto_create: bool) -> MetadataResponseTopic {
+async fn lookup_or_create(ctx: &RequestContext, name: String, auto_create: bool) -> MetadataResponseTopic {
     let node = ctx.broker.node_id;
     if let Err(e) = validate_topic_name(&name) {
         return error_entry(Some(name), uuid::Uuid::nil(), e.kafka());
@@ -133,7 +133,13 @@ fn lookup_or_create(ctx: &RequestContext, name: String, auto_create: bool) -> Me
             ResponseError::UnknownTopicOrPartition,
         );
     }
-    match ctx.broker.logs.create_topic(&name, -1, -1, Default::default()) {
+    // Creating partition directories and the metadata record is storage work.
+    let (broker, topic) = (ctx.broker.clone(), name.clone());
+    let created = storage_task::try_run("auto_create_topic", move || {
+        broker.logs.create_topic(&topic, -1, -1, Default::default())
+    })
+    .await;
+    match created {
         Ok(t) => topic_entry(&t, node, ctx.api_version),
         // Another client created it meanwhile.
         Err(BrokerError::TopicAlreadyExists(_)) => match ctx.broker.logs.topic(&name) {

@@ -1,7 +1,6 @@
 //! One module per Kafka API family. A handler translates a request into calls on the broker's
 //! services and builds the response; the logic lives in the services.
 
-pub mod api_versions;
 pub mod configs;
 pub mod consumer_group;
 pub mod coordinator;
@@ -11,7 +10,10 @@ pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+mod request;
 pub mod topics;
+
+pub use request::{BoxFuture, Endpoint, Reply, RequestContext};
 
 use kafka_protocol::protocol::StrBytes;
 

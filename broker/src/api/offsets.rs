@@ -10,13 +10,11 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::*;
-use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
 
-use super::LEADER_EPOCH;
+use super::{Reply, RequestContext, LEADER_EPOCH};
 use crate::error::BrokerError;
-use crate::log::PartitionLog;
-use crate::server::api_table::Reply;
-use crate::server::RequestContext;
+use crate::log::OffsetSpec;
+use crate::storage_task;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -25,140 +23,66 @@ const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
 
 pub async fn list_offsets(ctx: Arc<RequestContext>, req: ListOffsetsRequest) -> Reply<ListOffsetsResponse> {
-    let broker = ctx.broker.clone();
     // leader_epoch exists from v4; older versions must leave it at its default.
     let version = ctx.api_version;
     let epoch = move |e: i32| if version >= 4 { e } else { -1 };
-    let topics = tokio::task::spawn_blocking(move || {
-        req.topics
-            .into_iter()
-            .map(|t| {
-                let topic = broker.logs.topic(t.name.0.as_str());
-                let partitions = t
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let r =
-                            ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-                        let log = topic.as_ref().and_then(|t| t.partition(p.partition_index));
-                        let Some(log) = log else {
-                            return r
-                                .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                                .with_offset(-1)
-                                .with_timestamp(-1);
-                        };
-                        if p.current_leader_epoch > LEADER_EPOCH {
-                            return r
-                                .with_error_code(ResponseError::UnknownLeaderEpoch.code())
-                                .with_offset(-1)
-                                .with_timestamp(-1);
-                        }
-                        match lookup(log, p.timestamp) {
-                            Ok(Some((offset, timestamp))) => r
-                                .with_offset(offset)
-                                .with_timestamp(timestamp)
-                                .with_leader_epoch(epoch(LEADER_EPOCH)),
-                            Ok(None) => r.with_offset(-1).with_timestamp(-1).with_leader_epoch(-1),
-                            Err(e) => {
-                                tracing::error!(error = %e, "ListOffsets lookup failed");
-                                r.with_error_code(e.code()).with_offset(-1).with_timestamp(-1)
-                            }
-                        }
-                    })
-                    .collect();
-                ListOffsetsTopicResponse::default()
-                    .with_name(t.name)
-                    .with_partitions(partitions)
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = ctx.broker.logs.topic(t.name.0.as_str());
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let r = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_offset(-1)
+                .with_timestamp(-1);
+            let Some(log) = topic.as_ref().and_then(|t| t.partition(p.partition_index)) else {
+                partitions.push(r.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                continue;
+            };
+            if p.current_leader_epoch > LEADER_EPOCH {
+                partitions.push(r.with_error_code(ResponseError::UnknownLeaderEpoch.code()));
+                continue;
+            }
+            let Some(spec) = offset_spec(p.timestamp) else {
+                partitions.push(r.with_error_code(ResponseError::InvalidRequest.code()));
+                continue;
+            };
+            let log = Arc::clone(log);
+            let found = storage_task::try_run("list_offsets", move || {
+                Ok::<_, BrokerError>(log.fetch_offset_by_timestamp(spec)?)
             })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+            .await;
+            partitions.push(match found {
+                Ok(Some(found)) => r
+                    .with_offset(found.offset)
+                    .with_timestamp(found.timestamp)
+                    .with_leader_epoch(epoch(LEADER_EPOCH)),
+                Ok(None) => r.with_leader_epoch(-1),
+                Err(e) => {
+                    tracing::error!(error = %e, "ListOffsets lookup failed");
+                    r.with_error_code(e.code())
+                }
+            });
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
     Reply::Ready(ListOffsetsResponse::default().with_topics(topics))
 }
 
-/// Kafka's answer for each special timestamp, or the first record at or after `timestamp`.
-/// Without transactions the last stable offset equals the high watermark, so both isolation
-/// levels get the same latest offset.
-fn lookup(log: &PartitionLog, timestamp: i64) -> Result<Option<(i64, i64)>, BrokerError> {
-    Ok(match timestamp {
-        LATEST => Some((log.high_watermark(), -1)),
-        EARLIEST | EARLIEST_LOCAL => Some((log.log_start_offset(), -1)),
-        // No tiered storage: nothing is tiered.
-        LATEST_TIERED => None,
-        MAX_TIMESTAMP => match log.max_timestamp() {
-            Some((offset, ts)) => Some(match refine(log, offset, ts, |t| t == ts)? {
-                Refined::Record(found) => found,
-                Refined::NoLiveMatch | Refined::Unreadable => (offset.max(log.log_start_offset()), ts),
-            }),
-            None => None,
-        },
-        ts if ts >= 0 => {
-            let mut from = log.log_start_offset();
-            loop {
-                let Some(batch) = log.offset_for_timestamp(ts, from)? else {
-                    break None;
-                };
-                match refine(log, batch.base_offset, batch.max_timestamp, |t| t >= ts)? {
-                    Refined::Record(found) => break Some(found),
-                    // Only records DeleteRecords removed qualified: search on from the next
-                    // batch, as Kafka's LogSegment.findOffsetByTimestamp does.
-                    Refined::NoLiveMatch => from = batch.last_offset + 1,
-                    Refined::Unreadable => {
-                        break Some((batch.base_offset.max(log.log_start_offset()), batch.max_timestamp))
-                    }
-                }
-            }
-        }
-        _ => {
-            return Err(BrokerError::InvalidRequest(format!(
-                "invalid timestamp {timestamp}"
-            )))
-        }
-    })
-}
-
-/// What decoding a batch found by timestamp gave.
-enum Refined {
-    /// The first live record that qualifies, as (offset, timestamp).
-    Record((i64, i64)),
-    /// No record at or after the log start qualifies (only deleted ones did).
-    NoLiveMatch,
-    /// The batch could not be read back (a DeleteRecords ran meanwhile, or it does not decode):
-    /// the batch-level answer stands.
-    Unreadable,
-}
-
-/// The log indexes batches; Kafka answers with the exact record. This decodes the one batch
-/// holding `offset` (ListOffsets is not on the hot path) and finds its first live record whose
-/// timestamp satisfies `wanted`.
-fn refine(
-    log: &PartitionLog,
-    offset: i64,
-    batch_timestamp: i64,
-    wanted: impl Fn(i64) -> bool,
-) -> Result<Refined, BrokerError> {
-    // Records deleted by DeleteRecords may share the batch; they are not answers.
-    let log_start = log.log_start_offset();
-    let read = match log.read(offset.max(log_start), 1, true) {
-        Ok(read) => read,
-        Err(crate::log::LogError::OffsetOutOfRange { .. }) => return Ok(Refined::Unreadable),
-        Err(e) => return Err(e.into()),
-    };
-    let mut bytes = read.records;
-    let Ok(set) = RecordBatchDecoder::decode(&mut bytes) else {
-        return Ok(Refined::Unreadable);
-    };
-    // With LogAppendTime every record carries the batch's timestamp, whatever its delta says.
-    let mut live = set.records.iter().filter(|r| r.offset >= log_start).peekable();
-    if let Some(first) = live.peek() {
-        if first.timestamp_type == TimestampType::LogAppend {
-            return Ok(Refined::Record((first.offset, batch_timestamp)));
-        }
+/// Kafka's special ListOffsets timestamps, or a record timestamp; anything else is invalid.
+fn offset_spec(timestamp: i64) -> Option<OffsetSpec> {
+    match timestamp {
+        LATEST => Some(OffsetSpec::Latest),
+        EARLIEST | EARLIEST_LOCAL => Some(OffsetSpec::Earliest),
+        MAX_TIMESTAMP => Some(OffsetSpec::MaxTimestamp),
+        LATEST_TIERED => Some(OffsetSpec::LatestTiered),
+        ts if ts >= 0 => Some(OffsetSpec::Timestamp(ts)),
+        _ => None,
     }
-    Ok(live
-        .find(|r| wanted(r.timestamp))
-        .map_or(Refined::NoLiveMatch, |r| Refined::Record((r.offset, r.timestamp))))
 }
 
 pub async fn offset_for_leader_epoch(

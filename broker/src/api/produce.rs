@@ -4,96 +4,89 @@
 //! record is decoded here.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::*;
 
-use super::str_bytes;
+use super::{str_bytes, Reply, RequestContext};
+use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::log::{AppendInfo, LogError, PartitionLog};
-use crate::server::api_table::Reply;
-use crate::server::RequestContext;
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::log_manager::{Topic, UnknownTopic};
+use crate::storage_task;
 
 /// One partition's outcome, kept until the response is built (after the fsync for acks=-1).
 struct Appended {
     topic: usize,
     index: i32,
+    /// Bytes appended (0 when refused).
+    bytes: usize,
     outcome: Result<(Arc<PartitionLog>, AppendInfo), BrokerError>,
+}
+
+/// One partition's batch, as the request gave it.
+struct Batch {
+    topic: usize,
+    index: i32,
+    records: Option<bytes::Bytes>,
 }
 
 pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<ProduceResponse> {
     let broker = ctx.broker.clone();
     let version = ctx.api_version;
     let acks = req.acks;
-    let now = now_ms();
     let mut topics: Vec<(TopicName, uuid::Uuid)> = Vec::with_capacity(req.topic_data.len());
-    let mut results: Vec<Appended> = Vec::new();
-    let mut appended = 0usize;
+    let mut resolved = Vec::with_capacity(req.topic_data.len());
+    let mut batches = Vec::new();
     for data in req.topic_data {
-        let position = topics.len();
         // v13 names topics by id (KIP-516); earlier versions by name.
-        let topic = if version >= 13 {
+        resolved.push(
             broker
                 .logs
-                .topic_by_id(data.topic_id)
-                .ok_or(BrokerError::UnknownTopicId)
-        } else {
-            broker
-                .logs
-                .topic(data.name.0.as_str())
-                .ok_or(BrokerError::UnknownTopicOrPartition)
-        };
-        topics.push((data.name.clone(), data.topic_id));
+                .requested_topic(&data.name.0, data.topic_id, version >= 13),
+        );
         for partition in data.partition_data {
-            let outcome = if !(-1..=1).contains(&acks) {
-                Err(BrokerError::InvalidRequiredAcks(format!(
-                    "acks must be -1, 0 or 1, not {acks}"
-                )))
-            } else {
-                match &topic {
-                    Err(e) => Err(match e {
-                        BrokerError::UnknownTopicId => BrokerError::UnknownTopicId,
-                        _ => BrokerError::UnknownTopicOrPartition,
-                    }),
-                    Ok(t) => {
-                        let keys = if broker.logs.is_compacted(t) {
-                            require_keys(&data.name.0, partition.index, partition.records.as_ref())
-                        } else {
-                            Ok(())
-                        };
-                        keys.and_then(|()| {
-                            append(
-                                t.partition(partition.index).cloned(),
-                                partition.records.as_deref(),
-                                now,
-                            )
-                        })
-                    }
-                }
-            };
-            if outcome.is_ok() {
-                appended += partition.records.as_ref().map_or(0, |r| r.len());
-            }
-            if let Err(e) = &outcome {
-                tracing::debug!(topic = %data.name.0.as_str(), partition = partition.index, error = %e, "produce refused");
-            }
-            results.push(Appended {
-                topic: position,
+            batches.push(Batch {
+                topic: topics.len(),
                 index: partition.index,
-                outcome,
+                records: partition.records,
             });
         }
+        topics.push((data.name, data.topic_id));
     }
+    let mut results = if !(-1..=1).contains(&acks) {
+        batches
+            .iter()
+            .map(|b| Appended {
+                topic: b.topic,
+                index: b.index,
+                bytes: 0,
+                outcome: Err(BrokerError::InvalidRequiredAcks(format!(
+                    "acks must be -1, 0 or 1, not {acks}"
+                ))),
+            })
+            .collect()
+    } else {
+        // One storage task appends every partition of the request: the connection waits for it
+        // before reading its next request, so pipelined produces land in the order sent.
+        let logs = broker.clone();
+        let partitions: Vec<(usize, i32)> = batches.iter().map(|b| (b.topic, b.index)).collect();
+        match storage_task::run("produce", move || append_all(&logs, &resolved, batches)).await {
+            Ok(results) => results,
+            Err(failed) => partitions
+                .into_iter()
+                .map(|(topic, index)| Appended {
+                    topic,
+                    index,
+                    bytes: 0,
+                    outcome: Err(failed.clone().into()),
+                })
+                .collect(),
+        }
+    };
+    let appended: usize = results.iter().map(|r| r.bytes).sum();
     if appended > 0 {
         broker.appended.notify_waiters();
         metrics::counter!(crate::metrics::PRODUCE_BYTES).increment(appended as u64);
@@ -135,42 +128,36 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
     Reply::Ready(response(topics, results, version))
 }
 
-/// Kafka refuses a keyless record in a compacted topic (compaction keeps the last record per
-/// key, so a record without one could never be compacted), and refuses its whole batch. Only
-/// compacted topics pay for this record walk.
-fn require_keys(topic: &str, partition: i32, records: Option<&bytes::Bytes>) -> Result<(), BrokerError> {
-    let Some(records) = records else { return Ok(()) };
-    let mut buf = records.clone();
-    let Ok(set) = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) else {
-        // Not decodable: the log's own validation answers with the precise error.
-        return Ok(());
-    };
-    let keyless: Vec<(i32, String)> = set
-        .records
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.key.is_none())
-        .map(|(i, _)| {
-            (i as i32, format!("Compacted topic cannot accept message without key in topic partition {topic}-{partition}."))
+fn append_all(
+    broker: &Broker,
+    topics: &[Result<Arc<Topic>, UnknownTopic>],
+    batches: Vec<Batch>,
+) -> Vec<Appended> {
+    let now = crate::clock::now_ms();
+    batches
+        .into_iter()
+        .map(|b| {
+            let outcome = match &topics[b.topic] {
+                Err(unknown) => Err(BrokerError::from(*unknown)),
+                Ok(topic) => broker
+                    .logs
+                    .append_records(topic, b.index, b.records.as_ref(), now),
+            };
+            if let Err(e) = &outcome {
+                tracing::debug!(partition = b.index, error = %e, "produce refused");
+            }
+            Appended {
+                topic: b.topic,
+                index: b.index,
+                bytes: if outcome.is_ok() {
+                    b.records.as_ref().map_or(0, |r| r.len())
+                } else {
+                    0
+                },
+                outcome,
+            }
         })
-        .collect();
-    if keyless.is_empty() {
-        Ok(())
-    } else {
-        Err(BrokerError::InvalidRecords(keyless))
-    }
-}
-
-fn append(
-    log: Option<Arc<PartitionLog>>,
-    records: Option<&[u8]>,
-    now: i64,
-) -> Result<(Arc<PartitionLog>, AppendInfo), BrokerError> {
-    let log = log.ok_or(BrokerError::UnknownTopicOrPartition)?;
-    let records =
-        records.ok_or_else(|| BrokerError::InvalidRequest("produce request without records".into()))?;
-    let info = log.append(records, now)?;
-    Ok((log, info))
+        .collect()
 }
 
 fn response(topics: Vec<(TopicName, uuid::Uuid)>, results: Vec<Appended>, version: i16) -> ProduceResponse {

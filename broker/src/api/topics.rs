@@ -10,16 +10,16 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::*;
 
 use super::str_bytes;
+use super::{Reply, RequestContext};
 use crate::broker::Broker;
 use crate::config::topic::resolve_topic_configs;
 use crate::error::BrokerError;
-use crate::server::api_table::Reply;
-use crate::server::RequestContext;
+use crate::storage_task;
 
-fn count_names<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
+fn count_names<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for n in names {
-        *counts.entry(n).or_insert(0) += 1;
+        *counts.entry(n.to_string()).or_insert(0) += 1;
     }
     counts
 }
@@ -28,28 +28,23 @@ pub async fn create_topics(
     ctx: Arc<RequestContext>,
     req: CreateTopicsRequest,
 ) -> Reply<CreateTopicsResponse> {
-    let broker = ctx.broker.clone();
     let version = ctx.api_version;
-    // Creating partition directories touches the disk: keep it off the async workers.
-    let topics = tokio::task::spawn_blocking(move || {
-        let counts = count_names(req.topics.iter().map(|t| t.name.0.as_str()));
-        req.topics
-            .iter()
-            .map(|t| {
-                let name = t.name.0.to_string();
-                let outcome = if counts[name.as_str()] > 1 {
-                    Err(BrokerError::InvalidRequest(format!(
-                        "Create topics request from client contains duplicate topic name {name}"
-                    )))
-                } else {
-                    create_one(&broker, t, req.validate_only)
-                };
-                topic_result(&broker, name, outcome, version)
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    let validate_only = req.validate_only;
+    let counts = count_names(req.topics.iter().map(|t| t.name.0.as_str()));
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let outcome = if counts[&name] > 1 {
+            Err(BrokerError::InvalidRequest(format!(
+                "Create topics request from client contains duplicate topic name {name}"
+            )))
+        } else {
+            let broker = ctx.broker.clone();
+            // Creating partition directories touches the disk.
+            storage_task::try_run("create_topic", move || create_one(&broker, &t, validate_only)).await
+        };
+        topics.push(topic_result(&ctx.broker, name, outcome, version));
+    }
     Reply::Ready(CreateTopicsResponse::default().with_topics(topics))
 }
 
@@ -177,40 +172,46 @@ pub async fn delete_topics(
             .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
             .collect()
     };
-    let responses = tokio::task::spawn_blocking(move || {
-        targets
-            .into_iter()
-            .map(|(name, id)| {
-                let resolved = match (&name, id.is_nil()) {
-                    (Some(_), false) => Err(BrokerError::InvalidRequest(
-                        "Topic name and topic id cannot both be set".into(),
-                    )),
-                    (Some(n), true) => broker.logs.topic(n).ok_or(BrokerError::UnknownTopicOrPartition),
-                    (None, false) => broker.logs.topic_by_id(id).ok_or(BrokerError::UnknownTopicId),
-                    (None, true) => Err(BrokerError::InvalidRequest(
-                        "Neither topic name nor id was given".into(),
-                    )),
-                };
-                let outcome =
-                    resolved.and_then(|t| broker.logs.delete_topic(&t.name).map(|id| (t.name.clone(), id)));
-                let result = DeletableTopicResult::default();
-                // Topic ids exist from v6, error messages from v5.
-                let id_if = |id: uuid::Uuid| if version >= 6 { id } else { uuid::Uuid::nil() };
-                match outcome {
-                    Ok((n, id)) => result
-                        .with_name(Some(TopicName(str_bytes(n))))
-                        .with_topic_id(id_if(id)),
-                    Err(e) => result
-                        .with_name(name.map(|n| TopicName(str_bytes(n))))
-                        .with_topic_id(id_if(id))
-                        .with_error_code(e.code())
-                        .with_error_message(e.message().filter(|_| version >= 5).map(str_bytes)),
-                }
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        let resolved = match (&name, id.is_nil()) {
+            (Some(_), false) => Err(BrokerError::InvalidRequest(
+                "Topic name and topic id cannot both be set".into(),
+            )),
+            (Some(n), true) => broker.logs.topic(n).ok_or(BrokerError::UnknownTopicOrPartition),
+            (None, false) => broker.logs.topic_by_id(id).ok_or(BrokerError::UnknownTopicId),
+            (None, true) => Err(BrokerError::InvalidRequest(
+                "Neither topic name nor id was given".into(),
+            )),
+        };
+        let outcome = match resolved {
+            Ok(topic) => {
+                let broker = broker.clone();
+                // Deleting partition directories touches the disk.
+                storage_task::try_run("delete_topic", move || {
+                    broker
+                        .logs
+                        .delete_topic(&topic.name)
+                        .map(|id| (topic.name.clone(), id))
+                })
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let result = DeletableTopicResult::default();
+        // Topic ids exist from v6, error messages from v5.
+        let id_if = |id: uuid::Uuid| if version >= 6 { id } else { uuid::Uuid::nil() };
+        responses.push(match outcome {
+            Ok((n, id)) => result
+                .with_name(Some(TopicName(str_bytes(n))))
+                .with_topic_id(id_if(id)),
+            Err(e) => result
+                .with_name(name.map(|n| TopicName(str_bytes(n))))
+                .with_topic_id(id_if(id))
+                .with_error_code(e.code())
+                .with_error_message(e.message().filter(|_| version >= 5).map(str_bytes)),
+        });
+    }
     Reply::Ready(DeleteTopicsResponse::default().with_responses(responses))
 }
 
@@ -219,31 +220,28 @@ pub async fn create_partitions(
     req: CreatePartitionsRequest,
 ) -> Reply<CreatePartitionsResponse> {
     let broker = ctx.broker.clone();
-    let results = tokio::task::spawn_blocking(move || {
-        let counts = count_names(req.topics.iter().map(|t| t.name.0.as_str()));
-        req.topics
-            .iter()
-            .map(|t| {
-                let name = t.name.0.to_string();
-                let outcome = if counts[name.as_str()] > 1 {
-                    Err(BrokerError::InvalidRequest(format!(
-                        "Duplicate topic {name} in the request"
-                    )))
-                } else {
-                    grow(&broker, t, req.validate_only)
-                };
-                let result = CreatePartitionsTopicResult::default().with_name(TopicName(str_bytes(name)));
-                match outcome {
-                    Ok(()) => result,
-                    Err(e) => result
-                        .with_error_code(e.code())
-                        .with_error_message(e.message().map(str_bytes)),
-                }
-            })
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    let validate_only = req.validate_only;
+    let counts = count_names(req.topics.iter().map(|t| t.name.0.as_str()));
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.to_string();
+        let outcome = if counts[&name] > 1 {
+            Err(BrokerError::InvalidRequest(format!(
+                "Duplicate topic {name} in the request"
+            )))
+        } else {
+            let broker = broker.clone();
+            // New partitions are new directories.
+            storage_task::try_run("create_partitions", move || grow(&broker, &t, validate_only)).await
+        };
+        let result = CreatePartitionsTopicResult::default().with_name(TopicName(str_bytes(name)));
+        results.push(match outcome {
+            Ok(()) => result,
+            Err(e) => result
+                .with_error_code(e.code())
+                .with_error_message(e.message().map(str_bytes)),
+        });
+    }
     Reply::Ready(CreatePartitionsResponse::default().with_results(results))
 }
 

@@ -3,8 +3,8 @@
 use std::fmt::Write;
 
 use super::defs::{Update, BROKER_CONFIGS};
+use super::group::GROUP_CONFIGS;
 use super::topic::TOPIC_CONFIGS;
-use crate::group::config::GROUP_CONFIGS;
 
 pub fn markdown() -> String {
     let mut out = String::from(

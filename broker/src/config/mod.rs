@@ -2,9 +2,11 @@
 //! file, `KAFKA_*` environment variables (the apache/kafka image's convention), then
 //! `--override key=value` flags.
 
+pub mod alter;
 pub mod defs;
 pub mod docs;
 pub mod dynamic;
+pub mod group;
 mod listeners;
 mod properties;
 pub mod topic;

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::classic::{ClassicGroup, GroupState, Member};
-use super::{new_member_id, unix_ms, GroupCoordinator, GroupError, State};
+use super::{new_member_id, GroupCoordinator, GroupError, State};
+use crate::clock::now_ms;
 use crate::meta::{GroupRecord, MemberRecord};
 
 /// A JoinGroup as the coordinator sees it.
@@ -130,7 +131,7 @@ impl GroupCoordinator {
             }
             state.groups.insert(
                 req.group_id.clone(),
-                ClassicGroup::new(req.group_id.clone(), unix_ms()),
+                ClassicGroup::new(req.group_id.clone(), now_ms()),
             );
         }
         let group = state.groups.get_mut(&req.group_id).ok_or(())?;
@@ -384,7 +385,7 @@ impl GroupCoordinator {
             group.state = GroupState::Empty;
             group.protocol_name = None;
             group.leader = None;
-            group.empty_since_ms = Some(unix_ms());
+            group.empty_since_ms = Some(now_ms());
             self.persist(group);
             tracing::info!(group = %group.id, generation = group.generation, "group is empty");
             return;
@@ -656,7 +657,7 @@ fn record(group: &ClassicGroup) -> GroupRecord {
 /// A group as the store recorded it: Stable with its members (who keep their assignment if
 /// they heartbeat before their session timeout), or Empty.
 pub(super) fn restore(r: GroupRecord, now: Instant) -> ClassicGroup {
-    let mut g = ClassicGroup::new(r.group_id, unix_ms());
+    let mut g = ClassicGroup::new(r.group_id, now_ms());
     g.generation = r.generation;
     g.protocol_type = (!r.protocol_type.is_empty()).then_some(r.protocol_type);
     if r.members.is_empty() {

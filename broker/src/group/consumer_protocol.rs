@@ -13,38 +13,9 @@ use super::consumer::{
     LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
 };
 use super::regex::TopicRegex;
-use super::{unix_ms, GroupCoordinator, GroupError, State};
+use super::{GroupCoordinator, GroupError, State};
+use crate::clock::now_ms;
 use crate::meta::{ConsumerGroupRecord, ConsumerMemberRecord, TopicIdPartitions};
-
-/// KIP-848 settings (Kafka's `group.consumer.*` broker keys).
-#[derive(Debug, Clone)]
-pub struct ConsumerGroupConfig {
-    pub session_timeout_ms: i32,
-    pub heartbeat_interval_ms: i32,
-    /// Bounds of a group's own consumer.session.timeout.ms and consumer.heartbeat.interval.ms.
-    pub min_session_timeout_ms: i32,
-    pub max_session_timeout_ms: i32,
-    pub min_heartbeat_interval_ms: i32,
-    pub max_heartbeat_interval_ms: i32,
-    /// Server-side assignors offered, the first being the default.
-    pub assignors: Vec<String>,
-    pub max_size: usize,
-}
-
-impl Default for ConsumerGroupConfig {
-    fn default() -> Self {
-        ConsumerGroupConfig {
-            session_timeout_ms: 45_000,
-            heartbeat_interval_ms: 5_000,
-            min_session_timeout_ms: 45_000,
-            max_session_timeout_ms: 60_000,
-            min_heartbeat_interval_ms: 5_000,
-            max_heartbeat_interval_ms: 15_000,
-            assignors: vec!["uniform".into(), "range".into()],
-            max_size: i32::MAX as usize,
-        }
-    }
-}
 
 /// The topics as the coordinator needs them: name → (id, partition count).
 #[derive(Debug, Clone, Default)]
@@ -227,7 +198,7 @@ impl GroupCoordinator {
             }
             state
                 .consumer_groups
-                .insert(group_id.clone(), ConsumerGroup::new(group_id.clone(), unix_ms()));
+                .insert(group_id.clone(), ConsumerGroup::new(group_id.clone(), now_ms()));
         }
         let Some(group) = state.consumer_groups.get_mut(&group_id) else {
             return fail(GroupError::CoordinatorNotAvailable, "group vanished");
@@ -519,7 +490,7 @@ impl GroupCoordinator {
             }
             tracing::info!(group = %group.id, member = %member_id, "static member left temporarily");
         } else {
-            group.remove_member(&member_id, unix_ms());
+            group.remove_member(&member_id, now_ms());
             tracing::info!(group = %group.id, member = %member_id, "member left the consumer group");
         }
         let r = record(group);
@@ -629,7 +600,7 @@ impl GroupCoordinator {
             }
             for (id, why) in expired {
                 tracing::info!(group = %group.id, member = %id, reason = why, "consumer group member fenced; removed");
-                group.remove_member(&id, unix_ms());
+                group.remove_member(&id, now_ms());
             }
             let r = record(group);
             self.persist_consumer_group(&r);
@@ -760,7 +731,7 @@ pub(super) fn record(g: &ConsumerGroup) -> ConsumerGroupRecord {
 
 /// A consumer group as stored; its members get a fresh session to come back in.
 pub(super) fn restore(r: ConsumerGroupRecord, now: Instant, session_timeout_ms: i32) -> ConsumerGroup {
-    let mut g = ConsumerGroup::new(r.group_id, unix_ms());
+    let mut g = ConsumerGroup::new(r.group_id, now_ms());
     g.group_epoch = r.group_epoch;
     g.assignment_epoch = r.assignment_epoch;
     g.subscribed_topics = r

@@ -1,7 +1,8 @@
 //! The group coordinator: classic consumer groups (JoinGroup, SyncGroup, Heartbeat,
 //! LeaveGroup, KIP-345 static members, KIP-394 member ids; `classic_protocol.rs`), KIP-848
 //! consumer groups (ConsumerGroupHeartbeat, server-side assignors; `consumer_protocol.rs`),
-//! committed offsets (`offsets.rs`) and per-group settings (`config.rs`). This module holds the
+//! committed offsets (`offsets.rs`) and per-group settings (kept here; their rules are
+//! `crate::config::group`). This module holds the
 //! shared state, the listing, describing and deleting of groups, and the timers.
 //!
 //! All groups live behind one mutex: every operation is a short in-memory step, and the
@@ -14,7 +15,6 @@
 mod assignor;
 mod classic;
 mod classic_protocol;
-pub mod config;
 mod consumer;
 mod consumer_protocol;
 mod offsets;
@@ -30,18 +30,30 @@ pub use assignor::ASSIGNORS;
 use classic::ClassicGroup;
 pub use classic::GroupState;
 pub use classic_protocol::{JoinOutcome, JoinRequest, SyncOutcome, SyncRequest};
-pub use config::{GroupConfig, SetGroupConfigError};
 pub use consumer::{ConsumerGroupState, ConsumerMember, TopicPartitions};
 pub use consumer_protocol::{
-    ConsumerGroupConfig, ConsumerGroupDescription, ConsumerHeartbeat, HeartbeatAnswer, HeartbeatFailure,
-    TopicsImage,
+    ConsumerGroupDescription, ConsumerHeartbeat, HeartbeatAnswer, HeartbeatFailure, TopicsImage,
 };
 pub use offsets::{OffsetCommitRequest, PartitionCommit};
 
+use crate::clock::now_ms;
+use crate::config::alter::{AlterError, Alteration};
+use crate::config::group::{ConsumerGroupConfig, GroupConfig, GroupCoordinatorConfig, InvalidGroupConfig};
 use crate::meta::{CommittedOffset, ConfigEntity, MetaStore};
 
 /// How often the timers run; bounds how late a session expiry or deadline is noticed.
 const TICK: Duration = Duration::from_millis(100);
+
+/// Why a group's settings were not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum SetGroupConfigError {
+    #[error(transparent)]
+    Alter(#[from] AlterError),
+    #[error(transparent)]
+    Invalid(#[from] InvalidGroupConfig),
+    #[error(transparent)]
+    Meta(#[from] crate::meta::MetaError),
+}
 
 /// The group coordinator's errors, each a Kafka error code (mapped in crate::error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -90,17 +102,6 @@ pub enum GroupError {
     InvalidRegularExpression,
     #[error("unsupported version")]
     UnsupportedVersion,
-}
-
-/// Group settings (Kafka's broker keys of the same names).
-#[derive(Debug, Clone)]
-pub struct GroupCoordinatorConfig {
-    pub min_session_timeout_ms: i32,
-    pub max_session_timeout_ms: i32,
-    pub initial_rebalance_delay_ms: i32,
-    pub offsets_retention_ms: i64,
-    pub offset_metadata_max_bytes: usize,
-    pub consumer: ConsumerGroupConfig,
 }
 
 /// One row of ListGroups.
@@ -158,10 +159,6 @@ fn resolve_group_config(
 ) -> GroupConfig {
     let none = BTreeMap::new();
     GroupConfig::resolve(configs.get(group_id).unwrap_or(&none), defaults)
-}
-
-fn unix_ms() -> i64 {
-    crate::api::produce::now_ms()
 }
 
 fn new_member_id(prefix: &str) -> String {
@@ -236,21 +233,20 @@ impl GroupCoordinator {
     /// Changes a group's overrides: `change` gets the current ones and returns the new set,
     /// which is validated and persisted before it takes effect (members pick it up at their next
     /// heartbeat). Changes are serialised; heartbeats only wait for the final swap.
-    pub fn alter_group_config<E: From<SetGroupConfigError>>(
+    pub fn alter_group_config(
         &self,
         group_id: &str,
-        change: impl FnOnce(BTreeMap<String, String>) -> Result<BTreeMap<String, String>, E>,
+        alteration: &Alteration,
         validate_only: bool,
-    ) -> Result<(), E> {
+    ) -> Result<(), SetGroupConfigError> {
         let _serial = self.group_config_writes.lock().unwrap_or_else(|e| e.into_inner());
-        let overrides = change(self.group_config_overrides(group_id))?;
-        GroupConfig::validate(&overrides, &self.config.consumer).map_err(SetGroupConfigError::from)?;
+        let overrides = alteration.apply(&self.group_config_overrides(group_id))?;
+        GroupConfig::validate(&overrides, &self.config.consumer)?;
         if validate_only {
             return Ok(());
         }
         self.meta
-            .put_dynamic_configs(&ConfigEntity::Group(group_id.to_string()), &overrides)
-            .map_err(SetGroupConfigError::from)?;
+            .put_dynamic_configs(&ConfigEntity::Group(group_id.to_string()), &overrides)?;
         tracing::info!(group = %group_id, ?overrides, "group configuration altered");
         let mut configs = self.group_configs.write().unwrap_or_else(|e| e.into_inner());
         if overrides.is_empty() {
@@ -404,7 +400,7 @@ impl GroupCoordinator {
     fn tick(&self, now: Instant) {
         let mut state = self.lock();
         let retention_ms = self.config.offsets_retention_ms;
-        let now_ms = unix_ms();
+        let now_ms = now_ms();
         let mut expired_groups = Vec::new();
         self.expire_consumer_members(&mut state, now);
         for group in state.consumer_groups.values() {

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use super::classic::{ClassicGroup, GroupState};
 use super::classic_protocol::check_member;
-use super::{unix_ms, GroupCoordinator, GroupError};
+use super::{GroupCoordinator, GroupError};
+use crate::clock::now_ms;
 use crate::meta::CommittedOffset;
 
 pub struct OffsetCommitRequest {
@@ -56,7 +57,7 @@ impl GroupCoordinator {
                 None => return Err(GroupError::IllegalGeneration),
             }
         }
-        let now_ms = unix_ms();
+        let now_ms = now_ms();
         let max = self.config.offset_metadata_max_bytes;
         let results: Vec<Result<(), GroupError>> = req
             .partitions

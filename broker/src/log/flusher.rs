@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{LogError, PartitionLog};
+use crate::storage_task;
 
 /// Upper bound on requests gathered into one round, to bound the round's latency.
 const MAX_ROUND: usize = 4096;
@@ -97,7 +98,7 @@ async fn flusher_task(mut rx: mpsc::UnboundedReceiver<Request>, rounds: Arc<Atom
             .into_iter()
             .map(|g| {
                 let (log, offset) = (Arc::clone(&g.log), g.offset);
-                let sync = tokio::task::spawn_blocking(move || log.flush_until(offset));
+                let sync = storage_task::run("log_flush", move || log.flush_until(offset));
                 (sync, g.waiters)
             })
             .collect();

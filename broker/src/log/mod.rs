@@ -2,12 +2,14 @@
 //! `.index` and `.timeindex` files), kept as bytes end to end.
 //!
 //! The log layer knows nothing of the wire protocol: the protocol handlers map [`LogError`] to
-//! Kafka error codes. Record batches are never decoded below the 61-byte batch header.
+//! Kafka error codes. Produce and fetch never decode record batches below the 61-byte batch
+//! header; only ListOffsets by timestamp decodes the one batch it lands in, as Kafka does.
 
 mod batch;
 mod config;
 mod flusher;
 mod index;
+mod offset_lookup;
 mod partition_log;
 mod recovery;
 mod segment;
@@ -22,6 +24,7 @@ use std::sync::Arc;
 pub use batch::{validate_produce_batch, BatchHeaders, RecordBatchHeader, BATCH_HEADER_SIZE};
 pub use config::{LogConfig, TimestampType};
 pub use flusher::Flusher;
+pub use offset_lookup::{FoundOffset, OffsetSpec};
 pub use partition_log::{AppendInfo, PartitionLog, ReadResult, TimestampedBatch};
 
 /// Errors of the log layer. Cloneable so that one failed group-commit fsync can be reported to

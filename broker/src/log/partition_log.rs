@@ -84,12 +84,6 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
 }
 
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Makes file creations and deletions in `dir` durable.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
@@ -200,7 +194,7 @@ impl PartitionLog {
             }
         }
         let bases = list_segments(dir)?;
-        let now_ms = wall_clock_ms();
+        let now_ms = crate::clock::now_ms();
         let mut segments = BTreeMap::new();
         for (i, &base_offset) in bases.iter().enumerate() {
             let spec = LoadSpec {

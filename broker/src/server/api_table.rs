@@ -3,29 +3,13 @@
 //! being advertised.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, HeaderVersion, Request};
 
-use super::RequestContext;
-use crate::api;
-
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// What a handler gives back.
-pub enum Reply<R> {
-    /// The response, ready now.
-    Ready(R),
-    /// A response that completes later (a produce waiting for its fsync, a fetch waiting for
-    /// data). The connection reads and applies later requests meanwhile; responses still go
-    /// out in request order.
-    Deferred(BoxFuture<R>),
-    /// No response at all (produce with acks=0).
-    Nothing,
-}
+use crate::api::{self, BoxFuture, Reply, RequestContext};
 
 /// A handler's reply, encoded as a response frame body (header included).
 pub enum EncodedReply {
@@ -107,7 +91,12 @@ pub static SUPPORTED_APIS: &[ApiEntry] = &[
         api::groups::describe_groups
     ),
     api!(ListGroups, 0..=5, ListGroupsRequest, api::groups::list_groups),
-    api!(ApiVersions, 0..=4, ApiVersionsRequest, api::api_versions::handle),
+    api!(
+        ApiVersions,
+        0..=4,
+        ApiVersionsRequest,
+        super::api_versions::handle
+    ),
     api!(
         CreateTopics,
         2..=7,

@@ -20,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::api_table::{self, EncodedReply};
-use super::{Endpoint, RequestContext};
-use crate::api::api_versions;
+use super::api_versions;
+use crate::api::{Endpoint, RequestContext};
 use crate::broker::Broker;
 
 /// Replies queued for the writer; when full the reader stops reading, which pushes back on a

@@ -1,19 +1,20 @@
-//! The network side: listeners, the accept loop, shutdown, and the request context handed to
-//! API handlers. Knows framing and dispatch, nothing of storage.
+//! The network side: listeners, the accept loop, shutdown, connections (framing, in-order
+//! replies), the API table and ApiVersions, and the metrics endpoint. Knows framing and
+//! dispatch, nothing of storage.
 
 pub mod api_table;
+mod api_versions;
 mod connection;
-pub mod connection_limit;
+pub mod metrics_endpoint;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::ApiKey;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::Endpoint;
 use crate::broker::Broker;
 use crate::config::ListenerSpec;
 
@@ -26,15 +27,6 @@ pub struct BoundListener {
     pub socket: TcpListener,
     pub advertised_host: String,
     pub advertised_port: u16,
-}
-
-/// The endpoint a connection's listener advertises (Metadata, DescribeCluster answer with it,
-/// so clients inside and outside a compose network each get an address they can reach).
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub listener: String,
-    pub host: String,
-    pub port: u16,
 }
 
 /// Binds every configured listener. A port of 0 binds an ephemeral port, and the advertised
@@ -70,17 +62,6 @@ pub async fn bind(
         });
     }
     Ok(bound)
-}
-
-/// What a handler knows about the request it serves.
-pub struct RequestContext {
-    pub broker: Arc<Broker>,
-    pub api_key: ApiKey,
-    pub api_version: i16,
-    pub correlation_id: i32,
-    pub client_id: Option<String>,
-    pub endpoint: Arc<Endpoint>,
-    pub peer: SocketAddr,
 }
 
 /// Serves every listener until `shutdown` is cancelled, then stops accepting, lets each

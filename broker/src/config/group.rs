@@ -1,11 +1,51 @@
-//! Per-group settings (Kafka's GroupConfig, KIP-848): set by IncrementalAlterConfigs or
-//! AlterConfigs on a GROUP resource, kept in the metadata store, and used by the coordinator in
-//! place of the broker's `group.consumer.*` defaults for that group only. A group need not exist
-//! to be configured, as in Kafka.
+//! Group settings: the broker's `group.*` settings as the group coordinator reads them, and the
+//! per-group settings (Kafka's GroupConfig, KIP-848) that IncrementalAlterConfigs or
+//! AlterConfigs set on a GROUP resource, used by the coordinator in place of the broker's
+//! `group.consumer.*` defaults for that group only. A group need not exist to be configured,
+//! as in Kafka. The coordinator keeps and persists a group's overrides; their rules are here.
 
 use std::collections::BTreeMap;
 
-use super::ConsumerGroupConfig;
+/// Group settings (Kafka's broker keys of the same names).
+#[derive(Debug, Clone)]
+pub struct GroupCoordinatorConfig {
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub initial_rebalance_delay_ms: i32,
+    pub offsets_retention_ms: i64,
+    pub offset_metadata_max_bytes: usize,
+    pub consumer: ConsumerGroupConfig,
+}
+
+/// KIP-848 settings (Kafka's `group.consumer.*` broker keys).
+#[derive(Debug, Clone)]
+pub struct ConsumerGroupConfig {
+    pub session_timeout_ms: i32,
+    pub heartbeat_interval_ms: i32,
+    /// Bounds of a group's own consumer.session.timeout.ms and consumer.heartbeat.interval.ms.
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub min_heartbeat_interval_ms: i32,
+    pub max_heartbeat_interval_ms: i32,
+    /// Server-side assignors offered, the first being the default.
+    pub assignors: Vec<String>,
+    pub max_size: usize,
+}
+
+impl Default for ConsumerGroupConfig {
+    fn default() -> Self {
+        ConsumerGroupConfig {
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 5_000,
+            min_session_timeout_ms: 45_000,
+            max_session_timeout_ms: 60_000,
+            min_heartbeat_interval_ms: 5_000,
+            max_heartbeat_interval_ms: 15_000,
+            assignors: vec!["uniform".into(), "range".into()],
+            max_size: i32::MAX as usize,
+        }
+    }
+}
 
 /// One group setting: its name, the broker setting that supplies its default, and its bounds.
 pub struct GroupConfigDef {
@@ -58,15 +98,6 @@ pub fn group_config_def(name: &str) -> Option<&'static GroupConfigDef> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InvalidGroupConfig(pub String);
-
-/// Why a group's settings were not changed.
-#[derive(Debug, thiserror::Error)]
-pub enum SetGroupConfigError {
-    #[error(transparent)]
-    Invalid(#[from] InvalidGroupConfig),
-    #[error(transparent)]
-    Meta(#[from] crate::meta::MetaError),
-}
 
 /// One group's settings: its overrides over the broker defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 
-use crate::server::api_table::{encode_response, Reply, SUPPORTED_APIS};
-use crate::server::RequestContext;
+use super::api_table::{encode_response, SUPPORTED_APIS};
+use crate::api::{Reply, RequestContext};
 
 fn response() -> ApiVersionsResponse {
     let api_keys = SUPPORTED_APIS
