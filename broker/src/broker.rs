@@ -129,9 +129,20 @@ impl Broker {
         Ok(())
     }
 
+    /// Clean shutdown, once no request is being served: group changes still queued are stored,
+    /// then every partition is flushed and the metadata store closed. An error means something
+    /// acknowledged may not be durable.
+    pub async fn shutdown(self: &Arc<Self>) -> Result<(), BrokerError> {
+        let groups = self.groups.flush().await;
+        let broker = Arc::clone(self);
+        let logs = crate::storage_task::try_run("shutdown_flush", move || broker.close()).await;
+        groups?;
+        logs
+    }
+
     /// Makes what is acknowledged durable before exit. Tries every partition and the metadata
     /// store even after a failure, and reports the first failure.
-    pub fn close(&self) -> Result<(), BrokerError> {
+    fn close(&self) -> Result<(), BrokerError> {
         let mut first_failure = None;
         for topic in self.logs.topics() {
             for log in &topic.partitions {

@@ -95,12 +95,11 @@ async fn serve(config: Arc<Config>) -> Result<(), String> {
     tracing::info!(node_id = broker.node_id, cluster_id = %broker.cluster_id, "keel started");
     tokio::spawn(stop_on_signal(shutdown.clone()));
     keel::server::run(listeners, broker.clone(), shutdown).await;
-    let b = broker.clone();
-    // A final flush that fails means acknowledged acks=1 data may be lost: exit non-zero so a
+    // A final flush that fails means acknowledged data may be lost: exit non-zero so a
     // supervisor sees it.
-    keel::storage_task::run("shutdown_flush", move || b.close())
+    broker
+        .shutdown()
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| format!("shutdown flush failed: {e}"))?;
     tracing::info!("keel stopped");
     Ok(())

@@ -19,6 +19,8 @@ pub const PRODUCE_BYTES: &str = "keel_produce_bytes_total";
 pub const FETCH_BYTES: &str = "keel_fetch_bytes_total";
 /// Tasks run on the storage threads, by task name (`storage_task`).
 pub const STORAGE_TASKS: &str = "keel_storage_tasks_total";
+/// Synced writes of group state and committed offsets (each may carry many changes).
+pub const GROUP_STORE_WRITES: &str = "keel_group_store_writes_total";
 /// Storage tasks running or queued now, by task name.
 pub const STORAGE_TASKS_RUNNING: &str = "keel_storage_tasks_running";
 

@@ -20,6 +20,7 @@ use crate::config::group::GroupConfig;
 use crate::config::topic::{resolve_topic_configs, ConfigSource};
 use crate::config::{broker_def, BrokerSource, DynamicBrokerConfig, Kind, Level, Update, BROKER_CONFIGS};
 use crate::error::BrokerError;
+use crate::storage_task;
 
 /// Kafka's ConfigResource types.
 const TOPIC: i8 = 2;
@@ -356,6 +357,36 @@ struct AlterOutcome {
     error_message: Option<StrBytes>,
 }
 
+/// `alter_all` on a storage thread: the services persist what they change (RocksDB, and
+/// partitions' settings). A task that failed answers every resource with its error.
+async fn alter_in_storage_task(
+    ctx: &RequestContext,
+    resources: Vec<(i8, StrBytes, Result<Vec<Change>, BrokerError>)>,
+    replace: bool,
+    validate_only: bool,
+) -> Vec<AlterOutcome> {
+    let names: Vec<(i8, StrBytes)> = resources.iter().map(|(t, n, _)| (*t, n.clone())).collect();
+    let broker = ctx.broker.clone();
+    let task = storage_task::run("alter_configs", move || {
+        alter_all(&broker, resources, replace, validate_only)
+    });
+    match task.await {
+        Ok(outcomes) => outcomes,
+        Err(failed) => {
+            let e = BrokerError::from(failed);
+            names
+                .into_iter()
+                .map(|(resource_type, name)| AlterOutcome {
+                    resource_type,
+                    name,
+                    error_code: e.code(),
+                    error_message: Some(str_bytes(e.to_string())),
+                })
+                .collect()
+        }
+    }
+}
+
 /// Alters every resource of a request, refusing one named twice (on both entries) as Kafka does.
 fn alter_all(
     broker: &Broker,
@@ -411,7 +442,8 @@ pub async fn alter_configs(
             (r.resource_type, r.resource_name, changes)
         })
         .collect();
-    let responses = alter_all(&ctx.broker, resources, true, req.validate_only)
+    let responses = alter_in_storage_task(&ctx, resources, true, req.validate_only)
+        .await
         .into_iter()
         .map(|o| {
             AlterConfigsResourceResponse::default()
@@ -455,7 +487,8 @@ pub async fn incremental_alter_configs(
             (r.resource_type, r.resource_name, changes)
         })
         .collect();
-    let responses = alter_all(&ctx.broker, resources, false, req.validate_only)
+    let responses = alter_in_storage_task(&ctx, resources, false, req.validate_only)
+        .await
         .into_iter()
         .map(|o| {
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()

@@ -10,7 +10,7 @@ use kafka_protocol::messages::*;
 use super::{authorized_operations, str_bytes, GROUP_OPERATIONS};
 use super::{Reply, RequestContext};
 use crate::error::BrokerError;
-use crate::group::{ConsumerHeartbeat, GroupError, HeartbeatFailure, TopicPartitions, TopicsImage};
+use crate::group::{ConsumerHeartbeat, GroupError, TopicPartitions, TopicsImage};
 
 fn code(e: GroupError) -> i16 {
     BrokerError::Group(e).code()
@@ -63,16 +63,8 @@ pub async fn consumer_group_heartbeat(
     let topics = topics_image(&ctx);
     let groups = ctx.broker.groups.clone();
     // A state change is a synced RocksDB write: keep it off the async workers.
-    let outcome = crate::storage_task::run("consumer_group_heartbeat", move || {
-        groups.consumer_heartbeat(request, &topics)
-    })
-    .await
-    .unwrap_or_else(|_| {
-        Err(HeartbeatFailure {
-            error: GroupError::CoordinatorNotAvailable,
-            message: "the coordinator failed".into(),
-        })
-    });
+    // Answered once a change of the group's state is durable.
+    let outcome = groups.consumer_heartbeat(request, &topics).await;
     let response = match outcome {
         Ok(answer) => ConsumerGroupHeartbeatResponse::default()
             .with_member_id(Some(str_bytes(answer.member_id)))

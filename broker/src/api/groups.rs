@@ -24,7 +24,6 @@ use crate::error::BrokerError;
 use crate::group::{
     self, GroupError, JoinRequest, OffsetCommitRequest as Commit, PartitionCommit, SyncRequest,
 };
-use crate::storage_task;
 
 fn code(e: Option<GroupError>) -> i16 {
     e.map(|e| BrokerError::Group(e).code()).unwrap_or(0)
@@ -198,11 +197,8 @@ pub async fn offset_commit(
         api_version: version,
         partitions,
     };
-    // The commit is a synced RocksDB write. A task that failed is logged by `storage_task`;
-    // the client is told to find the coordinator again and retry, never that it committed.
-    let outcome = storage_task::run("offset_commit", move || broker.groups.commit_offsets(commit))
-        .await
-        .unwrap_or(Err(GroupError::CoordinatorNotAvailable));
+    // Answered once the commit is durable (group-committed with other changes).
+    let outcome = broker.groups.commit_offsets(commit).await;
     let mut results = match &outcome {
         Ok(r) => r.iter().map(|r| code(r.err())).collect::<Vec<_>>().into_iter(),
         Err(e) => vec![code(Some(*e)); req.topics.iter().map(|t| t.partitions.len()).sum()].into_iter(),
@@ -443,11 +439,8 @@ pub async fn delete_groups(
     let broker = ctx.broker.clone();
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in req.groups_names {
-        let (broker, group) = (broker.clone(), id.0.to_string());
-        // Deleting a group's offsets is a synced RocksDB write.
-        let outcome = storage_task::run("delete_group", move || broker.groups.delete(&group))
-            .await
-            .unwrap_or(Err(GroupError::CoordinatorNotAvailable));
+        // Answered once the deletion is durable.
+        let outcome = broker.groups.delete(id.0.as_str()).await;
         results.push(
             delete_groups_response::DeletableGroupResult::default()
                 .with_group_id(id)
@@ -474,6 +467,7 @@ pub async fn offset_delete(
         .broker
         .groups
         .delete_offsets(req.group_id.0.as_str(), &partitions)
+        .await
     {
         Err(e) => Reply::Ready(OffsetDeleteResponse::default().with_error_code(code(Some(e)))),
         Ok(results) => {

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::classic::{ClassicGroup, GroupState, Member};
 use super::{new_member_id, GroupCoordinator, GroupError, State};
 use crate::clock::now_ms;
-use crate::meta::{GroupRecord, MemberRecord};
+use crate::meta::{GroupRecord, GroupWrite, MemberRecord, MetaError};
 
 /// A JoinGroup as the coordinator sees it.
 pub struct JoinRequest {
@@ -467,31 +467,53 @@ impl GroupCoordinator {
                     for m in &mut group.members {
                         m.assignment = assignments.get(&m.id).cloned().unwrap_or_default();
                     }
-                    // The generation's assignment is durable before any member learns it.
-                    if let Err(e) = self.meta.put_group(&record(group)) {
-                        tracing::error!(group = %group.id, error = %e, "cannot persist group; rebalancing");
-                        for m in &mut group.members {
-                            if let Some(w) = m.sync_waiter.take() {
-                                let _ = w.send(SyncOutcome::error(GroupError::CoordinatorNotAvailable));
+                    // The generation's assignment is durable before any member learns it: the
+                    // group stays CompletingRebalance (members' SyncGroups wait) until the
+                    // write is done, without holding the lock meanwhile.
+                    let (me, id, generation) = (self.me.clone(), group.id.clone(), group.generation);
+                    self.store
+                        .submit(vec![GroupWrite::PutGroup(record(group))], move |stored| {
+                            if let Some(coordinator) = me.upgrade() {
+                                coordinator.assignment_stored(&id, generation, stored);
                             }
-                        }
-                        self.prepare_rebalance(group, now);
-                        return rx;
-                    }
-                    group.state = GroupState::Stable;
-                    group.sync_deadline = None;
-                    for i in 0..group.members.len() {
-                        let assignment = group.members[i].assignment.clone();
-                        let outcome = self.sync_result(group, assignment);
-                        if let Some(w) = group.members[i].sync_waiter.take() {
-                            let _ = w.send(outcome);
-                        }
-                    }
-                    tracing::info!(group = %group.id, generation = group.generation, "group is stable");
+                        });
                 }
             }
         }
         rx
+    }
+
+    /// The leader's assignment for `generation` is durable (or failed to be): the group becomes
+    /// stable and every member waiting in SyncGroup gets its assignment, or, after a failed
+    /// write, an error and a new rebalance. Nothing happens if the group moved on meanwhile.
+    fn assignment_stored(&self, group_id: &str, generation: i32, stored: Result<(), MetaError>) {
+        let mut state = self.lock();
+        let Some(group) = state.groups.get_mut(group_id) else {
+            return;
+        };
+        if group.generation != generation || group.state != GroupState::CompletingRebalance {
+            return;
+        }
+        if let Err(e) = stored {
+            tracing::error!(group = %group.id, error = %e, "cannot persist group; rebalancing");
+            for m in &mut group.members {
+                if let Some(w) = m.sync_waiter.take() {
+                    let _ = w.send(SyncOutcome::error(GroupError::CoordinatorNotAvailable));
+                }
+            }
+            self.prepare_rebalance(group, Instant::now());
+            return;
+        }
+        group.state = GroupState::Stable;
+        group.sync_deadline = None;
+        for i in 0..group.members.len() {
+            let assignment = group.members[i].assignment.clone();
+            let outcome = self.sync_result(group, assignment);
+            if let Some(w) = group.members[i].sync_waiter.take() {
+                let _ = w.send(outcome);
+            }
+        }
+        tracing::info!(group = %group.id, generation = group.generation, "group is stable");
     }
 
     fn sync_result(&self, group: &ClassicGroup, assignment: Bytes) -> SyncOutcome {
@@ -578,12 +600,11 @@ impl GroupCoordinator {
         }
     }
 
-    /// Writes the group's record (members and assignments) to the store. Failures are logged:
-    /// the group keeps working, and the next successful write catches up.
+    /// Queues the group's record (members and assignments) for the store. As in Kafka, no
+    /// reply waits for it (only SyncGroup's settled assignment does); a failed write is logged
+    /// by the writer, the group keeps working, and the next successful write catches up.
     fn persist(&self, group: &ClassicGroup) {
-        if let Err(e) = self.meta.put_group(&record(group)) {
-            tracing::error!(group = %group.id, error = %e, "cannot persist group metadata");
-        }
+        drop(self.store_changes(vec![GroupWrite::PutGroup(record(group))]));
     }
 }
 

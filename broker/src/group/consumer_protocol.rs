@@ -13,9 +13,9 @@ use super::consumer::{
     LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
 };
 use super::regex::TopicRegex;
-use super::{GroupCoordinator, GroupError, State};
+use super::{GroupCoordinator, GroupError, State, Stored};
 use crate::clock::now_ms;
-use crate::meta::{ConsumerGroupRecord, ConsumerMemberRecord, TopicIdPartitions};
+use crate::meta::{ConsumerGroupRecord, ConsumerMemberRecord, GroupWrite, TopicIdPartitions};
 
 /// The topics as the coordinator needs them: name → (id, partition count).
 #[derive(Debug, Clone, Default)]
@@ -149,19 +149,36 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    pub fn consumer_heartbeat(
+    /// A ConsumerGroupHeartbeat. A change of the group's state is durable before the answer
+    /// (which carries the new epoch and assignment) is given; if it cannot be stored the answer
+    /// is COORDINATOR_NOT_AVAILABLE, and the client retries.
+    pub async fn consumer_heartbeat(
         &self,
         req: ConsumerHeartbeat,
         topics: &TopicsImage,
     ) -> Result<HeartbeatAnswer, HeartbeatFailure> {
         self.validate_heartbeat(&req)?;
-        let now = Instant::now();
-        let mut state = self.lock();
-        if req.member_epoch == LEAVE_GROUP_MEMBER_EPOCH || req.member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH
-        {
-            return self.consumer_leave(&mut state, &req);
+        let mut stored = None;
+        let answer = {
+            let now = Instant::now();
+            let mut state = self.lock();
+            if req.member_epoch == LEAVE_GROUP_MEMBER_EPOCH
+                || req.member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH
+            {
+                self.consumer_leave(&mut state, &req, &mut stored)
+            } else {
+                self.heartbeat_locked(&mut state, req, topics, now, &mut stored)
+            }
+        };
+        if let Some(stored) = stored {
+            if !matches!(stored.await, Ok(Ok(()))) {
+                return fail(
+                    GroupError::CoordinatorNotAvailable,
+                    "the group's new state could not be stored",
+                );
+            }
         }
-        self.heartbeat_locked(&mut state, req, topics, now)
+        answer
     }
 
     fn heartbeat_locked(
@@ -170,6 +187,7 @@ impl GroupCoordinator {
         req: ConsumerHeartbeat,
         topics: &TopicsImage,
         now: Instant,
+        stored: &mut Option<Stored>,
     ) -> Result<HeartbeatAnswer, HeartbeatFailure> {
         let joining = req.member_epoch == 0;
         let group_id = req.group_id.clone();
@@ -207,7 +225,7 @@ impl GroupCoordinator {
         let result = self.heartbeat_group(group, req, topics, now);
         let after = record(group);
         if after != before {
-            self.persist_consumer_group(&after);
+            *stored = Some(self.persist_consumer_group(after));
         }
         if group.members.is_empty() && group.group_epoch == 0 {
             // A join that failed validation created nothing worth keeping.
@@ -447,6 +465,7 @@ impl GroupCoordinator {
         &self,
         state: &mut State,
         req: &ConsumerHeartbeat,
+        stored: &mut Option<Stored>,
     ) -> Result<HeartbeatAnswer, HeartbeatFailure> {
         let Some(group) = state.consumer_groups.get_mut(&req.group_id) else {
             let message = if state.groups.contains_key(&req.group_id) {
@@ -493,8 +512,7 @@ impl GroupCoordinator {
             group.remove_member(&member_id, now_ms());
             tracing::info!(group = %group.id, member = %member_id, "member left the consumer group");
         }
-        let r = record(group);
-        self.persist_consumer_group(&r);
+        *stored = Some(self.persist_consumer_group(record(group)));
         Ok(HeartbeatAnswer {
             member_id,
             member_epoch: req.member_epoch,
@@ -602,17 +620,15 @@ impl GroupCoordinator {
                 tracing::info!(group = %group.id, member = %id, reason = why, "consumer group member fenced; removed");
                 group.remove_member(&id, now_ms());
             }
-            let r = record(group);
-            self.persist_consumer_group(&r);
+            // Nobody waits for a fenced member's removal; the writer logs a failed write.
+            drop(self.persist_consumer_group(record(group)));
         }
     }
 
-    fn persist_consumer_group(&self, record: &ConsumerGroupRecord) {
-        // Synced before the heartbeat is answered: an acknowledged epoch and assignment
-        // survive a crash.
-        if let Err(e) = self.meta.put_consumer_group(record) {
-            tracing::error!(group = %record.group_id, error = %e, "cannot persist consumer group");
-        }
+    /// Queues the group's record for the store; a heartbeat's answer waits for it, so an
+    /// acknowledged epoch and assignment survive a crash.
+    fn persist_consumer_group(&self, record: ConsumerGroupRecord) -> Stored {
+        self.store_changes(vec![GroupWrite::PutConsumerGroup(record)])
     }
 }
 

@@ -19,6 +19,7 @@ mod consumer;
 mod consumer_protocol;
 mod offsets;
 mod regex;
+mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -39,7 +40,12 @@ pub use offsets::{OffsetCommitRequest, PartitionCommit};
 use crate::clock::now_ms;
 use crate::config::alter::{AlterError, Alteration};
 use crate::config::group::{ConsumerGroupConfig, GroupConfig, GroupCoordinatorConfig, InvalidGroupConfig};
-use crate::meta::{CommittedOffset, ConfigEntity, MetaStore};
+use crate::meta::{CommittedOffset, GroupWrite, MetaError, MetaStore};
+use store::{GroupCommitter, GroupStore};
+use tokio::sync::oneshot;
+
+/// Resolves once a queued change of group state is durable, or with the write's error.
+type Stored = oneshot::Receiver<Result<(), MetaError>>;
 
 /// How often the timers run; bounds how late a session expiry or deadline is noticed.
 const TICK: Duration = Duration::from_millis(100);
@@ -142,7 +148,12 @@ struct State {
 
 pub struct GroupCoordinator {
     state: Mutex<State>,
-    meta: Arc<MetaStore>,
+    /// Group commit of every change of group state and committed offsets (`store.rs`).
+    store: GroupCommitter,
+    /// Where per-group settings are stored (directly: they are not part of `State`).
+    settings_store: Arc<dyn GroupStore>,
+    /// This coordinator, for completions that run after a change is stored.
+    me: Weak<GroupCoordinator>,
     config: GroupCoordinatorConfig,
     /// Per-group overrides (GROUP config resources), by group id. Apart from `state` so that
     /// configuring a group never waits on the coordinator's work; taken after `state` when both
@@ -198,15 +209,52 @@ impl GroupCoordinator {
             with_offsets = state.offsets.len(),
             "group coordinator loaded"
         );
-        let coordinator = Arc::new(GroupCoordinator {
+        GroupCoordinator::start(meta, config, group_configs, state)
+    }
+
+    /// A coordinator over `store` with the loaded `state`, and its timer task (which ends when
+    /// the coordinator is dropped). Must run inside a tokio runtime.
+    fn start(
+        store: Arc<dyn GroupStore>,
+        config: GroupCoordinatorConfig,
+        group_configs: HashMap<String, BTreeMap<String, String>>,
+        state: State,
+    ) -> Result<Arc<GroupCoordinator>, MetaError> {
+        let committer =
+            GroupCommitter::start(Arc::clone(&store)).map_err(|e| MetaError::Writer(e.to_string()))?;
+        let coordinator = Arc::new_cyclic(|me| GroupCoordinator {
             state: Mutex::new(state),
-            meta,
+            store: committer,
+            settings_store: store,
+            me: me.clone(),
             config,
             group_configs: RwLock::new(group_configs),
             group_config_writes: Mutex::new(()),
         });
         tokio::spawn(run_timers(Arc::downgrade(&coordinator)));
         Ok(coordinator)
+    }
+
+    /// A coordinator with no stored state over an in-memory store, for state-machine tests.
+    #[cfg(test)]
+    fn in_memory(config: GroupCoordinatorConfig, store: Arc<store::MemoryStore>) -> Arc<GroupCoordinator> {
+        GroupCoordinator::start(store, config, HashMap::new(), State::default()).unwrap()
+    }
+
+    /// Queues changes for the group-committed write, in the order the caller (holding the
+    /// state lock) decided them. The receiver resolves once they are durable, or with the
+    /// error of the write; a caller with nobody to answer drops it (the writer logs failures).
+    fn store_changes(&self, writes: Vec<GroupWrite>) -> Stored {
+        let (tx, rx) = oneshot::channel();
+        self.store.submit(writes, move |r| {
+            let _ = tx.send(r);
+        });
+        rx
+    }
+
+    /// Waits until every change queued so far is durable (clean shutdown).
+    pub async fn flush(&self) -> Result<(), MetaError> {
+        self.store.sync().await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -245,8 +293,7 @@ impl GroupCoordinator {
         if validate_only {
             return Ok(());
         }
-        self.meta
-            .put_dynamic_configs(&ConfigEntity::Group(group_id.to_string()), &overrides)?;
+        self.settings_store.put_group_config(group_id, &overrides)?;
         tracing::info!(group = %group_id, ?overrides, "group configuration altered");
         let mut configs = self.group_configs.write().unwrap_or_else(|e| e.into_inner());
         if overrides.is_empty() {
@@ -365,8 +412,22 @@ impl GroupCoordinator {
     }
 
     /// DeleteGroups for one group: only an empty group can go, with its offsets.
-    pub fn delete(&self, group_id: &str) -> Result<(), GroupError> {
-        let mut state = self.lock();
+    pub async fn delete(&self, group_id: &str) -> Result<(), GroupError> {
+        let stored = {
+            let mut state = self.lock();
+            self.delete_locked(&mut state, group_id)?
+        };
+        match stored.await {
+            Ok(Ok(())) => {
+                tracing::info!(group = %group_id, "group deleted");
+                Ok(())
+            }
+            _ => Err(GroupError::CoordinatorNotAvailable),
+        }
+    }
+
+    /// DeleteGroups' checks and the deletion, applied at once and queued for the store.
+    fn delete_locked(&self, state: &mut State, group_id: &str) -> Result<Stored, GroupError> {
         let exists = state.groups.contains_key(group_id)
             || state.offsets.contains_key(group_id)
             || state.consumer_groups.contains_key(group_id);
@@ -385,15 +446,10 @@ impl GroupCoordinator {
                 return Err(GroupError::NonEmptyGroup);
             }
         }
-        self.meta.delete_group(group_id).map_err(|e| {
-            tracing::error!(group = %group_id, error = %e, "cannot delete group");
-            GroupError::CoordinatorNotAvailable
-        })?;
         state.groups.remove(group_id);
         state.consumer_groups.remove(group_id);
         state.offsets.remove(group_id);
-        tracing::info!(group = %group_id, "group deleted");
-        Ok(())
+        Ok(self.store_changes(vec![GroupWrite::DeleteGroup(group_id.to_string())]))
     }
 
     /// The session and deadline checks, run every TICK by the timer task.
@@ -453,13 +509,11 @@ impl GroupCoordinator {
             }
         }
         for id in expired_groups {
-            if let Err(e) = self.meta.delete_group(&id) {
-                tracing::error!(group = %id, error = %e, "cannot expire group offsets");
-                continue;
-            }
             state.groups.remove(&id);
             state.consumer_groups.remove(&id);
             state.offsets.remove(&id);
+            // Nobody waits for an expiry; the writer logs a failed write.
+            drop(self.store_changes(vec![GroupWrite::DeleteGroup(id.clone())]));
             tracing::info!(group = %id, "empty group's offsets expired (offsets.retention.minutes)");
         }
     }

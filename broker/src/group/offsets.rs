@@ -4,9 +4,12 @@ use std::collections::BTreeMap;
 
 use super::classic::{ClassicGroup, GroupState};
 use super::classic_protocol::check_member;
-use super::{GroupCoordinator, GroupError};
+use super::{GroupCoordinator, GroupError, State, Stored};
 use crate::clock::now_ms;
-use crate::meta::CommittedOffset;
+use crate::meta::{CommittedOffset, GroupWrite};
+
+/// Each partition's outcome, in request order.
+type PartitionResults = Vec<Result<(), GroupError>>;
 
 pub struct OffsetCommitRequest {
     pub group_id: String,
@@ -32,14 +35,35 @@ pub struct PartitionCommit {
 
 impl GroupCoordinator {
     /// Commits offsets, durably before returning. The outer error applies to every partition.
-    pub fn commit_offsets(
+    /// The commit is group-committed with every other change queued meanwhile, and no lock is
+    /// held while it is written.
+    pub async fn commit_offsets(
         &self,
         req: OffsetCommitRequest,
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        let (results, stored) = {
+            let mut state = self.lock();
+            self.commit_locked(&mut state, req)?
+        };
+        if let Some(stored) = stored {
+            // Durable before acknowledged.
+            match stored.await {
+                Ok(Ok(())) => {}
+                _ => return Err(GroupError::CoordinatorNotAvailable),
+            }
+        }
+        Ok(results)
+    }
+
+    /// Validates a commit and applies it, queuing it for the store (None: nothing to store).
+    fn commit_locked(
+        &self,
+        state: &mut State,
+        req: OffsetCommitRequest,
+    ) -> Result<(PartitionResults, Option<Stored>), GroupError> {
         if req.group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
-        let mut state = self.lock();
         if let Some(group) = state.consumer_groups.get(&req.group_id) {
             GroupCoordinator::validate_consumer_commit(
                 group,
@@ -88,18 +112,17 @@ impl GroupCoordinator {
             })
             .collect();
         if accepted.is_empty() {
-            return Ok(results);
+            return Ok((results, None));
         }
-        // Durable before acknowledged: a synced RocksDB write batch.
-        self.meta.commit_offsets(&req.group_id, &accepted).map_err(|e| {
-            tracing::error!(group = %req.group_id, error = %e, "cannot store committed offsets");
-            GroupError::CoordinatorNotAvailable
-        })?;
         let offsets = state.offsets.entry(req.group_id.clone()).or_default();
-        for (topic, partition, o) in accepted {
-            offsets.insert((topic, partition), o);
+        for (topic, partition, o) in &accepted {
+            offsets.insert((topic.clone(), *partition), o.clone());
         }
-        Ok(results)
+        let stored = self.store_changes(vec![GroupWrite::CommitOffsets {
+            group: req.group_id,
+            offsets: accepted,
+        }]);
+        Ok((results, Some(stored)))
     }
 
     /// Committed offsets of a group: of the given partitions (None where nothing is
@@ -127,13 +150,29 @@ impl GroupCoordinator {
         }
     }
 
-    /// OffsetDelete: removes committed offsets, except of topics an active member subscribes to.
-    pub fn delete_offsets(
+    /// OffsetDelete: removes committed offsets, except of topics an active member subscribes
+    /// to; answered once the removal is durable.
+    pub async fn delete_offsets(
         &self,
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        let mut state = self.lock();
+        let (results, stored) = {
+            let mut state = self.lock();
+            self.delete_offsets_locked(&mut state, group_id, partitions)?
+        };
+        match stored.await {
+            Ok(Ok(())) => Ok(results),
+            _ => Err(GroupError::CoordinatorNotAvailable),
+        }
+    }
+
+    fn delete_offsets_locked(
+        &self,
+        state: &mut State,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<(PartitionResults, Stored), GroupError> {
         if !state.groups.contains_key(group_id)
             && !state.offsets.contains_key(group_id)
             && !state.consumer_groups.contains_key(group_id)
@@ -166,15 +205,16 @@ impl GroupCoordinator {
             .filter(|(_, r)| r.is_ok())
             .map(|(p, _)| p.clone())
             .collect();
-        self.meta
-            .delete_offsets(group_id, &doomed)
-            .map_err(|_| GroupError::CoordinatorNotAvailable)?;
         if let Some(offsets) = state.offsets.get_mut(group_id) {
             for p in &doomed {
                 offsets.remove(p);
             }
         }
-        Ok(results)
+        let stored = self.store_changes(vec![GroupWrite::DeleteOffsets {
+            group: group_id.to_string(),
+            partitions: doomed,
+        }]);
+        Ok((results, stored))
     }
 }
 

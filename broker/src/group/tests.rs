@@ -125,7 +125,7 @@ async fn a_second_member_triggers_a_rebalance_that_both_complete() {
         Err(GroupError::RebalanceInProgress)
     );
     assert_eq!(
-        c.commit_offsets(commit(1, &a.member_id, 5)).unwrap()[0],
+        c.commit_offsets(commit(1, &a.member_id, 5)).await.unwrap()[0],
         Ok(()),
         "commits of the old generation still count while preparing"
     );
@@ -137,12 +137,12 @@ async fn a_second_member_triggers_a_rebalance_that_both_complete() {
     assert!(b.members.is_empty(), "followers get no member list");
     // Commits from the previous generation are now refused.
     assert_eq!(
-        c.commit_offsets(commit(1, &a.member_id, 6)),
+        c.commit_offsets(commit(1, &a.member_id, 6)).await,
         Err(GroupError::IllegalGeneration)
     );
     // Until the leader syncs, commits are refused with REBALANCE_IN_PROGRESS.
     assert_eq!(
-        c.commit_offsets(commit(2, &a.member_id, 6)),
+        c.commit_offsets(commit(2, &a.member_id, 6)).await,
         Err(GroupError::RebalanceInProgress)
     );
     let b_sync = c.sync(sync_req(&b.member_id, 2, vec![]));
@@ -230,22 +230,22 @@ async fn commits_validate_and_survive_reopening_with_the_group() {
         .await
         .unwrap();
         assert_eq!(
-            c.commit_offsets(commit(1, &a.member_id, 42)).unwrap(),
+            c.commit_offsets(commit(1, &a.member_id, 42)).await.unwrap(),
             vec![Ok(())]
         );
         // Metadata over offset.metadata.max.bytes is refused for that partition only.
         let mut big = commit(1, &a.member_id, 43);
         big.partitions[0].metadata = Some("x".repeat(17));
         assert_eq!(
-            c.commit_offsets(big).unwrap(),
+            c.commit_offsets(big).await.unwrap(),
             vec![Err(GroupError::OffsetMetadataTooLarge)]
         );
         // A commit without member id and generation is only for empty groups.
         assert_eq!(
-            c.commit_offsets(commit(-1, "", 1)),
+            c.commit_offsets(commit(-1, "", 1)).await,
             Err(GroupError::UnknownMemberId)
         );
-        assert_eq!(c.delete("g"), Err(GroupError::NonEmptyGroup));
+        assert_eq!(c.delete("g").await, Err(GroupError::NonEmptyGroup));
         a.member_id
     };
     let (_, c) = open(dir.path());
@@ -262,9 +262,9 @@ async fn commits_validate_and_survive_reopening_with_the_group() {
     );
     assert_eq!(c.leave("g", &member, None), Ok(member.clone()));
     assert_eq!(c.describe("g").unwrap().state, GroupState::Empty);
-    assert_eq!(c.delete("g"), Ok(()));
+    assert_eq!(c.delete("g").await, Ok(()));
     assert!(c.fetch_offsets("g", None).is_empty());
-    assert_eq!(c.delete("g"), Err(GroupError::GroupIdNotFound));
+    assert_eq!(c.delete("g").await, Err(GroupError::GroupIdNotFound));
 }
 
 #[tokio::test]
@@ -275,14 +275,15 @@ async fn simple_commits_create_an_offsets_only_group_and_missing_groups_are_refu
         c.commit_offsets(OffsetCommitRequest {
             api_version: 9,
             ..commit(3, "m", 1)
-        }),
+        })
+        .await,
         Err(GroupError::GroupIdNotFound)
     );
     assert_eq!(
-        c.commit_offsets(commit(3, "m", 1)),
+        c.commit_offsets(commit(3, "m", 1)).await,
         Err(GroupError::IllegalGeneration)
     );
-    assert_eq!(c.commit_offsets(commit(-1, "", 7)).unwrap(), vec![Ok(())]);
+    assert_eq!(c.commit_offsets(commit(-1, "", 7)).await.unwrap(), vec![Ok(())]);
     assert_eq!(
         c.list(),
         vec![super::ListedGroup {
@@ -338,7 +339,7 @@ async fn offsets_of_groups_empty_for_longer_than_the_retention_expire_durably() 
         let a = join_new(&c).await.await.unwrap();
         c.sync(sync_req(&a.member_id, 1, vec![])).await.unwrap();
         assert_eq!(
-            c.commit_offsets(commit(1, &a.member_id, 5)).unwrap(),
+            c.commit_offsets(commit(1, &a.member_id, 5)).await.unwrap(),
             vec![Ok(())]
         );
         c.leave("g", &a.member_id, None).unwrap();
@@ -346,7 +347,7 @@ async fn offsets_of_groups_empty_for_longer_than_the_retention_expire_durably() 
             group_id: "simple".into(),
             ..commit(-1, "", 9)
         };
-        assert_eq!(c.commit_offsets(simple).unwrap(), vec![Ok(())]);
+        assert_eq!(c.commit_offsets(simple).await.unwrap(), vec![Ok(())]);
         // Within the retention both keep their offsets.
         c.tick(Instant::now());
         assert_eq!(c.fetch_offsets("g", None).len(), 1);
@@ -433,4 +434,93 @@ async fn a_restarted_static_leader_keeps_the_group_stable() {
         .await
         .unwrap();
     assert_eq!(synced.assignment, Bytes::from_static(b"all"));
+}
+
+/// A coordinator over an in-memory store that can be slowed down or made to fail.
+fn in_memory() -> (Arc<store::MemoryStore>, Arc<GroupCoordinator>) {
+    let store = Arc::new(store::MemoryStore::default());
+    (store.clone(), GroupCoordinator::in_memory(config(), store))
+}
+
+fn stored_writes(store: &store::MemoryStore) -> Vec<GroupWrite> {
+    store.written.lock().unwrap().iter().flatten().cloned().collect()
+}
+
+#[tokio::test]
+async fn the_leaders_assignment_is_stored_before_any_member_learns_it() {
+    let (store, c) = in_memory();
+    let joined = join_new(&c).await.await.unwrap();
+    let synced = c
+        .sync(sync_req(
+            &joined.member_id,
+            1,
+            vec![(joined.member_id.clone(), Bytes::from_static(b"a"))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(synced.error, None);
+    let stored = stored_writes(&store);
+    let Some(GroupWrite::PutGroup(record)) = stored.last() else {
+        panic!("the group's record was not stored before SyncGroup was answered: {stored:?}");
+    };
+    assert_eq!(
+        (record.generation, record.members[0].assignment.clone()),
+        (1, Bytes::from_static(b"a"))
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_of_the_assignment_is_an_error_and_a_new_rebalance() {
+    let (store, c) = in_memory();
+    let joined = join_new(&c).await.await.unwrap();
+    store.failing.store(true, std::sync::atomic::Ordering::Release);
+    let synced = c
+        .sync(sync_req(
+            &joined.member_id,
+            1,
+            vec![(joined.member_id.clone(), Bytes::from_static(b"a"))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(synced.error, Some(GroupError::CoordinatorNotAvailable));
+    assert_ne!(c.describe("g").unwrap().state, GroupState::Stable);
+}
+
+#[tokio::test]
+async fn a_commit_that_cannot_be_stored_is_an_error_not_a_success() {
+    let (store, c) = in_memory();
+    store.failing.store(true, std::sync::atomic::Ordering::Release);
+    assert_eq!(
+        c.commit_offsets(commit(-1, "", 5)).await,
+        Err(GroupError::CoordinatorNotAvailable)
+    );
+    store.failing.store(false, std::sync::atomic::Ordering::Release);
+    assert_eq!(c.commit_offsets(commit(-1, "", 6)).await, Ok(vec![Ok(())]));
+    assert!(matches!(
+        stored_writes(&store).as_slice(),
+        [GroupWrite::CommitOffsets { group, offsets }] if group == "g" && offsets[0].2.offset == 6
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_of_many_groups_share_synced_writes() {
+    let (store, c) = in_memory();
+    *store.delay.lock().unwrap() = Duration::from_millis(20);
+    let commits: Vec<_> = (0..50)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut req = commit(-1, "", i);
+                req.group_id = format!("g{i}");
+                c.commit_offsets(req).await
+            })
+        })
+        .collect();
+    for commit in commits {
+        assert_eq!(commit.await.unwrap(), Ok(vec![Ok(())]));
+    }
+    let writes = store.written.lock().unwrap().len();
+    assert_eq!(stored_writes(&store).len(), 50, "each commit stored once");
+    // One writer, many commits per synced write: no group waits for another's fsync alone.
+    assert!(writes < 25, "{writes} synced writes for 50 commits");
 }

@@ -2,7 +2,7 @@
 //! acknowledged) and classic group metadata (generation, protocol, members, assignments).
 
 use bytes::Bytes;
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::{IteratorMode, WriteBatch};
 
 use super::codec::{Reader, Writer};
 use super::{MetaError, MetaStore, CF_GROUPS, CF_OFFSETS};
@@ -209,6 +209,15 @@ fn group_prefix(group: &str) -> Vec<u8> {
     k
 }
 
+/// The first key after every key starting with a group's prefix (which ends in a 0 byte).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
 fn parse_offset_key(key: &[u8]) -> Option<(String, String, i32)> {
     let first = key.iter().position(|b| *b == 0)?;
     let rest = &key[first + 1..];
@@ -295,29 +304,62 @@ impl GroupRecord {
     }
 }
 
-impl MetaStore {
-    /// Stores a group's commits atomically (one synced write batch).
-    pub fn commit_offsets(
-        &self,
-        group: &str,
-        offsets: &[(String, i32, CommittedOffset)],
-    ) -> Result<(), MetaError> {
-        let mut batch = WriteBatch::default();
-        for (topic, partition, o) in offsets {
-            batch.put_cf(
-                self.cf(CF_OFFSETS),
-                offset_key(group, topic, *partition),
-                o.encode(),
-            );
-        }
-        self.db.write_opt(batch, &Self::durable())?;
-        Ok(())
-    }
+/// One change of the group coordinator's state, as `write_group_changes` stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupWrite {
+    /// A group's committed offsets: (topic, partition, offset).
+    CommitOffsets {
+        group: String,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    },
+    /// Removes some of a group's committed offsets: (topic, partition).
+    DeleteOffsets {
+        group: String,
+        partitions: Vec<(String, i32)>,
+    },
+    /// A classic group's record (members and assignments).
+    PutGroup(GroupRecord),
+    /// A consumer group's record (replacing a classic group of the same id).
+    PutConsumerGroup(ConsumerGroupRecord),
+    /// A group's record and all its offsets.
+    DeleteGroup(String),
+}
 
-    pub fn delete_offsets(&self, group: &str, partitions: &[(String, i32)]) -> Result<(), MetaError> {
+impl MetaStore {
+    /// Stores changes of group state in order, as one synced, atomic write batch: the group
+    /// coordinator's group commit (many changes, one fsync of the WAL).
+    pub fn write_group_changes(&self, writes: &[GroupWrite]) -> Result<(), MetaError> {
         let mut batch = WriteBatch::default();
-        for (topic, partition) in partitions {
-            batch.delete_cf(self.cf(CF_OFFSETS), offset_key(group, topic, *partition));
+        for write in writes {
+            match write {
+                GroupWrite::CommitOffsets { group, offsets } => {
+                    for (topic, partition, o) in offsets {
+                        batch.put_cf(
+                            self.cf(CF_OFFSETS),
+                            offset_key(group, topic, *partition),
+                            o.encode(),
+                        );
+                    }
+                }
+                GroupWrite::DeleteOffsets { group, partitions } => {
+                    for (topic, partition) in partitions {
+                        batch.delete_cf(self.cf(CF_OFFSETS), offset_key(group, topic, *partition));
+                    }
+                }
+                GroupWrite::PutGroup(g) => {
+                    batch.put_cf(self.cf(CF_GROUPS), g.group_id.as_bytes(), g.encode())
+                }
+                GroupWrite::PutConsumerGroup(g) => {
+                    batch.put_cf(self.cf(CF_GROUPS), g.group_id.as_bytes(), g.encode())
+                }
+                GroupWrite::DeleteGroup(group) => {
+                    // Offset keys of a group share its prefix: one range deletion covers them,
+                    // and keys written earlier in this same batch too.
+                    let prefix = group_prefix(group);
+                    batch.delete_range_cf(self.cf(CF_OFFSETS), &prefix, &prefix_end(&prefix));
+                    batch.delete_cf(self.cf(CF_GROUPS), group.as_bytes());
+                }
+            }
         }
         self.db.write_opt(batch, &Self::durable())?;
         Ok(())
@@ -341,46 +383,6 @@ impl MetaStore {
             ));
         }
         Ok(out)
-    }
-
-    /// Removes a group: its record and all its offsets, in one synced batch.
-    pub fn delete_group(&self, group: &str) -> Result<(), MetaError> {
-        let mut batch = WriteBatch::default();
-        let prefix = group_prefix(group);
-        for item in self.db.iterator_cf(
-            self.cf(CF_OFFSETS),
-            IteratorMode::From(&prefix, Direction::Forward),
-        ) {
-            let (key, _) = item?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            batch.delete_cf(self.cf(CF_OFFSETS), key);
-        }
-        batch.delete_cf(self.cf(CF_GROUPS), group.as_bytes());
-        self.db.write_opt(batch, &Self::durable())?;
-        Ok(())
-    }
-
-    pub fn put_group(&self, group: &GroupRecord) -> Result<(), MetaError> {
-        self.db.put_cf_opt(
-            self.cf(CF_GROUPS),
-            group.group_id.as_bytes(),
-            group.encode(),
-            &Self::durable(),
-        )?;
-        Ok(())
-    }
-
-    /// Stores a consumer group's record (replacing a classic group of the same id), synced.
-    pub fn put_consumer_group(&self, group: &ConsumerGroupRecord) -> Result<(), MetaError> {
-        self.db.put_cf_opt(
-            self.cf(CF_GROUPS),
-            group.group_id.as_bytes(),
-            group.encode(),
-            &Self::durable(),
-        )?;
-        Ok(())
     }
 
     pub fn consumer_groups(&self) -> Result<Vec<ConsumerGroupRecord>, MetaError> {
@@ -433,10 +435,19 @@ mod tests {
             metadata: "m".into(),
             commit_timestamp_ms: 9,
         };
+        let commit = |group: &str, offsets: Vec<(String, i32, CommittedOffset)>| GroupWrite::CommitOffsets {
+            group: group.into(),
+            offsets,
+        };
         store
-            .commit_offsets("g", &[("t".into(), 0, o(5)), ("t".into(), 1, o(7))])
+            .write_group_changes(&[
+                commit("g", vec![("t".into(), 0, o(5)), ("t".into(), 1, o(7))]),
+                commit("g2", vec![("t".into(), 0, o(1))]),
+                commit("gone", vec![("t".into(), 0, o(1))]),
+                // A deletion removes what the same batch wrote before it.
+                GroupWrite::DeleteGroup("gone".into()),
+            ])
             .unwrap();
-        store.commit_offsets("g2", &[("t".into(), 0, o(1))]).unwrap();
         let group = GroupRecord {
             group_id: "g".into(),
             protocol_type: "consumer".into(),
@@ -450,7 +461,9 @@ mod tests {
                 ..Default::default()
             }],
         };
-        store.put_group(&group).unwrap();
+        store
+            .write_group_changes(&[GroupWrite::PutGroup(group.clone())])
+            .unwrap();
         assert_eq!(store.groups().unwrap(), vec![group]);
         let consumer = ConsumerGroupRecord {
             group_id: "cg".into(),
@@ -469,13 +482,26 @@ mod tests {
                 ..Default::default()
             }],
         };
-        store.put_consumer_group(&consumer).unwrap();
+        store
+            .write_group_changes(&[GroupWrite::PutConsumerGroup(consumer.clone())])
+            .unwrap();
         assert_eq!(store.consumer_groups().unwrap(), vec![consumer]);
         assert_eq!(store.groups().unwrap().len(), 1, "classic groups only");
-        store.delete_group("cg").unwrap();
+        store
+            .write_group_changes(&[GroupWrite::DeleteGroup("cg".into())])
+            .unwrap();
         assert!(store.consumer_groups().unwrap().is_empty());
         assert_eq!(store.all_offsets().unwrap().len(), 3);
-        store.delete_group("g").unwrap();
+        store
+            .write_group_changes(&[GroupWrite::DeleteOffsets {
+                group: "g".into(),
+                partitions: vec![("t".into(), 1)],
+            }])
+            .unwrap();
+        assert_eq!(store.all_offsets().unwrap().len(), 2);
+        store
+            .write_group_changes(&[GroupWrite::DeleteGroup("g".into())])
+            .unwrap();
         assert!(store.groups().unwrap().is_empty());
         let left = store.all_offsets().unwrap();
         assert_eq!(left, vec![("g2".into(), "t".into(), 0, o(1))]);

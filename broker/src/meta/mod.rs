@@ -13,7 +13,8 @@ use rocksdb::{ColumnFamilyDescriptor, Options, WriteOptions, DB};
 
 pub use configs::ConfigEntity;
 pub use groups::{
-    CommittedOffset, ConsumerGroupRecord, ConsumerMemberRecord, GroupRecord, MemberRecord, TopicIdPartitions,
+    CommittedOffset, ConsumerGroupRecord, ConsumerMemberRecord, GroupRecord, GroupWrite, MemberRecord,
+    TopicIdPartitions,
 };
 pub use topics::TopicRecord;
 
@@ -25,12 +26,19 @@ const CF_GROUPS: &str = "groups";
 const CF_CONFIGS: &str = "configs";
 const COLUMN_FAMILIES: &[&str] = &[CF_TOPICS, CF_OFFSETS, CF_GROUPS, CF_CONFIGS];
 
-#[derive(Debug, thiserror::Error)]
+/// Cloneable so that one failed group-committed write can be reported to every change in it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum MetaError {
     #[error("metadata store: {0}")]
     RocksDb(#[from] rocksdb::Error),
     #[error("metadata store holds an unreadable {what} record under key {key:?}")]
     Corrupt { what: &'static str, key: String },
+    /// The writer that group-commits changes has stopped.
+    #[error("metadata store writer has stopped")]
+    Closed,
+    /// The writer thread could not be started.
+    #[error("cannot start the metadata store writer: {0}")]
+    Writer(String),
 }
 
 pub struct MetaStore {
