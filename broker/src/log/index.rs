@@ -2,60 +2,81 @@
 //! base offset, u32 BE; physical position of the batch in the `.log`, u32 BE). As in Kafka, an
 //! entry maps a batch's LAST offset to the position where that batch starts.
 //!
-//! Entries live in memory; the file is brought up to date when the segment is flushed or sealed.
-//! The active segment's index is rebuilt from the log on every open, so its file may lag.
+//! A thin type over the generic [`SparseIndex`], which holds, loads and persists the entries.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 
-const ENTRY_SIZE: usize = 8;
+use super::sparse_index::{u32_at, IndexEntry, SparseIndex};
 
-pub(crate) struct OffsetIndex {
-    path: PathBuf,
-    base_offset: i64,
-    entries: Vec<(u32, u32)>,
-    /// How many entries the file already holds.
-    persisted: usize,
+/// An offset index entry (Kafka's `OffsetPosition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OffsetPosition {
+    relative_offset: u32,
+    position: u32,
 }
 
-/// Reads a whole index file; `Err` carries why it cannot be used.
-pub(super) fn read_index_file(path: &Path, entry_size: usize) -> Result<Vec<u8>, String> {
-    let mut buf = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut buf))
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if buf.len() % entry_size != 0 {
-        return Err(format!(
-            "{} has length {}, not a multiple of {entry_size}",
-            path.display(),
-            buf.len()
-        ));
+impl OffsetPosition {
+    pub(crate) fn new(relative_offset: u32, position: u32) -> Self {
+        OffsetPosition {
+            relative_offset,
+            position,
+        }
     }
-    Ok(buf)
 }
 
-/// Appends `bytes` to the index file at `path` and makes them durable.
-pub(super) fn append_and_sync(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new().append(true).create(true).open(path)?;
-    f.write_all(bytes)?;
-    f.sync_data()
+impl IndexEntry for OffsetPosition {
+    const SIZE: usize = 8;
+
+    fn decode(bytes: &[u8]) -> Self {
+        OffsetPosition::new(u32_at(bytes, 0), u32_at(bytes, 4))
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.relative_offset.to_be_bytes());
+        out.extend_from_slice(&self.position.to_be_bytes());
+    }
+
+    /// The absolute offset.
+    fn key(&self, base_offset: i64) -> i64 {
+        base_offset + i64::from(self.relative_offset)
+    }
+
+    fn relative_offset(&self) -> u32 {
+        self.relative_offset
+    }
+
+    fn follows(&self, prev: &Self) -> bool {
+        self.relative_offset > prev.relative_offset && self.position > prev.position
+    }
+
+    /// The segment start.
+    fn before_first() -> Self {
+        OffsetPosition::new(0, 0)
+    }
+
+    /// The first batch always gets an entry, so the first entry is at position 0; every entry
+    /// points into the log.
+    fn check_against_log(first: &Self, last: &Self, segment_size: u64) -> Result<(), String> {
+        if first.position != 0 {
+            return Err(format!("first entry at position {}", first.position));
+        }
+        if u64::from(last.position) >= segment_size {
+            return Err(format!(
+                "entry points to {}, past the log's {segment_size} bytes",
+                last.position
+            ));
+        }
+        Ok(())
+    }
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
+pub(crate) struct OffsetIndex(SparseIndex<OffsetPosition>);
 
 impl OffsetIndex {
     /// A new, empty index; creates or truncates the file.
     pub(crate) fn create(path: PathBuf, base_offset: i64) -> io::Result<Self> {
-        File::create(&path)?;
-        Ok(OffsetIndex {
-            path,
-            base_offset,
-            entries: Vec::new(),
-            persisted: 0,
-        })
+        SparseIndex::create(path, base_offset).map(OffsetIndex)
     }
 
     /// Loads and checks an index file for a segment whose `.log` holds `segment_size` bytes and
@@ -66,100 +87,49 @@ impl OffsetIndex {
         segment_size: u64,
         offset_limit: Option<i64>,
     ) -> Result<Self, String> {
-        let buf = read_index_file(&path, ENTRY_SIZE)?;
-        let entries: Vec<(u32, u32)> = buf
-            .chunks_exact(ENTRY_SIZE)
-            .map(|e| (u32_at(e, 0), u32_at(e, 4)))
-            .collect();
-        let bad = |why: String| Err(format!("{}: {why}", path.display()));
-        match entries.first() {
-            None if segment_size > 0 => return bad("empty for a non-empty segment".into()),
-            Some(&(_, pos)) if pos != 0 => return bad(format!("first entry at position {pos}")),
-            _ => {}
-        }
-        for w in entries.windows(2) {
-            if w[1].0 <= w[0].0 || w[1].1 <= w[0].1 {
-                return bad(format!("entries {:?} and {:?} out of order", w[0], w[1]));
-            }
-        }
-        if let Some(&(rel, pos)) = entries.last() {
-            if u64::from(pos) >= segment_size {
-                return bad(format!(
-                    "entry points to {pos}, past the log's {segment_size} bytes"
-                ));
-            }
-            let last = base_offset + i64::from(rel);
-            if rel > i32::MAX as u32 || offset_limit.is_some_and(|limit| last >= limit) {
-                return bad(format!("entry offset {last} beyond the segment"));
-            }
-        }
-        let persisted = entries.len();
-        Ok(OffsetIndex {
-            path,
-            base_offset,
-            entries,
-            persisted,
-        })
+        SparseIndex::load(path, base_offset, segment_size, offset_limit).map(OffsetIndex)
     }
 
     /// Adds an entry for the batch ending at `last_offset` and starting at `position`. Entries
     /// that would not keep the index strictly increasing are dropped: a sparse index stays
     /// correct without them.
     pub(crate) fn append(&mut self, last_offset: i64, position: u32) {
-        let Ok(rel) = u32::try_from(last_offset - self.base_offset) else {
-            return;
-        };
-        if let Some(&(r, p)) = self.entries.last() {
-            if rel <= r || position <= p {
-                return;
-            }
+        if let Some(rel) = self.0.relative(last_offset) {
+            self.0.maybe_append(OffsetPosition::new(rel, position));
         }
-        self.entries.push((rel, position));
+    }
+
+    fn absolute(&self, e: OffsetPosition) -> (i64, u32) {
+        (e.key(self.0.base_offset()), e.position)
     }
 
     /// The greatest entry whose offset is <= `target`, as (absolute offset, position); the
     /// segment start `(base_offset, 0)` when there is none. Scanning batches from that position
     /// reaches the batch containing `target`.
     pub(crate) fn lookup(&self, target: i64) -> (i64, u32) {
-        let n = self
-            .entries
-            .partition_point(|&(rel, _)| self.base_offset + i64::from(rel) <= target);
-        match n.checked_sub(1).map(|i| self.entries[i]) {
-            Some((rel, pos)) => (self.base_offset + i64::from(rel), pos),
-            None => (self.base_offset, 0),
-        }
+        self.absolute(self.0.lookup(target))
     }
 
     /// The last entry, as (absolute offset, position).
     pub(crate) fn last_entry(&self) -> Option<(i64, u32)> {
-        self.entries
-            .last()
-            .map(|&(rel, pos)| (self.base_offset + i64::from(rel), pos))
+        self.0.last_entry().map(|e| self.absolute(e))
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.0.len()
     }
 
     /// Writes the entries the file lacks and fsyncs it.
     pub(crate) fn persist(&mut self) -> io::Result<()> {
-        if self.persisted == self.entries.len() {
-            return Ok(());
-        }
-        let mut bytes = Vec::with_capacity((self.entries.len() - self.persisted) * ENTRY_SIZE);
-        for &(rel, pos) in &self.entries[self.persisted..] {
-            bytes.extend_from_slice(&rel.to_be_bytes());
-            bytes.extend_from_slice(&pos.to_be_bytes());
-        }
-        append_and_sync(&self.path, &bytes)?;
-        self.persisted = self.entries.len();
-        Ok(())
+        self.0.persist()
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn sample(dir: &Path) -> OffsetIndex {

@@ -13,6 +13,7 @@ mod offset_lookup;
 mod partition_log;
 mod recovery;
 mod segment;
+mod sparse_index;
 mod time_index;
 mod walker;
 
@@ -25,7 +26,8 @@ pub use batch::{validate_produce_batch, BatchHeaders, RecordBatchHeader, BATCH_H
 pub use config::{LogConfig, TimestampType};
 pub use flusher::Flusher;
 pub use offset_lookup::{FoundOffset, OffsetSpec};
-pub use partition_log::{AppendInfo, PartitionLog, ReadResult, TimestampedBatch};
+pub use partition_log::{AppendInfo, PartitionLog, ReadResult};
+pub use segment::TimestampedBatch;
 
 /// Errors of the log layer. Cloneable so that one failed group-commit fsync can be reported to
 /// every producer waiting on it.

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::batch::{rewrite_header, validate_produce_batch, BATCH_HEADER_SIZE};
 use super::recovery::{load_segment, LoadSpec};
-use super::segment::{BatchInfo, LogSegment, SegmentRead};
+use super::segment::{BatchInfo, LogSegment, SegmentRead, TimestampedBatch};
 use super::{LogConfig, LogError, TimestampType};
 
 /// Where an append landed.
@@ -22,14 +22,6 @@ pub struct AppendInfo {
     /// The time stamped into the batch under LogAppendTime; -1 under CreateTime.
     pub log_append_time: i64,
     pub log_start_offset: i64,
-}
-
-/// A batch found by timestamp (ListOffsets narrows it to the record).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimestampedBatch {
-    pub base_offset: i64,
-    pub last_offset: i64,
-    pub max_timestamp: i64,
 }
 
 /// Batches returned by a fetch, with the partition state the response reports.

@@ -13,7 +13,6 @@ use bytes::Bytes;
 
 use super::batch::{BatchHeaders, BATCH_HEADER_SIZE};
 use super::index::OffsetIndex;
-use super::partition_log::TimestampedBatch;
 use super::time_index::TimeIndex;
 use super::walker::HeaderWalker;
 use super::{LogError, RecordBatchHeader};
@@ -29,6 +28,14 @@ pub(crate) struct BatchInfo {
     pub(crate) last_offset: i64,
     pub(crate) max_timestamp: i64,
     pub(crate) size: u64,
+}
+
+/// A batch found by timestamp (ListOffsets narrows it to the record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampedBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
 }
 
 /// Index state, guarded together so readers see a consistent picture.

@@ -3,31 +3,70 @@
 //! maxTimestamp seen so far in the segment and the batch ending at O is the first to reach it,
 //! so every batch before that one has a smaller maxTimestamp. Timestamps and offsets are both
 //! strictly increasing.
+//!
+//! A thin type over the generic [`SparseIndex`], which holds, loads and persists the entries.
 
 use std::io;
 use std::path::PathBuf;
 
-use super::index::{append_and_sync, read_index_file};
+use super::sparse_index::{u32_at, IndexEntry, SparseIndex};
 
-const ENTRY_SIZE: usize = 12;
-
-pub(crate) struct TimeIndex {
-    path: PathBuf,
-    base_offset: i64,
-    entries: Vec<(i64, u32)>,
-    persisted: usize,
+/// A time index entry (Kafka's `TimestampOffset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimestampOffset {
+    timestamp: i64,
+    relative_offset: u32,
 }
+
+impl TimestampOffset {
+    pub(crate) fn new(timestamp: i64, relative_offset: u32) -> Self {
+        TimestampOffset {
+            timestamp,
+            relative_offset,
+        }
+    }
+}
+
+impl IndexEntry for TimestampOffset {
+    const SIZE: usize = 12;
+
+    fn decode(bytes: &[u8]) -> Self {
+        let mut ts = [0u8; 8];
+        ts.copy_from_slice(&bytes[..8]);
+        TimestampOffset::new(i64::from_be_bytes(ts), u32_at(bytes, 8))
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.timestamp.to_be_bytes());
+        out.extend_from_slice(&self.relative_offset.to_be_bytes());
+    }
+
+    /// The timestamp.
+    fn key(&self, _base_offset: i64) -> i64 {
+        self.timestamp
+    }
+
+    fn relative_offset(&self) -> u32 {
+        self.relative_offset
+    }
+
+    /// Only a larger timestamp gets an entry, and at a later offset.
+    fn follows(&self, prev: &Self) -> bool {
+        self.timestamp > prev.timestamp && self.relative_offset > prev.relative_offset
+    }
+
+    /// No timestamp (-1) at the segment's base offset, as in Kafka.
+    fn before_first() -> Self {
+        TimestampOffset::new(-1, 0)
+    }
+}
+
+pub(crate) struct TimeIndex(SparseIndex<TimestampOffset>);
 
 impl TimeIndex {
     /// A new, empty index; creates or truncates the file.
     pub(crate) fn create(path: PathBuf, base_offset: i64) -> io::Result<Self> {
-        std::fs::File::create(&path)?;
-        Ok(TimeIndex {
-            path,
-            base_offset,
-            entries: Vec::new(),
-            persisted: 0,
-        })
+        SparseIndex::create(path, base_offset).map(TimeIndex)
     }
 
     /// Loads and checks a time index for a segment of `segment_size` bytes whose offsets stay
@@ -38,91 +77,40 @@ impl TimeIndex {
         segment_size: u64,
         offset_limit: Option<i64>,
     ) -> Result<Self, String> {
-        let buf = read_index_file(&path, ENTRY_SIZE)?;
-        let entries: Vec<(i64, u32)> = buf
-            .chunks_exact(ENTRY_SIZE)
-            .map(|e| {
-                let mut ts = [0u8; 8];
-                ts.copy_from_slice(&e[..8]);
-                (
-                    i64::from_be_bytes(ts),
-                    u32::from_be_bytes([e[8], e[9], e[10], e[11]]),
-                )
-            })
-            .collect();
-        let bad = |why: String| Err(format!("{}: {why}", path.display()));
-        if entries.is_empty() && segment_size > 0 {
-            return bad("empty for a non-empty segment".into());
-        }
-        for w in entries.windows(2) {
-            if w[1].0 <= w[0].0 || w[1].1 <= w[0].1 {
-                return bad(format!("entries {:?} and {:?} out of order", w[0], w[1]));
-            }
-        }
-        if let Some(&(_, rel)) = entries.last() {
-            let last = base_offset + i64::from(rel);
-            if rel > i32::MAX as u32 || offset_limit.is_some_and(|limit| last >= limit) {
-                return bad(format!("entry offset {last} beyond the segment"));
-            }
-        }
-        let persisted = entries.len();
-        Ok(TimeIndex {
-            path,
-            base_offset,
-            entries,
-            persisted,
-        })
+        SparseIndex::load(path, base_offset, segment_size, offset_limit).map(TimeIndex)
     }
 
     /// Adds (timestamp, offset) if it keeps both columns strictly increasing.
     pub(crate) fn maybe_append(&mut self, timestamp: i64, offset: i64) {
-        let Ok(rel) = u32::try_from(offset - self.base_offset) else {
-            return;
-        };
-        if let Some(&(ts, r)) = self.entries.last() {
-            if timestamp <= ts || rel <= r {
-                return;
-            }
+        if let Some(rel) = self.0.relative(offset) {
+            self.0.maybe_append(TimestampOffset::new(timestamp, rel));
         }
-        self.entries.push((timestamp, rel));
+    }
+
+    fn absolute(&self, e: TimestampOffset) -> (i64, i64) {
+        (e.timestamp, self.0.base_offset() + i64::from(e.relative_offset))
     }
 
     /// The greatest entry whose timestamp is <= `timestamp`, as (timestamp, absolute offset), or
     /// `(-1, base_offset)` when there is none. The first batch with maxTimestamp >= `timestamp`
     /// is the batch containing that offset or a later one.
     pub(crate) fn lookup(&self, timestamp: i64) -> (i64, i64) {
-        let n = self.entries.partition_point(|&(ts, _)| ts <= timestamp);
-        match n.checked_sub(1).map(|i| self.entries[i]) {
-            Some((ts, rel)) => (ts, self.base_offset + i64::from(rel)),
-            None => (-1, self.base_offset),
-        }
+        self.absolute(self.0.lookup(timestamp))
     }
 
     /// The last entry, as (timestamp, absolute offset).
     pub(crate) fn last_entry(&self) -> Option<(i64, i64)> {
-        self.entries
-            .last()
-            .map(|&(ts, rel)| (ts, self.base_offset + i64::from(rel)))
+        self.0.last_entry().map(|e| self.absolute(e))
     }
 
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.0.len()
     }
 
     /// Writes the entries the file lacks and fsyncs it.
     pub(crate) fn persist(&mut self) -> io::Result<()> {
-        if self.persisted == self.entries.len() {
-            return Ok(());
-        }
-        let mut bytes = Vec::with_capacity((self.entries.len() - self.persisted) * ENTRY_SIZE);
-        for &(ts, rel) in &self.entries[self.persisted..] {
-            bytes.extend_from_slice(&ts.to_be_bytes());
-            bytes.extend_from_slice(&rel.to_be_bytes());
-        }
-        append_and_sync(&self.path, &bytes)?;
-        self.persisted = self.entries.len();
-        Ok(())
+        self.0.persist()
     }
 }
 
