@@ -440,13 +440,15 @@ impl GroupCoordinator {
         let default = cfg.assignors.first().map(String::as_str).unwrap_or("uniform");
         let assignor = group.preferred_assignor(&cfg.assignors, default);
         let subscribed = &group.subscribed_topics;
+        let regexes = resolved_regexes(group);
         let specs: BTreeMap<String, MemberSpec> = group
             .members
             .values()
             .map(|m| {
+                let regex = m.subscribed_topic_regex.as_deref().and_then(|r| regexes.get(r));
                 let topics = subscribed
                     .iter()
-                    .filter(|(name, _)| member_subscribes(m, name, &group.resolved_regexes))
+                    .filter(|(name, _)| member_subscribes(m, regex, name))
                     .map(|(_, (id, _))| *id)
                     .collect();
                 let current = group.target.get(&m.id).cloned().unwrap_or_default();
@@ -664,27 +666,28 @@ fn check_epoch(
     Ok(())
 }
 
-/// Whether `m` subscribes to `topic`, by name or by a regex already resolved.
-fn member_subscribes(m: &ConsumerMember, topic: &str, resolved: &BTreeSet<String>) -> bool {
-    m.subscribed_topic_names.iter().any(|t| t == topic)
-        || m.subscribed_topic_regex
-            .as_ref()
-            .filter(|r| resolved.contains(*r))
-            .and_then(|r| TopicRegex::parse(r).ok())
-            .is_some_and(|r| r.matches(topic))
+/// The regexes the group's members subscribe with that the group has resolved, each compiled
+/// once however many members share it.
+fn resolved_regexes(group: &ConsumerGroup) -> BTreeMap<&str, TopicRegex> {
+    group
+        .members
+        .values()
+        .filter_map(|m| m.subscribed_topic_regex.as_deref())
+        .filter(|r| group.resolved_regexes.contains(*r))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter_map(|r| TopicRegex::parse(r).ok().map(|c| (r, c)))
+        .collect()
+}
+
+/// Whether `m` subscribes to `topic`, by name or by its resolved regex (from `resolved_regexes`).
+fn member_subscribes(m: &ConsumerMember, regex: Option<&TopicRegex>, topic: &str) -> bool {
+    m.subscribed_topic_names.iter().any(|t| t == topic) || regex.is_some_and(|r| r.matches(topic))
 }
 
 /// The existing topics any member subscribes to, by name or by a resolved regex.
 fn subscribed_topics(group: &ConsumerGroup, topics: &TopicsImage) -> BTreeMap<String, (Uuid, i32)> {
-    let regexes: Vec<TopicRegex> = group
-        .members
-        .values()
-        .filter_map(|m| m.subscribed_topic_regex.as_ref())
-        .filter(|r| group.resolved_regexes.contains(*r))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .filter_map(|r| TopicRegex::parse(r).ok())
-        .collect();
+    let regexes = resolved_regexes(group).into_values().collect::<Vec<_>>();
     let names: BTreeSet<&str> = group
         .members
         .values()

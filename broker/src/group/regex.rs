@@ -1,305 +1,96 @@
-//! A small regular-expression matcher for KIP-848 topic subscriptions (`subscribed_topic_regex`,
-//! RE2/J syntax, matched against the whole topic name as Kafka's `Pattern.matcher().matches()`).
+//! KIP-848 topic subscription patterns (`subscribed_topic_regex`), on the `regex` crate.
 //!
-//! It covers what subscriptions use: literals and escapes, `.`, character classes (ranges,
-//! negation, `\d \w \s`), groups `( )` and `(?: )`, alternation, `* + ? {n} {n,} {n,m}` (lazy
-//! forms accepted; greediness does not change a full match), and the anchors `^ $`. Topic names
-//! are short, so a backtracking matcher over the parsed tree is enough.
+//! Kafka compiles the pattern with RE2/J and keeps a topic when `matcher(topic).matches()`, a
+//! match of the whole name. The `regex` crate has RE2's syntax (flags such as `(?i)` included)
+//! and matches in time linear in the name, so no pattern can make a heartbeat or an assignment
+//! take exponential time; its compiled size is bounded, so no pattern can take much memory.
 
+use regex::{Regex, RegexBuilder};
+use regex_syntax::ast::{self, Ast};
+
+/// Why a pattern is not a valid regular expression: a short description for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegexError(pub String);
 
-#[derive(Debug, Clone)]
-enum Node {
-    Char(char),
-    Any,
-    Class {
-        ranges: Vec<(char, char)>,
-        negated: bool,
-    },
-    Start,
-    End,
-    Group(Vec<Vec<Node>>),
-    Repeat {
-        node: Box<Node>,
-        min: u32,
-        max: Option<u32>,
-    },
-}
+/// The most a compiled pattern may take (the `regex` crate's `size_limit`; its default is 10 MiB).
+/// A pattern over the limit is an invalid regular expression. Subscription patterns are small:
+/// `[a-zA-Z0-9._-]{1,249}` fits easily. `\w` is Unicode's here (on topic names, which are ASCII,
+/// it matches as RE2's ASCII `\w` does) and compiles to some 40 KiB: `\w{20}` fits, `\w{30}`
+/// does not. Compiling up to the limit takes about 10 ms.
+const SIZE_LIMIT: usize = 1 << 20;
 
+/// A compiled subscription pattern. Cloning shares the compiled program.
 #[derive(Debug, Clone)]
-pub struct TopicRegex {
-    alternatives: Vec<Vec<Node>>,
-}
+pub struct TopicRegex(Regex);
 
 impl TopicRegex {
     pub fn parse(pattern: &str) -> Result<TopicRegex, RegexError> {
-        let chars: Vec<char> = pattern.chars().collect();
-        let mut parser = Parser {
-            chars: &chars,
-            pos: 0,
-        };
-        let alternatives = parser.alternation()?;
-        if parser.pos != chars.len() {
-            return Err(RegexError(format!("unmatched ')' at {}", parser.pos)));
-        }
-        Ok(TopicRegex { alternatives })
+        // The pattern is checked alone first, so that it cannot step out of the anchoring group
+        // below: `a)|(b` is invalid, not `^(?:a)|(b)$`. This also reports errors at offsets of
+        // the client's pattern, in one line.
+        check_syntax(pattern)?;
+        // Anchored as a whole, alternation included, as RE2/J's `matches()`.
+        RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(SIZE_LIMIT)
+            .build()
+            .map(TopicRegex)
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(limit) => {
+                    RegexError(format!("the compiled pattern would exceed {limit} bytes"))
+                }
+                // A pattern valid alone but not once wrapped: under `(?x)` a trailing `#` comment
+                // runs on over the closing `)$` (RE2/J has no `(?x)` at all).
+                e => RegexError(last_line(&e.to_string())),
+            })
     }
 
     /// Whether the whole of `text` matches.
     pub fn matches(&self, text: &str) -> bool {
-        let chars: Vec<char> = text.chars().collect();
-        let group = [Node::Group(self.alternatives.clone())];
-        match_seq(&group, &chars, 0, &mut |p| p == chars.len())
+        self.0.is_match(text)
     }
 }
 
-const DIGIT: &[(char, char)] = &[('0', '9')];
-const WORD: &[(char, char)] = &[('a', 'z'), ('A', 'Z'), ('0', '9'), ('_', '_')];
-const SPACE: &[(char, char)] = &[(' ', ' '), ('\t', '\r')];
-
-struct Parser<'a> {
-    chars: &'a [char],
-    pos: usize,
+/// Parses `pattern` alone as the `regex` crate will, and refuses what RE2/J refuses where the
+/// crate is more lenient: a repetition operator applied directly to another (`a**`, `a*+`,
+/// `a{2}{3}`; `(a*)*` is fine), RE2's "invalid nested repetition operator".
+fn check_syntax(pattern: &str) -> Result<(), RegexError> {
+    let tree = ast::parse::Parser::new()
+        .parse(pattern)
+        .map_err(|e| at(e.kind(), e.span()))?;
+    ast::visit(&tree, NestedRepetition).map_err(|span| at(&"invalid nested repetition operator", &span))?;
+    regex_syntax::hir::translate::Translator::new()
+        .translate(pattern, &tree)
+        .map_err(|e| at(e.kind(), e.span()))?;
+    Ok(())
 }
 
-impl Parser<'_> {
-    fn peek(&self) -> Option<char> {
-        self.chars.get(self.pos).copied()
+fn at(what: &dyn std::fmt::Display, span: &ast::Span) -> RegexError {
+    RegexError(format!("{what} at offset {}", span.start.offset))
+}
+
+/// Finds a repetition of a repetition, answering the outer operator's span.
+struct NestedRepetition;
+
+impl ast::Visitor for NestedRepetition {
+    type Output = ();
+    type Err = ast::Span;
+
+    fn finish(self) -> Result<(), ast::Span> {
+        Ok(())
     }
 
-    fn next(&mut self) -> Result<char, RegexError> {
-        let c = self
-            .peek()
-            .ok_or_else(|| RegexError("unexpected end of pattern".into()))?;
-        self.pos += 1;
-        Ok(c)
-    }
-
-    fn alternation(&mut self) -> Result<Vec<Vec<Node>>, RegexError> {
-        let mut alternatives = vec![self.sequence()?];
-        while self.peek() == Some('|') {
-            self.pos += 1;
-            alternatives.push(self.sequence()?);
+    fn visit_pre(&mut self, node: &Ast) -> Result<(), ast::Span> {
+        match node {
+            Ast::Repetition(outer) if matches!(*outer.ast, Ast::Repetition(_)) => Err(outer.op.span),
+            _ => Ok(()),
         }
-        Ok(alternatives)
-    }
-
-    fn sequence(&mut self) -> Result<Vec<Node>, RegexError> {
-        let mut seq = Vec::new();
-        while let Some(c) = self.peek() {
-            if c == '|' || c == ')' {
-                break;
-            }
-            let atom = self.atom()?;
-            let atom = self.quantified(atom)?;
-            seq.push(atom);
-        }
-        Ok(seq)
-    }
-
-    fn quantified(&mut self, atom: Node) -> Result<Node, RegexError> {
-        let (min, max) = match self.peek() {
-            Some('*') => (0, None),
-            Some('+') => (1, None),
-            Some('?') => (0, Some(1)),
-            Some('{') => match self.bounds()? {
-                Some(b) => b,
-                None => return Ok(atom),
-            },
-            _ => return Ok(atom),
-        };
-        // The operator character (or the closing brace of `{..}`).
-        self.pos += 1;
-        if matches!(atom, Node::Start | Node::End) {
-            return Err(RegexError("nothing to repeat".into()));
-        }
-        // A lazy (`*?`) or possessive (`*+`) suffix: the set of full matches is the same.
-        if matches!(self.peek(), Some('?' | '+')) {
-            self.pos += 1;
-        }
-        if matches!(self.peek(), Some('*' | '+' | '?')) {
-            return Err(RegexError("multiple repetition operators".into()));
-        }
-        Ok(Node::Repeat {
-            node: Box::new(atom),
-            min,
-            max,
-        })
-    }
-
-    /// `{n}`, `{n,}`, `{n,m}` after the current `{`; None (and nothing consumed) when the brace
-    /// is a literal.
-    fn bounds(&mut self) -> Result<Option<(u32, Option<u32>)>, RegexError> {
-        let rest: String = self.chars[self.pos..].iter().collect();
-        let Some(end) = rest.find('}') else {
-            return Ok(None);
-        };
-        let body = &rest[1..end];
-        let parse = |s: &str| s.parse::<u32>().ok().filter(|n| *n <= 1000);
-        let bounds = match body.split_once(',') {
-            None => parse(body).map(|n| (n, Some(n))),
-            Some((lo, "")) => parse(lo).map(|n| (n, None)),
-            Some((lo, hi)) => match (parse(lo), parse(hi)) {
-                (Some(lo), Some(hi)) if lo <= hi => Some((lo, Some(hi))),
-                (Some(_), Some(_)) => return Err(RegexError("bad repetition range".into())),
-                _ => None,
-            },
-        };
-        if bounds.is_some() {
-            // Up to the closing brace, which `quantified` consumes as the operator.
-            self.pos += body.chars().count() + 1;
-        }
-        Ok(bounds)
-    }
-
-    fn atom(&mut self) -> Result<Node, RegexError> {
-        match self.next()? {
-            '.' => Ok(Node::Any),
-            '^' => Ok(Node::Start),
-            '$' => Ok(Node::End),
-            '(' => {
-                if self.peek() == Some('?') {
-                    self.pos += 1;
-                    if self.next()? != ':' {
-                        return Err(RegexError("unsupported group flags".into()));
-                    }
-                }
-                let alternatives = self.alternation()?;
-                if self.next()? != ')' {
-                    return Err(RegexError("missing ')'".into()));
-                }
-                Ok(Node::Group(alternatives))
-            }
-            '[' => self.class(),
-            '\\' => self.escape(),
-            c @ ('*' | '+' | '?') => Err(RegexError(format!("missing argument to repetition operator {c}"))),
-            c => Ok(Node::Char(c)),
-        }
-    }
-
-    fn escape(&mut self) -> Result<Node, RegexError> {
-        let c = self.next()?;
-        let class = |ranges: &[(char, char)], negated| Node::Class {
-            ranges: ranges.to_vec(),
-            negated,
-        };
-        Ok(match c {
-            'd' => class(DIGIT, false),
-            'D' => class(DIGIT, true),
-            'w' => class(WORD, false),
-            'W' => class(WORD, true),
-            's' => class(SPACE, false),
-            'S' => class(SPACE, true),
-            'A' => Node::Start,
-            'z' => Node::End,
-            'n' => Node::Char('\n'),
-            't' => Node::Char('\t'),
-            c if c.is_ascii_alphanumeric() => return Err(RegexError(format!("unsupported escape \\{c}"))),
-            c => Node::Char(c),
-        })
-    }
-
-    fn class(&mut self) -> Result<Node, RegexError> {
-        let negated = self.peek() == Some('^');
-        if negated {
-            self.pos += 1;
-        }
-        let mut ranges = Vec::new();
-        let mut first = true;
-        loop {
-            let c = self.next()?;
-            if c == ']' && !first {
-                break;
-            }
-            first = false;
-            let lo = if c == '\\' {
-                match self.next()? {
-                    'd' => {
-                        ranges.extend_from_slice(DIGIT);
-                        continue;
-                    }
-                    'w' => {
-                        ranges.extend_from_slice(WORD);
-                        continue;
-                    }
-                    's' => {
-                        ranges.extend_from_slice(SPACE);
-                        continue;
-                    }
-                    c if c.is_ascii_alphanumeric() => {
-                        return Err(RegexError(format!("unsupported escape \\{c} in class")))
-                    }
-                    c => c,
-                }
-            } else {
-                c
-            };
-            if self.peek() == Some('-') && self.chars.get(self.pos + 1).is_some_and(|c| *c != ']') {
-                self.pos += 1;
-                let mut hi = self.next()?;
-                if hi == '\\' {
-                    hi = self.next()?;
-                }
-                if hi < lo {
-                    return Err(RegexError(format!("bad character class range {lo}-{hi}")));
-                }
-                ranges.push((lo, hi));
-            } else {
-                ranges.push((lo, lo));
-            }
-        }
-        Ok(Node::Class { ranges, negated })
     }
 }
 
-fn match_one(node: &Node, c: char) -> bool {
-    match node {
-        Node::Char(x) => *x == c,
-        Node::Any => c != '\n',
-        Node::Class { ranges, negated } => ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated,
-        _ => false,
-    }
-}
-
-/// Matches `seq` at `pos`, calling `k` with every end position until it accepts.
-fn match_seq(seq: &[Node], text: &[char], pos: usize, k: &mut dyn FnMut(usize) -> bool) -> bool {
-    let Some((node, rest)) = seq.split_first() else {
-        return k(pos);
-    };
-    match node {
-        Node::Start => pos == 0 && match_seq(rest, text, pos, k),
-        Node::End => pos == text.len() && match_seq(rest, text, pos, k),
-        Node::Group(alternatives) => alternatives
-            .iter()
-            .any(|branch| match_seq(branch, text, pos, &mut |p| match_seq(rest, text, p, k))),
-        Node::Repeat { node, min, max } => repeat(node, *min, *max, 0, rest, text, pos, k),
-        single => text.get(pos).is_some_and(|c| match_one(single, *c)) && match_seq(rest, text, pos + 1, k),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn repeat(
-    node: &Node,
-    min: u32,
-    max: Option<u32>,
-    count: u32,
-    rest: &[Node],
-    text: &[char],
-    pos: usize,
-    k: &mut dyn FnMut(usize) -> bool,
-) -> bool {
-    if max.is_none_or(|m| count < m) {
-        let once = std::slice::from_ref(node);
-        let more = match_seq(once, text, pos, &mut |p| {
-            // An iteration that consumed nothing cannot lead anywhere new.
-            (p > pos || count < min) && repeat(node, min, max, count + 1, rest, text, p, k)
-        });
-        if more {
-            return true;
-        }
-    }
-    count >= min && match_seq(rest, text, pos, k)
+/// The `regex` crates' multi-line errors end with `error: <description>`.
+fn last_line(message: &str) -> String {
+    let line = message.trim_end().lines().last().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }
 
 #[cfg(test)]
@@ -334,9 +125,71 @@ mod tests {
     }
 
     #[test]
-    fn rejects_malformed_patterns() {
-        for bad in ["(a", "a)", "[a", "*a", "a**", r"\p", "(?i)a", "[z-a]"] {
+    fn anchors_the_whole_pattern() {
+        assert!(!m("foo", "foo-bar"));
+        assert!(!m("foo", "my-foo"));
+        assert!(m("foo|bar", "bar"));
+        assert!(!m("foo|bar", "foobar"));
+        assert!(!m("foo|bar", "foo-x"));
+        assert!(!m("foo|bar", "x-bar"));
+        // An unbalanced pattern cannot close the anchoring group and leave an alternation
+        // unanchored.
+        for bad in ["a)|(b", "a)|(?:b", "a)(b"] {
             assert!(TopicRegex::parse(bad).is_err(), "{bad} should not parse");
         }
+    }
+
+    #[test]
+    fn applies_flags() {
+        assert!(m("(?i)orders-.*", "ORDERS-eu"));
+        assert!(m("(?i:orders)-eu", "OrDeRs-eu"));
+        assert!(!m("(?i:orders)-eu", "orders-EU"));
+        assert!(!m("orders-.*", "ORDERS-eu"));
+    }
+
+    #[test]
+    fn catastrophic_patterns_answer() {
+        // Exponential for a backtracking matcher; linear here.
+        let name = "a".repeat(200);
+        assert!(!m("(a*)*b", &name));
+        assert!(!m("(a|aa)*c", &name));
+        assert!(!m("(a+)+$b", &name));
+        assert!(m("(a|aa)*", &name));
+    }
+
+    #[test]
+    fn rejects_malformed_patterns() {
+        for bad in [
+            "(a", "a)", "[a", "*a", "a**", r"\p", "[z-a]", r"a\", "(?z)a", r"\pX",
+        ] {
+            assert!(TopicRegex::parse(bad).is_err(), "{bad} should not parse");
+        }
+        assert_eq!(
+            TopicRegex::parse("(a").unwrap_err().0,
+            "unclosed group at offset 0"
+        );
+    }
+
+    #[test]
+    fn refuses_nested_repetition_operators_as_re2() {
+        for bad in ["a**", "a*+", "a+?*", "a{2}{3}", "a*{2}", "(?:a|b)+*"] {
+            let e = TopicRegex::parse(bad).expect_err(bad);
+            assert!(
+                e.0.starts_with("invalid nested repetition operator"),
+                "{bad}: {}",
+                e.0
+            );
+        }
+        for good in ["(a*)*", "a*?", "a+?b*", "(?:a{2}){3}"] {
+            assert!(TopicRegex::parse(good).is_ok(), "{good} should parse");
+        }
+    }
+
+    #[test]
+    fn refuses_patterns_too_large_to_compile() {
+        let e = TopicRegex::parse(r"\w{1000}").unwrap_err();
+        assert!(e.0.contains("exceed"), "{}", e.0);
+        assert!(TopicRegex::parse(r"[a-zA-Z0-9._-]{1,249}").is_ok());
+        assert!(TopicRegex::parse(&"topic-[0-9]+|".repeat(500)).is_ok());
     }
 }

@@ -32,6 +32,7 @@ const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
 const FENCED_MEMBER_EPOCH: i16 = 110;
 const UNSUPPORTED_ASSIGNOR: i16 = 112;
 const STALE_MEMBER_EPOCH: i16 = 113;
+const INVALID_REGULAR_EXPRESSION: i16 = 128;
 const SETTLE: Duration = Duration::from_secs(30);
 
 fn kip848_broker() -> TestBroker {
@@ -516,4 +517,53 @@ fn kip848_a_regex_member_keeps_its_partitions_across_a_restart() {
         "nothing revoked: {:?}",
         r.assignment
     );
+}
+
+#[test]
+fn kip848_subscription_regexes_have_re2_syntax_and_match_whole_names() {
+    let broker = kip848_broker();
+    create_topic_blocking(broker.bootstrap(), "rx-orders", 2);
+    create_topic_blocking(broker.bootstrap(), "rx-orders-eu", 1);
+    create_topic_blocking(broker.bootstrap(), "xx", 1);
+    let mut wire = WireClient::connect(broker.bootstrap());
+    let regex_join = |pattern: &str| {
+        join("rx-group", "r1")
+            .with_subscribed_topic_names(None)
+            .with_subscribed_topic_regex(Some(str(pattern)))
+    };
+
+    // Not RE2 regular expressions (`**` is refused by RE2 as well): INVALID_REGULAR_EXPRESSION.
+    for bad in ["rx-(orders", "rx-orders**", "(?z)rx-orders"] {
+        let r = heartbeat(&mut wire, regex_join(bad));
+        assert_eq!(
+            r.error_code, INVALID_REGULAR_EXPRESSION,
+            "{bad}: {:?}",
+            r.error_message
+        );
+        let message = r
+            .error_message
+            .as_ref()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        assert!(
+            message.contains("is not a valid regular expression"),
+            "{bad}: {message}"
+        );
+    }
+
+    // `(?i)` applies, and the alternation is anchored as a whole: rx-orders alone, not
+    // rx-orders-eu (a prefix match) nor xx (a substring match of `x`).
+    let r = heartbeat(&mut wire, regex_join("(?i)RX-ORDERS|x"));
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    let r = heartbeat(
+        &mut wire,
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(group_id("rx-group"))
+            .with_member_id(str("r1"))
+            .with_member_epoch(r.member_epoch)
+            .with_rebalance_timeout_ms(-1)
+            .with_topic_partitions(Some(Vec::new())),
+    );
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    assert_eq!(count(&r.assignment), 2, "rx-orders only: {:?}", r.assignment);
 }
