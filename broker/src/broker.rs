@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::alter::Alteration;
 use crate::config::dynamic::{self, DynamicLayers};
@@ -53,8 +54,9 @@ const META_DIR: &str = "__keel_metadata";
 
 impl Broker {
     /// Opens the data directory: identity, metadata store, then every partition log (with
-    /// recovery). Must run inside a tokio runtime (the flusher is a task).
-    pub fn open(config: Arc<Config>) -> Result<Arc<Broker>, StartError> {
+    /// recovery). Must run inside a tokio runtime (the flusher and the group timers are tasks;
+    /// the timers stop at `shutdown`).
+    pub fn open(config: Arc<Config>, shutdown: CancellationToken) -> Result<Arc<Broker>, StartError> {
         let dir = config.log_dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
         let id = identity::load_or_create(&dir, config.node_id, config.cluster_id.as_deref())
@@ -81,7 +83,7 @@ impl Broker {
                 _ => None,
             })
             .collect();
-        let groups = GroupCoordinator::open(meta.clone(), group_config(&config), group_configs)?;
+        let groups = GroupCoordinator::open(meta.clone(), group_config(&config), group_configs, shutdown)?;
         Ok(Arc::new(Broker {
             dynamic_config,
             node_id: id.node_id,
@@ -146,7 +148,10 @@ impl Broker {
         let mut first_failure = None;
         for topic in self.logs.topics() {
             for log in &topic.partitions {
-                if let Err(e) = log.flush_until(log.log_end_offset()) {
+                if let Err(e) = log
+                    .flush_sealed()
+                    .and_then(|()| log.flush_until(log.log_end_offset()))
+                {
                     tracing::error!(topic = %topic.name, error = %e, "flush at shutdown failed");
                     first_failure.get_or_insert(BrokerError::Log(e));
                 }

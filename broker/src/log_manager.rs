@@ -267,6 +267,16 @@ impl LogManager {
             require_keys(&topic.name, partition, records)?;
         }
         let info = log.append(records, now_ms)?;
+        if info.rolled {
+            // The sealed segment's fsync (up to a whole segment) does not hold up this produce
+            // or the partition's writer: it runs as a storage task of its own.
+            let log = Arc::clone(log);
+            drop(crate::storage_task::run("segment_roll_flush", move || {
+                if let Err(e) = log.flush_sealed() {
+                    tracing::error!(dir = %log.dir().display(), error = %e, "cannot flush a sealed segment");
+                }
+            }));
+        }
         Ok((Arc::clone(log), info))
     }
 

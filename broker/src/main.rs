@@ -73,11 +73,11 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve(config: Arc<Config>) -> Result<(), String> {
-    let broker = Broker::open(config.clone()).map_err(|e| e.to_string())?;
+    let shutdown = CancellationToken::new();
+    let broker = Broker::open(config.clone(), shutdown.clone()).map_err(|e| e.to_string())?;
     let listeners = keel::server::bind(&config.listeners, &config.advertised_listeners)
         .await
         .map_err(|e| e.to_string())?;
-    let shutdown = CancellationToken::new();
     if let Some(addr) = config.value("metrics.listener").filter(|a| !a.trim().is_empty()) {
         let handle = keel::metrics::install()?;
         let socket = tokio::net::TcpListener::bind(addr.trim())

@@ -19,6 +19,12 @@ pub const PRODUCE_BYTES: &str = "keel_produce_bytes_total";
 pub const FETCH_BYTES: &str = "keel_fetch_bytes_total";
 /// Tasks run on the storage threads, by task name (`storage_task`).
 pub const STORAGE_TASKS: &str = "keel_storage_tasks_total";
+/// Client connections open now (each is a reader task and a writer task).
+pub const CONNECTIONS_OPEN: &str = "keel_connections_open";
+/// Rounds of the acks=-1 group-commit flusher (each fsyncs every log in it once).
+pub const LOG_FLUSH_ROUNDS: &str = "keel_log_flush_rounds_total";
+/// Ticks of the group coordinator's timer task.
+pub const GROUP_TIMER_TICKS: &str = "keel_group_timer_ticks_total";
 /// Synced writes of group state and committed offsets (each may carry many changes).
 pub const GROUP_STORE_WRITES: &str = "keel_group_store_writes_total";
 /// Storage tasks running or queued now, by task name.

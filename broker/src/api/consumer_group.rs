@@ -62,7 +62,6 @@ pub async fn consumer_group_heartbeat(
     };
     let topics = topics_image(&ctx);
     let groups = ctx.broker.groups.clone();
-    // A state change is a synced RocksDB write: keep it off the async workers.
     // Answered once a change of the group's state is durable.
     let outcome = groups.consumer_heartbeat(request, &topics).await;
     let response = match outcome {

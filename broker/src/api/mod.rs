@@ -15,6 +15,9 @@ pub mod topics;
 
 pub use request::{BoxFuture, Endpoint, Reply, RequestContext};
 
+#[cfg(test)]
+mod tests;
+
 use kafka_protocol::protocol::StrBytes;
 
 /// A response string from an owned one.

@@ -13,7 +13,7 @@ use kafka_protocol::messages::*;
 use super::{str_bytes, Reply, RequestContext};
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::log::{AppendInfo, LogError, PartitionLog};
+use crate::log::{AppendInfo, PartitionLog};
 use crate::log_manager::{Topic, UnknownTopic};
 use crate::storage_task;
 
@@ -102,22 +102,15 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
             let pending: Vec<_> = results
                 .iter()
                 .map(|r| {
-                    r.outcome.as_ref().ok().map(|(log, info)| {
-                        tokio::spawn(
-                            broker
-                                .flusher
-                                .clone()
-                                .flush_through_owned(log.clone(), info.last_offset),
-                        )
-                    })
+                    r.outcome
+                        .as_ref()
+                        .ok()
+                        .map(|(log, info)| broker.flusher.flush_through(log.clone(), info.last_offset))
                 })
                 .collect();
             for (r, flush) in results.iter_mut().zip(pending) {
                 let Some(flush) = flush else { continue };
-                let outcome = flush
-                    .await
-                    .unwrap_or_else(|e| Err(LogError::Closed(e.to_string())));
-                if let Err(e) = outcome {
+                if let Err(e) = flush.await {
                     tracing::error!(error = %e, "fsync for acks=-1 produce failed");
                     r.outcome = Err(BrokerError::Log(e));
                 }

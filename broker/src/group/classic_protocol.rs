@@ -10,9 +10,10 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::classic::{ClassicGroup, GroupState, Member};
+use super::records::classic_record;
 use super::{new_member_id, GroupCoordinator, GroupError, State};
 use crate::clock::now_ms;
-use crate::meta::{GroupRecord, GroupWrite, MemberRecord, MetaError};
+use crate::meta::{GroupWrite, MetaError};
 
 /// A JoinGroup as the coordinator sees it.
 pub struct JoinRequest {
@@ -472,7 +473,7 @@ impl GroupCoordinator {
                     // write is done, without holding the lock meanwhile.
                     let (me, id, generation) = (self.me.clone(), group.id.clone(), group.generation);
                     self.store
-                        .submit(vec![GroupWrite::PutGroup(record(group))], move |stored| {
+                        .submit(vec![GroupWrite::PutGroup(classic_record(group))], move |stored| {
                             if let Some(coordinator) = me.upgrade() {
                                 coordinator.assignment_stored(&id, generation, stored);
                             }
@@ -604,7 +605,7 @@ impl GroupCoordinator {
     /// reply waits for it (only SyncGroup's settled assignment does); a failed write is logged
     /// by the writer, the group keeps working, and the next successful write catches up.
     fn persist(&self, group: &ClassicGroup) {
-        drop(self.store_changes(vec![GroupWrite::PutGroup(record(group))]));
+        drop(self.store_changes(vec![GroupWrite::PutGroup(classic_record(group))]));
     }
 }
 
@@ -648,65 +649,4 @@ fn join_result(group: &ClassicGroup, member_id: &str) -> JoinOutcome {
         },
         skip_assignment: false,
     }
-}
-
-fn record(group: &ClassicGroup) -> GroupRecord {
-    let protocol = group.protocol_name.clone().unwrap_or_default();
-    GroupRecord {
-        group_id: group.id.clone(),
-        protocol_type: group.protocol_type.clone().unwrap_or_default(),
-        protocol_name: protocol.clone(),
-        generation: group.generation,
-        leader: group.leader.clone().unwrap_or_default(),
-        members: group
-            .members
-            .iter()
-            .map(|m| MemberRecord {
-                member_id: m.id.clone(),
-                instance_id: m.instance_id.clone(),
-                client_id: m.client_id.clone(),
-                client_host: m.client_host.clone(),
-                session_timeout_ms: m.session_timeout_ms,
-                rebalance_timeout_ms: m.rebalance_timeout_ms,
-                subscription: m.metadata_for(&protocol),
-                assignment: m.assignment.clone(),
-            })
-            .collect(),
-    }
-}
-
-/// A group as the store recorded it: Stable with its members (who keep their assignment if
-/// they heartbeat before their session timeout), or Empty.
-pub(super) fn restore(r: GroupRecord, now: Instant) -> ClassicGroup {
-    let mut g = ClassicGroup::new(r.group_id, now_ms());
-    g.generation = r.generation;
-    g.protocol_type = (!r.protocol_type.is_empty()).then_some(r.protocol_type);
-    if r.members.is_empty() {
-        return g;
-    }
-    g.state = GroupState::Stable;
-    g.empty_since_ms = None;
-    g.protocol_name = Some(r.protocol_name.clone());
-    g.leader = Some(r.leader);
-    for m in r.members {
-        if let Some(instance) = &m.instance_id {
-            g.static_members.insert(instance.clone(), m.member_id.clone());
-        }
-        let mut member = Member {
-            id: m.member_id,
-            instance_id: m.instance_id,
-            client_id: m.client_id,
-            client_host: m.client_host,
-            session_timeout_ms: m.session_timeout_ms,
-            rebalance_timeout_ms: m.rebalance_timeout_ms,
-            protocols: vec![(r.protocol_name.clone(), m.subscription)],
-            assignment: m.assignment,
-            join_waiter: None,
-            sync_waiter: None,
-            session_deadline: now,
-        };
-        member.touch(now);
-        g.members.push(member);
-    }
-    g
 }

@@ -12,10 +12,11 @@ use super::consumer::{
     reconcile, ConsumerGroup, ConsumerGroupState, ConsumerMember, MemberState, TopicPartitions,
     LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH,
 };
+use super::records::consumer_record;
 use super::regex::TopicRegex;
 use super::{GroupCoordinator, GroupError, State, Stored};
 use crate::clock::now_ms;
-use crate::meta::{ConsumerGroupRecord, ConsumerMemberRecord, GroupWrite, TopicIdPartitions};
+use crate::meta::{ConsumerGroupRecord, GroupWrite};
 
 /// The topics as the coordinator needs them: name → (id, partition count).
 #[derive(Debug, Clone, Default)]
@@ -221,9 +222,9 @@ impl GroupCoordinator {
         let Some(group) = state.consumer_groups.get_mut(&group_id) else {
             return fail(GroupError::CoordinatorNotAvailable, "group vanished");
         };
-        let before = record(group);
+        let before = consumer_record(group);
         let result = self.heartbeat_group(group, req, topics, now);
-        let after = record(group);
+        let after = consumer_record(group);
         if after != before {
             *stored = Some(self.persist_consumer_group(after));
         }
@@ -514,7 +515,7 @@ impl GroupCoordinator {
             group.remove_member(&member_id, now_ms());
             tracing::info!(group = %group.id, member = %member_id, "member left the consumer group");
         }
-        *stored = Some(self.persist_consumer_group(record(group)));
+        *stored = Some(self.persist_consumer_group(consumer_record(group)));
         Ok(HeartbeatAnswer {
             member_id,
             member_epoch: req.member_epoch,
@@ -623,7 +624,7 @@ impl GroupCoordinator {
                 group.remove_member(&id, now_ms());
             }
             // Nobody waits for a fenced member's removal; the writer logs a failed write.
-            drop(self.persist_consumer_group(record(group)));
+            drop(self.persist_consumer_group(consumer_record(group)));
         }
     }
 
@@ -699,97 +700,4 @@ fn subscribed_topics(group: &ConsumerGroup, topics: &TopicsImage) -> BTreeMap<St
         .filter(|(name, _)| names.contains(name.as_str()) || regexes.iter().any(|r| r.matches(name)))
         .map(|(n, v)| (n.clone(), *v))
         .collect()
-}
-
-fn to_record(a: &TopicPartitions) -> TopicIdPartitions {
-    a.iter()
-        .filter(|(_, ps)| !ps.is_empty())
-        .map(|(t, ps)| (*t, ps.iter().copied().collect()))
-        .collect()
-}
-
-fn from_record(a: TopicIdPartitions) -> TopicPartitions {
-    a.into_iter()
-        .map(|(t, ps)| (t, ps.into_iter().collect()))
-        .collect()
-}
-
-pub(super) fn record(g: &ConsumerGroup) -> ConsumerGroupRecord {
-    ConsumerGroupRecord {
-        group_id: g.id.clone(),
-        group_epoch: g.group_epoch,
-        assignment_epoch: g.assignment_epoch,
-        subscribed_topics: g
-            .subscribed_topics
-            .iter()
-            .map(|(n, (id, p))| (n.clone(), *id, *p))
-            .collect(),
-        members: g
-            .members
-            .values()
-            .map(|m| ConsumerMemberRecord {
-                member_id: m.id.clone(),
-                instance_id: m.instance_id.clone(),
-                rack_id: m.rack_id.clone(),
-                client_id: m.client_id.clone(),
-                client_host: m.client_host.clone(),
-                member_epoch: m.member_epoch,
-                previous_member_epoch: m.previous_member_epoch,
-                state: m.state.code(),
-                rebalance_timeout_ms: m.rebalance_timeout_ms,
-                subscribed_topic_names: m.subscribed_topic_names.clone(),
-                subscribed_topic_regex: m.subscribed_topic_regex.clone(),
-                server_assignor: m.server_assignor.clone(),
-                assigned: to_record(&m.assigned),
-                pending_revocation: to_record(&m.pending_revocation),
-                target: to_record(&g.target.get(&m.id).cloned().unwrap_or_default()),
-            })
-            .collect(),
-    }
-}
-
-/// A consumer group as stored; its members get a fresh session to come back in.
-pub(super) fn restore(r: ConsumerGroupRecord, now: Instant, session_timeout_ms: i32) -> ConsumerGroup {
-    let mut g = ConsumerGroup::new(r.group_id, now_ms());
-    g.group_epoch = r.group_epoch;
-    g.assignment_epoch = r.assignment_epoch;
-    g.subscribed_topics = r
-        .subscribed_topics
-        .into_iter()
-        .map(|(n, id, p)| (n, (id, p)))
-        .collect();
-    if !r.members.is_empty() {
-        g.empty_since_ms = None;
-    }
-    for m in r.members {
-        let mut member = ConsumerMember::new(m.member_id.clone(), now);
-        member.instance_id = m.instance_id;
-        member.rack_id = m.rack_id;
-        member.client_id = m.client_id;
-        member.client_host = m.client_host;
-        member.member_epoch = m.member_epoch;
-        member.previous_member_epoch = m.previous_member_epoch;
-        member.state = MemberState::from_code(m.state).unwrap_or(MemberState::Stable);
-        member.rebalance_timeout_ms = m.rebalance_timeout_ms;
-        member.subscribed_topic_names = m.subscribed_topic_names;
-        member.subscribed_topic_regex = m.subscribed_topic_regex;
-        member.server_assignor = m.server_assignor;
-        member.assigned = from_record(m.assigned);
-        member.pending_revocation = from_record(m.pending_revocation);
-        member.session_deadline = now + Duration::from_millis(session_timeout_ms.max(0) as u64);
-        if member.state == MemberState::UnrevokedPartitions {
-            member.rebalance_deadline =
-                Some(now + Duration::from_millis(member.rebalance_timeout_ms.max(0) as u64));
-        }
-        if let Some(instance) = &member.instance_id {
-            g.static_members.insert(instance.clone(), member.id.clone());
-        }
-        g.target.insert(member.id.clone(), from_record(m.target));
-        // The stored subscription and target were computed with the member's regex resolved.
-        if let Some(regex) = &member.subscribed_topic_regex {
-            g.resolved_regexes.insert(regex.clone());
-        }
-        g.members.insert(member.id.clone(), member);
-    }
-    g
 }

@@ -18,8 +18,11 @@ mod classic_protocol;
 mod consumer;
 mod consumer_protocol;
 mod offsets;
+mod records;
 mod regex;
+mod settings;
 mod store;
+mod timers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -36,30 +39,21 @@ pub use consumer_protocol::{
     ConsumerGroupDescription, ConsumerHeartbeat, HeartbeatAnswer, HeartbeatFailure, TopicsImage,
 };
 pub use offsets::{OffsetCommitRequest, PartitionCommit};
+use settings::resolve_group_config;
+pub use settings::SetGroupConfigError;
 
-use crate::clock::now_ms;
-use crate::config::alter::{AlterError, Alteration};
-use crate::config::group::{ConsumerGroupConfig, GroupConfig, GroupCoordinatorConfig, InvalidGroupConfig};
+use crate::config::group::GroupCoordinatorConfig;
 use crate::meta::{CommittedOffset, GroupWrite, MetaError, MetaStore};
 use store::{GroupCommitter, GroupStore};
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Resolves once a queued change of group state is durable, or with the write's error.
 type Stored = oneshot::Receiver<Result<(), MetaError>>;
 
 /// How often the timers run; bounds how late a session expiry or deadline is noticed.
 const TICK: Duration = Duration::from_millis(100);
-
-/// Why a group's settings were not changed.
-#[derive(Debug, thiserror::Error)]
-pub enum SetGroupConfigError {
-    #[error(transparent)]
-    Alter(#[from] AlterError),
-    #[error(transparent)]
-    Invalid(#[from] InvalidGroupConfig),
-    #[error(transparent)]
-    Meta(#[from] crate::meta::MetaError),
-}
 
 /// The group coordinator's errors, each a Kafka error code (mapped in crate::error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -163,15 +157,6 @@ pub struct GroupCoordinator {
     group_config_writes: Mutex<()>,
 }
 
-fn resolve_group_config(
-    configs: &HashMap<String, BTreeMap<String, String>>,
-    group_id: &str,
-    defaults: &ConsumerGroupConfig,
-) -> GroupConfig {
-    let none = BTreeMap::new();
-    GroupConfig::resolve(configs.get(group_id).unwrap_or(&none), defaults)
-}
-
 fn new_member_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())
 }
@@ -183,6 +168,7 @@ impl GroupCoordinator {
         meta: Arc<MetaStore>,
         config: GroupCoordinatorConfig,
         group_configs: HashMap<String, BTreeMap<String, String>>,
+        shutdown: CancellationToken,
     ) -> Result<Arc<GroupCoordinator>, crate::meta::MetaError> {
         let mut state = State::default();
         for (group, topic, partition, offset) in meta.all_offsets()? {
@@ -194,13 +180,13 @@ impl GroupCoordinator {
         }
         let now = Instant::now();
         for record in meta.groups()? {
-            let group = classic_protocol::restore(record, now);
+            let group = records::restore_classic(record, now);
             state.groups.insert(group.id.clone(), group);
         }
         for record in meta.consumer_groups()? {
             let session_timeout_ms =
                 resolve_group_config(&group_configs, &record.group_id, &config.consumer).session_timeout_ms;
-            let group = consumer_protocol::restore(record, now, session_timeout_ms);
+            let group = records::restore_consumer(record, now, session_timeout_ms);
             state.consumer_groups.insert(group.id.clone(), group);
         }
         tracing::info!(
@@ -209,16 +195,17 @@ impl GroupCoordinator {
             with_offsets = state.offsets.len(),
             "group coordinator loaded"
         );
-        GroupCoordinator::start(meta, config, group_configs, state)
+        GroupCoordinator::start(meta, config, group_configs, state, shutdown)
     }
 
-    /// A coordinator over `store` with the loaded `state`, and its timer task (which ends when
-    /// the coordinator is dropped). Must run inside a tokio runtime.
+    /// A coordinator over `store` with the loaded `state`, and its timer task (which ends at
+    /// `shutdown` or when the coordinator is dropped). Must run inside a tokio runtime.
     fn start(
         store: Arc<dyn GroupStore>,
         config: GroupCoordinatorConfig,
         group_configs: HashMap<String, BTreeMap<String, String>>,
         state: State,
+        shutdown: CancellationToken,
     ) -> Result<Arc<GroupCoordinator>, MetaError> {
         let committer =
             GroupCommitter::start(Arc::clone(&store)).map_err(|e| MetaError::Writer(e.to_string()))?;
@@ -231,14 +218,24 @@ impl GroupCoordinator {
             group_configs: RwLock::new(group_configs),
             group_config_writes: Mutex::new(()),
         });
-        tokio::spawn(run_timers(Arc::downgrade(&coordinator)));
+        tokio::spawn(
+            timers::run_timers(Arc::downgrade(&coordinator), shutdown)
+                .instrument(tracing::info_span!("group_timers")),
+        );
         Ok(coordinator)
     }
 
     /// A coordinator with no stored state over an in-memory store, for state-machine tests.
     #[cfg(test)]
     fn in_memory(config: GroupCoordinatorConfig, store: Arc<store::MemoryStore>) -> Arc<GroupCoordinator> {
-        GroupCoordinator::start(store, config, HashMap::new(), State::default()).unwrap()
+        GroupCoordinator::start(
+            store,
+            config,
+            HashMap::new(),
+            State::default(),
+            CancellationToken::new(),
+        )
+        .unwrap()
     }
 
     /// Queues changes for the group-committed write, in the order the caller (holding the
@@ -259,49 +256,6 @@ impl GroupCoordinator {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A group's settings: its overrides over the broker's `group.consumer.*` defaults.
-    pub fn group_config(&self, group_id: &str) -> GroupConfig {
-        let configs = self.group_configs.read().unwrap_or_else(|e| e.into_inner());
-        resolve_group_config(&configs, group_id, &self.config.consumer)
-    }
-
-    /// A group's overrides (empty when it has none; the group need not exist).
-    pub fn group_config_overrides(&self, group_id: &str) -> BTreeMap<String, String> {
-        let configs = self.group_configs.read().unwrap_or_else(|e| e.into_inner());
-        configs.get(group_id).cloned().unwrap_or_default()
-    }
-
-    /// The broker defaults a group's settings fall back to.
-    pub fn consumer_defaults(&self) -> &ConsumerGroupConfig {
-        &self.config.consumer
-    }
-
-    /// Changes a group's overrides: `change` gets the current ones and returns the new set,
-    /// which is validated and persisted before it takes effect (members pick it up at their next
-    /// heartbeat). Changes are serialised; heartbeats only wait for the final swap.
-    pub fn alter_group_config(
-        &self,
-        group_id: &str,
-        alteration: &Alteration,
-        validate_only: bool,
-    ) -> Result<(), SetGroupConfigError> {
-        let _serial = self.group_config_writes.lock().unwrap_or_else(|e| e.into_inner());
-        let overrides = alteration.apply(&self.group_config_overrides(group_id))?;
-        GroupConfig::validate(&overrides, &self.config.consumer)?;
-        if validate_only {
-            return Ok(());
-        }
-        self.settings_store.put_group_config(group_id, &overrides)?;
-        tracing::info!(group = %group_id, ?overrides, "group configuration altered");
-        let mut configs = self.group_configs.write().unwrap_or_else(|e| e.into_inner());
-        if overrides.is_empty() {
-            configs.remove(group_id);
-        } else {
-            configs.insert(group_id.to_string(), overrides);
-        }
-        Ok(())
     }
 
     /// Every committed offset: (group, topic, partition, offset), for the lag metrics.
@@ -450,82 +404,6 @@ impl GroupCoordinator {
         state.consumer_groups.remove(group_id);
         state.offsets.remove(group_id);
         Ok(self.store_changes(vec![GroupWrite::DeleteGroup(group_id.to_string())]))
-    }
-
-    /// The session and deadline checks, run every TICK by the timer task.
-    fn tick(&self, now: Instant) {
-        let mut state = self.lock();
-        let retention_ms = self.config.offsets_retention_ms;
-        let now_ms = now_ms();
-        let mut expired_groups = Vec::new();
-        self.expire_consumer_members(&mut state, now);
-        for group in state.consumer_groups.values() {
-            if group.members.is_empty() && group.empty_since_ms.is_some_and(|t| now_ms - t >= retention_ms) {
-                expired_groups.push(group.id.clone());
-            }
-        }
-        for group in state.groups.values_mut() {
-            group.pending_members.retain(|_, deadline| *deadline > now);
-            let expired: Vec<String> = group
-                .members
-                .iter()
-                .filter(|m| m.session_deadline <= now && m.join_waiter.is_none() && m.sync_waiter.is_none())
-                .map(|m| m.id.clone())
-                .collect();
-            for id in expired {
-                tracing::info!(group = %group.id, member = %id, "member session expired; removed");
-                group.remove_member(&id);
-                self.after_removal(group, now);
-            }
-            match group.state {
-                GroupState::PreparingRebalance if group.rebalance_deadline.is_some_and(|d| now >= d) => {
-                    self.complete_join(group, now)
-                }
-                GroupState::PreparingRebalance => self.try_complete_join(group, now),
-                GroupState::CompletingRebalance if group.sync_deadline.is_some_and(|d| now >= d) => {
-                    // The leader's assignment never came: drop those who did not sync, retry.
-                    group.remove_members_where(|m| m.sync_waiter.is_none(), "did not sync in time");
-                    self.prepare_rebalance(group, now);
-                    self.try_complete_join(group, now);
-                }
-                GroupState::Empty
-                    if group.empty_since_ms.is_some_and(|t| now_ms - t >= retention_ms)
-                        && group.pending_members.is_empty() =>
-                {
-                    expired_groups.push(group.id.clone());
-                }
-                _ => {}
-            }
-        }
-        // Offsets of simple consumers (no group record) expire from their last commit.
-        for (id, offsets) in &state.offsets {
-            if !state.groups.contains_key(id)
-                && !state.consumer_groups.contains_key(id)
-                && offsets
-                    .values()
-                    .all(|o| now_ms - o.commit_timestamp_ms >= retention_ms)
-            {
-                expired_groups.push(id.clone());
-            }
-        }
-        for id in expired_groups {
-            state.groups.remove(&id);
-            state.consumer_groups.remove(&id);
-            state.offsets.remove(&id);
-            // Nobody waits for an expiry; the writer logs a failed write.
-            drop(self.store_changes(vec![GroupWrite::DeleteGroup(id.clone())]));
-            tracing::info!(group = %id, "empty group's offsets expired (offsets.retention.minutes)");
-        }
-    }
-}
-
-async fn run_timers(coordinator: Weak<GroupCoordinator>) {
-    let mut interval = tokio::time::interval(TICK);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        interval.tick().await;
-        let Some(c) = coordinator.upgrade() else { return };
-        c.tick(Instant::now());
     }
 }
 

@@ -14,13 +14,19 @@ fn config() -> GroupCoordinatorConfig {
         initial_rebalance_delay_ms: 0,
         offsets_retention_ms: 7 * 24 * 3_600_000,
         offset_metadata_max_bytes: 16,
-        consumer: super::ConsumerGroupConfig::default(),
+        consumer: crate::config::group::ConsumerGroupConfig::default(),
     }
 }
 
 fn open(dir: &std::path::Path) -> (Arc<MetaStore>, Arc<GroupCoordinator>) {
     let meta = Arc::new(MetaStore::open(dir).unwrap());
-    let c = GroupCoordinator::open(meta.clone(), config(), Default::default()).unwrap();
+    let c = GroupCoordinator::open(
+        meta.clone(),
+        config(),
+        Default::default(),
+        CancellationToken::new(),
+    )
+    .unwrap();
     (meta, c)
 }
 
@@ -333,6 +339,7 @@ async fn offsets_of_groups_empty_for_longer_than_the_retention_expire_durably() 
                 ..config()
             },
             Default::default(),
+            CancellationToken::new(),
         )
         .unwrap();
         // A member-managed group that empties, and an offsets-only (simple) group.
@@ -380,6 +387,7 @@ async fn the_initial_rebalance_delay_waits_for_members_arriving_together() {
             ..config()
         },
         Default::default(),
+        CancellationToken::new(),
     )
     .unwrap();
     let start = Instant::now();

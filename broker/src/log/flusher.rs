@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::future::Future;
+
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::{LogError, PartitionLog};
 use crate::storage_task;
@@ -32,33 +35,47 @@ fn stopped() -> LogError {
 }
 
 impl Flusher {
-    /// Starts the flusher task on the current tokio runtime (panics outside one).
+    /// Starts the flusher task on the current tokio runtime (panics outside one). It takes no
+    /// shutdown token on purpose: it serves until its last handle is dropped, which is after
+    /// the connections have drained at shutdown, so the drain's acks=-1 produces still get
+    /// their fsyncs.
     pub fn spawn() -> Flusher {
         let (tx, rx) = mpsc::unbounded_channel();
         let rounds = Arc::new(AtomicU64::new(0));
-        tokio::spawn(flusher_task(rx, Arc::clone(&rounds)));
+        tokio::spawn(flusher_task(rx, Arc::clone(&rounds)).instrument(tracing::info_span!("log_flusher")));
         Flusher { tx, rounds }
     }
 
     /// Resolves once every offset up to and including `last_offset` in `log` is durable (or the
     /// fsync that was to make it so failed; then all waiters of that round get the error).
     /// Inclusive, because callers hold an appended batch's last offset: the one offset that
-    /// must be durable before its producer hears so.
-    pub async fn flush_through(&self, log: Arc<PartitionLog>, last_offset: i64) -> Result<(), LogError> {
+    /// must be durable before its producer hears so. The request is queued at once, before the
+    /// returned future is polled, so a caller can queue several partitions into one round and
+    /// then wait for each.
+    pub fn flush_through(
+        &self,
+        log: Arc<PartitionLog>,
+        last_offset: i64,
+    ) -> impl Future<Output = Result<(), LogError>> + Send + 'static {
         let offset = last_offset + 1;
-        if offset <= log.recovery_point() {
-            return Ok(());
+        let queued = if offset <= log.recovery_point() {
+            None
+        } else {
+            let (done, wait) = oneshot::channel();
+            Some(
+                self.tx
+                    .send(Request { log, offset, done })
+                    .map(|()| wait)
+                    .map_err(|_| stopped()),
+            )
+        };
+        async move {
+            match queued {
+                None => Ok(()),
+                Some(Err(e)) => Err(e),
+                Some(Ok(wait)) => wait.await.map_err(|_| stopped())?,
+            }
         }
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Request { log, offset, done })
-            .map_err(|_| stopped())?;
-        wait.await.map_err(|_| stopped())?
-    }
-
-    /// `flush_through` for callers that need a `'static` future (to spawn it).
-    pub async fn flush_through_owned(self, log: Arc<PartitionLog>, last_offset: i64) -> Result<(), LogError> {
-        self.flush_through(log, last_offset).await
     }
 
     /// Rounds completed so far (each round fsyncs each log in it at most once).
@@ -114,6 +131,7 @@ async fn flusher_task(mut rx: mpsc::UnboundedReceiver<Request>, rounds: Arc<Atom
             }
         }
         rounds.fetch_add(1, Ordering::AcqRel);
+        metrics::counter!(crate::metrics::LOG_FLUSH_ROUNDS).increment(1);
     }
 }
 
@@ -200,13 +218,25 @@ mod tests {
         let (_dir, log) = open(config);
         let flusher = Flusher::spawn();
         produce_durably(&flusher, &log, 1).await;
-        // This append rolls: the roll syncs the old segment and moves the recovery point to
-        // the new segment's base offset, which is the new batch's only offset.
+        // This append rolls. The old segment was durable already; the new batch, the first of
+        // the new segment, is fsynced before it is acknowledged.
         let syncs = produce_durably(&flusher, &log, 1).await;
         assert_eq!(log.recovery_point(), 2);
+        assert_eq!(syncs, 1, "the new batch's fsync");
+        // Rolled without a flush of the sealed segment: the flusher covers it too.
+        log.append(&batch(1), 0).unwrap();
+        let info = log.append(&batch(1), 0).unwrap();
+        assert!(info.rolled);
+        let syncs = log.data_syncs();
+        flusher
+            .flush_through(Arc::clone(&log), info.last_offset)
+            .await
+            .unwrap();
+        assert_eq!(log.recovery_point(), info.last_offset + 1);
         assert_eq!(
-            syncs, 2,
-            "the roll's fsync of the old segment, then the new batch's"
+            log.data_syncs() - syncs,
+            2,
+            "the sealed segment's data and the new batch's"
         );
     }
 
@@ -291,7 +321,7 @@ mod tests {
         log.delete().unwrap();
         let flusher = Flusher::spawn();
         let waits: Vec<_> = (0..5)
-            .map(|_| tokio::spawn(flusher.clone().flush_through_owned(Arc::clone(&log), 0)))
+            .map(|_| tokio::spawn(flusher.flush_through(Arc::clone(&log), 0)))
             .collect();
         for w in waits {
             assert!(matches!(w.await.unwrap(), Err(LogError::Closed(_))));

@@ -22,6 +22,8 @@ pub struct AppendInfo {
     /// The time stamped into the batch under LogAppendTime; -1 under CreateTime.
     pub log_append_time: i64,
     pub log_start_offset: i64,
+    /// The append rolled the log: the caller owes a `flush_sealed`, off the writer lock.
+    pub rolled: bool,
 }
 
 /// Batches returned by a fetch, with the partition state the response reports.
@@ -59,9 +61,15 @@ pub struct PartitionLog {
     /// Every offset below this is on stable storage.
     recovery_point: AtomicI64,
     deleted: AtomicBool,
-    /// fsyncs of segment data made to advance the recovery point (flushes and rolls), so tests
-    /// can prove an acknowledgement was preceded by one.
+    /// fsyncs of segment data made to advance the recovery point, so tests can prove an
+    /// acknowledgement was preceded by one.
     data_syncs: AtomicU64,
+    /// Segments a roll sealed whose files `flush_sealed` has not yet made durable.
+    sealed_unflushed: Mutex<Vec<Arc<LogSegment>>>,
+    /// Tests make this log's disk slow: every append waits this long, holding the writer lock
+    /// as a slow write would.
+    #[cfg(test)]
+    slow_disk: Mutex<std::time::Duration>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -233,6 +241,9 @@ impl PartitionLog {
             recovery_point: AtomicI64::new(log_end),
             deleted: AtomicBool::new(false),
             data_syncs: AtomicU64::new(0),
+            sealed_unflushed: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            slow_disk: Mutex::new(std::time::Duration::ZERO),
         };
         // Records were deleted up to an offset the log no longer reaches (a crash lost
         // unflushed acks=1 data above it): start over empty there, as Kafka's loader does, so
@@ -274,6 +285,12 @@ impl PartitionLog {
         self.recovery_point.load(Ordering::Acquire)
     }
 
+    /// Makes every later append take `delay` longer (a slow disk), for tests.
+    #[cfg(test)]
+    pub(crate) fn make_disk_slow(&self, delay: std::time::Duration) {
+        *lock(&self.slow_disk) = delay;
+    }
+
     /// How many fsyncs of segment data advanced the recovery point since open.
     pub fn data_syncs(&self) -> u64 {
         self.data_syncs.load(Ordering::Relaxed)
@@ -300,10 +317,13 @@ impl PartitionLog {
         }
         let header = validate_produce_batch(batch)?;
         let mut writer = lock(&self.writer);
+        #[cfg(test)]
+        std::thread::sleep(*lock(&self.slow_disk));
         self.check_open()?;
         let base_offset = self.log_end_offset.load(Ordering::Acquire);
         let last_offset = base_offset + i64::from(header.last_offset_delta());
-        if self.should_roll(&writer.active, batch.len() as u64, last_offset, now_ms, &config) {
+        let rolled = self.should_roll(&writer.active, batch.len() as u64, last_offset, now_ms, &config);
+        if rolled {
             self.roll(&mut writer, base_offset)?;
         }
         let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
@@ -334,6 +354,7 @@ impl PartitionLog {
             last_offset,
             log_append_time: append_time.unwrap_or(-1),
             log_start_offset: self.log_start_offset(),
+            rolled,
         })
     }
 
@@ -353,17 +374,38 @@ impl PartitionLog {
                 || last_offset - active.base_offset() > i64::from(i32::MAX))
     }
 
-    /// Seals the active segment (durably, so recovery can trust it) and starts a new one.
+    /// Seals the active segment and starts a new one. The sealed segment's fsync (up to a whole
+    /// segment) is not done here, under the writer lock, but by `flush_sealed` after it.
     fn roll(&self, writer: &mut Writer, base_offset: i64) -> Result<(), LogError> {
-        writer.active.flush()?;
-        self.data_syncs.fetch_add(1, Ordering::Relaxed);
+        writer.active.seal();
         let segment = Arc::new(LogSegment::create(&self.dir, base_offset)?);
         sync_dir(&self.dir)?;
         write(&self.segments).insert(base_offset, Arc::clone(&segment));
-        self.recovery_point.fetch_max(base_offset, Ordering::AcqRel);
+        lock(&self.sealed_unflushed).push(std::mem::replace(&mut writer.active, segment));
         tracing::debug!(dir = %self.dir.display(), base_offset, "rolled log segment");
-        writer.active = segment;
         Ok(())
+    }
+
+    /// Makes the segments sealed by rolls durable, data then indexes, so that recovery can
+    /// trust them, and moves the recovery point past them. Called after an append that rolled,
+    /// without the writer lock, so producers keep appending meanwhile.
+    pub fn flush_sealed(&self) -> Result<(), LogError> {
+        let sealed = std::mem::take(&mut *lock(&self.sealed_unflushed));
+        let Some(end) = sealed.iter().map(|s| s.next_offset()).max() else {
+            return Ok(());
+        };
+        for (i, segment) in sealed.iter().enumerate() {
+            // A segment deleted meanwhile (DeleteRecords) must not get its index files back.
+            if !read(&self.segments).contains_key(&segment.base_offset()) {
+                continue;
+            }
+            if let Err(e) = segment.flush() {
+                // Left for the next call: never counted as durable.
+                lock(&self.sealed_unflushed).extend(sealed[i..].iter().cloned());
+                return Err(e.into());
+            }
+        }
+        self.flush_until(end)
     }
 
     /// The segment holding `offset` (the last with a base offset <= it), or the first one.
@@ -487,19 +529,30 @@ impl PartitionLog {
     /// producers keep appending meanwhile. The active segment's index files are not synced:
     /// they are rebuilt from the log on every open.
     pub fn flush_until(&self, offset: i64) -> Result<(), LogError> {
-        if offset <= self.recovery_point() {
+        let recovery_point = self.recovery_point();
+        if offset <= recovery_point {
             return Ok(());
         }
         self.check_open()?;
-        let (file, log_end) = {
+        let (active, log_end) = {
             let writer = lock(&self.writer);
-            (writer.active.file(), self.log_end_offset())
+            (Arc::clone(&writer.active), self.log_end_offset())
         };
-        if log_end <= self.recovery_point() {
+        if log_end <= recovery_point {
             return Ok(());
         }
-        file.sync_data()?;
-        self.data_syncs.fetch_add(1, Ordering::Relaxed);
+        // Sealed segments still holding offsets above the recovery point: a roll whose
+        // `flush_sealed` has not finished yet. Their data is made durable here too.
+        let sealed: Vec<Arc<LogSegment>> = read(&self.segments)
+            .range(..active.base_offset())
+            .rev()
+            .take_while(|(_, s)| s.next_offset() > recovery_point)
+            .map(|(_, s)| Arc::clone(s))
+            .collect();
+        for segment in sealed.iter().chain(std::iter::once(&active)) {
+            segment.file().sync_data()?;
+            self.data_syncs.fetch_add(1, Ordering::Relaxed);
+        }
         self.recovery_point.fetch_max(log_end, Ordering::AcqRel);
         Ok(())
     }

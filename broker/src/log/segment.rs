@@ -276,19 +276,24 @@ impl LogSegment {
         Ok(Bytes::from(buf))
     }
 
-    /// Makes the segment fully durable: the data, and index files completed with a final time
-    /// index entry for the segment's largest timestamp (so a reopened sealed segment knows its
-    /// maximum from the index alone).
-    pub(crate) fn flush(&self) -> io::Result<()> {
-        {
-            let mut st = self.write_state();
-            if let Some((ts, offset)) = st.max_timestamp {
-                st.time_index.maybe_append(ts, offset);
-            }
-            st.offset_index.persist()?;
-            st.time_index.persist()?;
+    /// Completes a segment that stops being the active one: a final time index entry for its
+    /// largest timestamp, so a reopened sealed segment knows its maximum from the index alone.
+    /// In memory only; `flush` writes it.
+    pub(crate) fn seal(&self) {
+        let mut st = self.write_state();
+        if let Some((ts, offset)) = st.max_timestamp {
+            st.time_index.maybe_append(ts, offset);
         }
-        self.file.sync_data()
+    }
+
+    /// Makes a sealed segment fully durable: its data first, then its index files, so an index
+    /// on disk never describes data that is not.
+    pub(crate) fn flush(&self) -> io::Result<()> {
+        self.seal();
+        self.file.sync_data()?;
+        let mut st = self.write_state();
+        st.offset_index.persist()?;
+        st.time_index.persist()
     }
 
     pub(crate) fn log_path(&self) -> PathBuf {

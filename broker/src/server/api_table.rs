@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, HeaderVersion, Request};
+use tracing::Instrument;
 
 use crate::api::{self, BoxFuture, Reply, RequestContext};
 
@@ -225,10 +226,14 @@ where
             encode_response(correlation_id, version, &response)
                 .map_err(|reason| DispatchError::Unencodable { api, version, reason })?,
         ),
-        Reply::Deferred(future) => EncodedReply::Deferred(tokio::spawn(async move {
-            let response = future.await;
-            encode_response(correlation_id, version, &response)
-        })),
+        // The deferred reply runs as a task of its own, inside the request's span.
+        Reply::Deferred(future) => EncodedReply::Deferred(tokio::spawn(
+            async move {
+                let response = future.await;
+                encode_response(correlation_id, version, &response)
+            }
+            .instrument(tracing::Span::current()),
+        )),
         Reply::Nothing => EncodedReply::Nothing,
     })
 }

@@ -62,6 +62,8 @@ impl Connection {
         let span = tracing::info_span!("connection", peer = %self.peer, listener = %self.endpoint.listener);
         async move {
             tracing::debug!("connection opened");
+            let open = metrics::gauge!(crate::metrics::CONNECTIONS_OPEN);
+            open.increment(1.0);
             let Connection {
                 stream,
                 peer,
@@ -73,10 +75,13 @@ impl Connection {
             // The writer cancels this when the peer stops accepting replies, so the reader
             // does not keep applying requests nobody will hear about.
             let writer_gone = CancellationToken::new();
-            let write_task = tokio::spawn(write_replies(writer, rx, writer_gone.clone()));
+            let write_task = tokio::spawn(
+                write_replies(writer, rx, writer_gone.clone()).instrument(tracing::Span::current()),
+            );
             let stop = read_requests(reader, tx, peer, endpoint, broker, &shutdown, &writer_gone).await;
             // The reader dropped its sender: the writer sends what is queued, then finishes.
             let _ = write_task.await;
+            open.decrement(1.0);
             match stop {
                 Stop::Done => tracing::debug!("connection closed"),
                 Stop::Violation(reason) => tracing::warn!(%reason, "closing connection"),

@@ -121,6 +121,8 @@ fn broken_indexes_are_rebuilt_identically() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small(400));
     fill(&log, 40);
+    // What the appends' owner does after a roll: the sealed segments' files become durable.
+    log.flush_sealed().unwrap();
     let bases = log.segment_bases();
     assert!(bases.len() >= 6);
     let before = observe(&log);
