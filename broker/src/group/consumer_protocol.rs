@@ -253,32 +253,7 @@ impl GroupCoordinator {
             req.member_id.clone()
         };
         let mut bump = false;
-        let old: Option<ConsumerMember> = match &req.instance_id {
-            Some(instance) => self.static_member(group, &member_id, instance, &req, now)?,
-            None => match group.members.get(&member_id) {
-                Some(m) if joining => {
-                    // The member lost its state (it was fenced) and rejoins with the same id: it
-                    // owns nothing now, so it starts over.
-                    let mut fresh = ConsumerMember::new(member_id.clone(), now);
-                    fresh.subscribed_topic_names = m.subscribed_topic_names.clone();
-                    fresh.subscribed_topic_regex = m.subscribed_topic_regex.clone();
-                    fresh.server_assignor = m.server_assignor.clone();
-                    group.members.insert(member_id.clone(), fresh.clone());
-                    Some(fresh)
-                }
-                Some(m) => {
-                    check_epoch(m, req.member_epoch, req.owned.as_ref())?;
-                    Some(m.clone())
-                }
-                None if joining => None,
-                None => {
-                    return fail(
-                        GroupError::UnknownMemberId,
-                        format!("Member {member_id} is not a member of group {}.", group.id),
-                    )
-                }
-            },
-        };
+        let old = self.heartbeat_member(group, &member_id, &req, now)?;
         if old.is_none() && group.members.len() >= cfg.max_size {
             return fail(
                 GroupError::GroupMaxSizeReached,
@@ -292,31 +267,7 @@ impl GroupCoordinator {
             bump = true;
             ConsumerMember::new(member_id.clone(), now)
         });
-        member.instance_id = req.instance_id.clone();
-        if req.rack_id.is_some() {
-            member.rack_id = req.rack_id.clone();
-        }
-        if req.rebalance_timeout_ms > 0 {
-            member.rebalance_timeout_ms = req.rebalance_timeout_ms;
-        }
-        member.client_id = req.client_id.clone();
-        member.client_host = req.client_host.clone();
-        if let Some(names) = &req.subscribed_topic_names {
-            let mut names = names.clone();
-            names.sort();
-            names.dedup();
-            bump |= names != member.subscribed_topic_names;
-            member.subscribed_topic_names = names;
-        }
-        if let Some(regex) = &req.subscribed_topic_regex {
-            let regex = (!regex.is_empty()).then(|| regex.clone());
-            bump |= regex != member.subscribed_topic_regex;
-            member.subscribed_topic_regex = regex;
-        }
-        if req.server_assignor.is_some() && req.server_assignor != member.server_assignor {
-            bump = true;
-            member.server_assignor = req.server_assignor.clone();
-        }
+        bump |= update_member(&mut member, &req);
         if let Some(instance) = &member.instance_id {
             group.static_members.insert(instance.clone(), member_id.clone());
         }
@@ -373,6 +324,42 @@ impl GroupCoordinator {
         }
         group.forget_unused_regexes();
         Ok(answer)
+    }
+
+    /// The member a heartbeat speaks for, as it was before it (None for a new member), after
+    /// Kafka's checks of its epoch and owned partitions.
+    fn heartbeat_member(
+        &self,
+        group: &mut ConsumerGroup,
+        member_id: &str,
+        req: &ConsumerHeartbeat,
+        now: Instant,
+    ) -> Result<Option<ConsumerMember>, HeartbeatFailure> {
+        let joining = req.member_epoch == 0;
+        if let Some(instance) = &req.instance_id {
+            return self.static_member(group, member_id, instance, req, now);
+        }
+        match group.members.get(member_id) {
+            Some(m) if joining => {
+                // The member lost its state (it was fenced) and rejoins with the same id: it
+                // owns nothing now, so it starts over.
+                let mut fresh = ConsumerMember::new(member_id.to_string(), now);
+                fresh.subscribed_topic_names = m.subscribed_topic_names.clone();
+                fresh.subscribed_topic_regex = m.subscribed_topic_regex.clone();
+                fresh.server_assignor = m.server_assignor.clone();
+                group.members.insert(member_id.to_string(), fresh.clone());
+                Ok(Some(fresh))
+            }
+            Some(m) => {
+                check_epoch(m, req.member_epoch, req.owned.as_ref())?;
+                Ok(Some(m.clone()))
+            }
+            None if joining => Ok(None),
+            None => fail(
+                GroupError::UnknownMemberId,
+                format!("Member {member_id} is not a member of group {}.", group.id),
+            ),
+        }
     }
 
     /// Kafka's getOrMaybeSubscribeStaticConsumerGroupMember: the member the request speaks for,
@@ -633,6 +620,38 @@ impl GroupCoordinator {
     fn persist_consumer_group(&self, record: ConsumerGroupRecord) -> Stored {
         self.store_changes(vec![GroupWrite::PutConsumerGroup(record)])
     }
+}
+
+/// Takes what a heartbeat says of its member (identity, timeouts, subscription, assignor);
+/// true when the change needs a new group epoch (a new subscription or assignor).
+fn update_member(member: &mut ConsumerMember, req: &ConsumerHeartbeat) -> bool {
+    let mut bump = false;
+    member.instance_id = req.instance_id.clone();
+    if req.rack_id.is_some() {
+        member.rack_id = req.rack_id.clone();
+    }
+    if req.rebalance_timeout_ms > 0 {
+        member.rebalance_timeout_ms = req.rebalance_timeout_ms;
+    }
+    member.client_id = req.client_id.clone();
+    member.client_host = req.client_host.clone();
+    if let Some(names) = &req.subscribed_topic_names {
+        let mut names = names.clone();
+        names.sort();
+        names.dedup();
+        bump |= names != member.subscribed_topic_names;
+        member.subscribed_topic_names = names;
+    }
+    if let Some(regex) = &req.subscribed_topic_regex {
+        let regex = (!regex.is_empty()).then(|| regex.clone());
+        bump |= regex != member.subscribed_topic_regex;
+        member.subscribed_topic_regex = regex;
+    }
+    if req.server_assignor.is_some() && req.server_assignor != member.server_assignor {
+        bump = true;
+        member.server_assignor = req.server_assignor.clone();
+    }
+    bump
 }
 
 /// Kafka's throwIfConsumerGroupMemberEpochIsInvalid.

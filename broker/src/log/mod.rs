@@ -9,6 +9,7 @@ mod batch;
 mod config;
 mod flusher;
 mod index;
+mod log_dir;
 mod offset_lookup;
 mod partition_log;
 mod recovery;

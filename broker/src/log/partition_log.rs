@@ -2,7 +2,6 @@
 //! lock-free-ish readers.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -10,6 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use bytes::Bytes;
 
 use super::batch::{rewrite_header, validate_produce_batch, BATCH_HEADER_SIZE};
+use super::log_dir::{
+    delete_segment_files, list_segments, read_log_start_checkpoint, sync_dir, take_segments_below,
+    write_log_start_checkpoint,
+};
 use super::recovery::{load_segment, LoadSpec};
 use super::segment::{BatchInfo, LogSegment, SegmentRead, TimestampedBatch};
 use super::{LogConfig, LogError, TimestampType};
@@ -82,104 +85,6 @@ fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 
 fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Makes file creations and deletions in `dir` durable.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// The partition's log start offset when records were deleted ahead of the segments (Kafka
-/// keeps the same number in its log dir's `log-start-offset-checkpoint`).
-const LOG_START_CHECKPOINT: &str = "log-start-offset.checkpoint";
-
-fn read_log_start_checkpoint(dir: &Path) -> Result<Option<i64>, LogError> {
-    match std::fs::read_to_string(dir.join(LOG_START_CHECKPOINT)) {
-        Ok(text) => match text.trim().parse::<i64>() {
-            Ok(offset) if offset >= 0 => Ok(Some(offset)),
-            // Written by rename, so never torn; anything else is damage: fall back to the
-            // first segment rather than refuse the partition.
-            _ => {
-                tracing::warn!(dir = %dir.display(), "ignoring unreadable {LOG_START_CHECKPOINT}");
-                Ok(None)
-            }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Writes the checkpoint durably: a temp file, fsynced, renamed over the old one.
-fn write_log_start_checkpoint(dir: &Path, offset: i64) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{LOG_START_CHECKPOINT}.tmp"));
-    {
-        let mut f = File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, format!("{offset}\n").as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(LOG_START_CHECKPOINT))?;
-    sync_dir(dir)
-}
-
-/// Base offsets of the `.log` files in `dir`, sorted. Anything else is reported and left alone.
-fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
-    let mut logs = Vec::new();
-    let mut indexes = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let name = entry?.file_name();
-        if name.to_str().is_some_and(|n| n.starts_with(LOG_START_CHECKPOINT)) {
-            continue;
-        }
-        let parsed = name.to_str().and_then(|n| {
-            let (stem, ext) = n.split_once('.')?;
-            let base = (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| stem.parse::<i64>().ok())
-                .flatten()?;
-            Some((base, ext))
-        });
-        match parsed {
-            Some((base, "log")) => logs.push(base),
-            Some((base, "index" | "timeindex")) => indexes.push((base, name)),
-            _ => {
-                tracing::warn!(dir = %dir.display(), file = ?name, "ignoring unexpected file in partition directory")
-            }
-        }
-    }
-    logs.sort_unstable();
-    for (base, name) in indexes {
-        if logs.binary_search(&base).is_err() {
-            tracing::warn!(dir = %dir.display(), file = ?name, "ignoring index file without a log segment");
-        }
-    }
-    Ok(logs)
-}
-
-/// Takes out of the map the segments whose every offset is below `log_start`: those followed by
-/// a segment starting at or below it. The last (active) segment always stays.
-fn take_segments_below(
-    segments: &mut BTreeMap<i64, Arc<LogSegment>>,
-    log_start: i64,
-) -> Vec<Arc<LogSegment>> {
-    let doomed: Vec<i64> = segments
-        .keys()
-        .zip(segments.keys().skip(1))
-        .take_while(|(_, next)| **next <= log_start)
-        .map(|(base, _)| *base)
-        .collect();
-    doomed.iter().filter_map(|base| segments.remove(base)).collect()
-}
-
-/// Deletes the files of segments already taken out of the log. Readers holding one finish on
-/// the unlinked file.
-fn delete_segment_files(dir: &Path, doomed: &[Arc<LogSegment>]) -> Result<(), LogError> {
-    if doomed.is_empty() {
-        return Ok(());
-    }
-    for segment in doomed {
-        segment.delete_files()?;
-    }
-    sync_dir(dir)?;
-    Ok(())
 }
 
 impl PartitionLog {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::log::log_dir::LOG_START_CHECKPOINT;
 use crate::log::testutil::{batch, BatchSpec};
 use crate::log::{BatchHeaders, RecordBatchHeader};
 
