@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use keel::broker::Broker;
 use keel::config::{Config, Layer};
@@ -85,12 +86,10 @@ async fn serve(config: Arc<Config>) -> Result<(), String> {
             .map_err(|e| format!("cannot bind metrics.listener {addr}: {e}"))?;
         let bound = socket.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%bound, "metrics listener bound");
-        tokio::spawn(keel::server::metrics_endpoint::serve(
-            socket,
-            handle,
-            broker.clone(),
-            shutdown.clone(),
-        ));
+        tokio::spawn(
+            keel::server::metrics_endpoint::serve(socket, handle, broker.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("metrics_endpoint")),
+        );
     }
     tracing::info!(node_id = broker.node_id, cluster_id = %broker.cluster_id, "keel started");
     tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -55,7 +55,7 @@ impl GroupCommitter {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("keel-group-writer".into())
-            .spawn(move || write_loop(&*store, &rx))?;
+            .spawn(move || tracing::info_span!("group_writer").in_scope(|| write_loop(&*store, &rx)))?;
         Ok(GroupCommitter {
             tx: Some(tx),
             thread: Some(thread),

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::api::Endpoint;
 use crate::broker::Broker;
@@ -74,13 +75,17 @@ pub async fn run(listeners: Vec<BoundListener>, broker: Arc<Broker>, shutdown: C
             host: listener.advertised_host.clone(),
             port: listener.advertised_port,
         });
-        tracker.spawn(accept_loop(
-            listener.socket,
-            endpoint,
-            broker.clone(),
-            shutdown.clone(),
-            tracker.clone(),
-        ));
+        let span = tracing::info_span!("listener", name = %listener.name);
+        tracker.spawn(
+            accept_loop(
+                listener.socket,
+                endpoint,
+                broker.clone(),
+                shutdown.clone(),
+                tracker.clone(),
+            )
+            .instrument(span),
+        );
     }
     shutdown.cancelled().await;
     tracker.close();

@@ -1,7 +1,8 @@
 //! `TestBroker`: the real `keel` binary on an ephemeral port with its own temporary data dir.
 //!
 //! The broker's stdout and stderr are captured line by line; when a test panics, the captured log
-//! is printed so the failure shows what the broker saw.
+//! is printed so the failure shows what the broker saw. A test whose broker logged a panic or an
+//! ERROR line (the broker's own fault, by the logging rules) fails.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -41,6 +42,7 @@ impl TestBrokerBuilder {
             dir,
             overrides: self.overrides,
             log: Arc::default(),
+            capture: Vec::new(),
             child: None,
             bootstrap: String::new(),
         };
@@ -54,6 +56,8 @@ pub struct TestBroker {
     dir: TempDir,
     overrides: Vec<(String, String)>,
     log: BrokerLog,
+    /// The threads copying the broker's output into `log`; they end when its pipes close.
+    capture: Vec<thread::JoinHandle<()>>,
     child: Option<Child>,
     bootstrap: String,
 }
@@ -154,8 +158,14 @@ impl TestBroker {
             log.push(format!("---- keel started, pid {} ----", child.id()));
             log.len()
         };
-        capture_lines(child.stdout.take().expect("piped stdout"), &self.log);
-        capture_lines(child.stderr.take().expect("piped stderr"), &self.log);
+        self.capture.push(capture_lines(
+            child.stdout.take().expect("piped stdout"),
+            &self.log,
+        ));
+        self.capture.push(capture_lines(
+            child.stderr.take().expect("piped stderr"),
+            &self.log,
+        ));
         self.child = Some(child);
         self.bootstrap = self.wait_for_bound_address(first_line);
     }
@@ -184,20 +194,36 @@ impl TestBroker {
     }
 }
 
+impl TestBroker {
+    /// The first line the broker logged that shows a fault of its own.
+    fn unexpected_fault(&self) -> Option<String> {
+        first_fault(&lock(&self.log)).cloned()
+    }
+
+    fn print_log(&self) {
+        eprintln!(
+            "==== keel broker log ({}) ====\n{}\n==== end of keel broker log ====",
+            self.data_dir().display(),
+            self.log_text()
+        );
+    }
+}
+
 impl Drop for TestBroker {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Every line the broker printed is in the log once its pipes are drained.
+        for capture in self.capture.drain(..) {
+            let _ = capture.join();
+        }
         if thread::panicking() {
-            // Give the capture threads a moment to drain the pipes of a process that just died.
-            thread::sleep(Duration::from_millis(100));
-            eprintln!(
-                "==== keel broker log ({}) ====\n{}\n==== end of keel broker log ====",
-                self.data_dir().display(),
-                self.log_text()
-            );
+            self.print_log();
+        } else if let Some(fault) = self.unexpected_fault() {
+            self.print_log();
+            panic!("the broker logged a fault of its own: {fault}");
         }
     }
 }
@@ -223,7 +249,7 @@ pub fn keel_binary() -> PathBuf {
 }
 
 /// Copies each line the broker prints into `log`, on a thread of its own.
-fn capture_lines(pipe: impl Read + Send + 'static, log: &BrokerLog) {
+fn capture_lines(pipe: impl Read + Send + 'static, log: &BrokerLog) -> thread::JoinHandle<()> {
     let log = Arc::clone(log);
     thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
@@ -238,7 +264,16 @@ fn capture_lines(pipe: impl Read + Send + 'static, log: &BrokerLog) {
                 }
             }
         }
-    });
+    })
+}
+
+/// A panic, or an ERROR line: by the logging rules (`error` only for the broker's own faults) no
+/// test may provoke one.
+fn first_fault(lines: &[String]) -> Option<&String> {
+    // A tracing line is `<timestamp> <LEVEL> <target>: <message>`.
+    lines
+        .iter()
+        .find(|line| line.contains("panicked at") || line.split_whitespace().nth(1) == Some("ERROR"))
 }
 
 /// The value of `name=value` in a tracing line, without quotes.
@@ -285,4 +320,18 @@ fn field_reads_the_bound_address_from_a_tracing_line() {
         Some("127.0.0.1:1")
     );
     assert_eq!(field(line, "missing"), None);
+}
+
+#[test]
+fn panics_and_error_lines_are_faults_warnings_are_not() {
+    let log = |lines: &[&str]| lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+    let quiet = log(&[
+        "2025-01-01T00:00:00Z  INFO keel::server: listener bound",
+        "2025-01-01T00:00:00Z  WARN keel::server::connection: closing connection reason=\"an ERROR reply\"",
+    ]);
+    assert_eq!(first_fault(&quiet), None);
+    let error = log(&["x", "2025-01-01T00:00:00Z ERROR keel::log::flusher: fsync failed"]);
+    assert_eq!(first_fault(&error).map(String::as_str), Some(error[1].as_str()));
+    let panic = log(&["thread 'keel' panicked at broker/src/log/segment.rs:1:1:"]);
+    assert!(first_fault(&panic).is_some());
 }

@@ -178,6 +178,48 @@ async fn consumer_group_members_and_lag_follow_a_live_group() {
         )
     };
     assert_eq!(members(&scrape(&metrics_address(&broker))), Some(2.0));
+
+    // Lag follows the group: what the members consumed and committed is no lag.
+    let producer = crate::clients::producer(&bootstrap, &[]);
+    crate::groups::produce_payloads(&producer, "live", 2, 0..40).await;
+    let lag_sum = |text: &str| {
+        value(
+            text,
+            "kafka_consumergroup_lag_sum",
+            &[("consumergroup", "live-group"), ("topic", "live")],
+        )
+    };
+    let committed = |text: &str| {
+        ["0", "1"]
+            .iter()
+            .map(|p| {
+                value(
+                    text,
+                    "kafka_consumergroup_current_offset",
+                    &[
+                        ("consumergroup", "live-group"),
+                        ("topic", "live"),
+                        ("partition", p),
+                    ],
+                )
+                .unwrap_or(0.0)
+            })
+            .sum::<f64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = scrape(&metrics_address(&broker));
+        if committed(&text) == 40.0 && lag_sum(&text) == Some(0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the members consumed 40 records: committed {}, lag {:?}",
+            committed(&text),
+            lag_sum(&text)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     a.close().await;
     // After the leave (and the rebalance it causes) one member remains.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -193,4 +235,9 @@ async fn consumer_group_members_and_lag_follow_a_live_group() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     b.close().await;
+    // Records nobody consumes are lag: 10 more, with the group's offsets where it left them.
+    crate::groups::produce_payloads(&producer, "live", 2, 40..50).await;
+    let text = scrape(&metrics_address(&broker));
+    assert_eq!(committed(&text), 40.0);
+    assert_eq!(lag_sum(&text), Some(10.0));
 }
