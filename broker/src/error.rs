@@ -93,6 +93,8 @@ impl BrokerError {
                 LogError::CorruptRecord(_) => E::CorruptMessage,
                 LogError::InvalidRecord(_) => E::InvalidRecord,
                 LogError::MessageTooLarge { .. } => E::MessageTooLarge,
+                LogError::RecordBatchTooLarge { .. } => E::RecordListTooLarge,
+                LogError::InvalidTimestamp(_) => E::InvalidTimestamp,
                 LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
                 _ => E::KafkaStorageError,
             },

@@ -15,7 +15,9 @@ use crate::config::alter::Alteration;
 use crate::config::topic::{effective, validate_topic_config};
 use crate::config::DynamicBrokerConfig;
 use crate::error::BrokerError;
-use crate::log::{AppendInfo, LogConfig, PartitionLog, TimestampType};
+use crate::log::{
+    validate_produce_batch, validate_records, AppendInfo, LogConfig, LogError, PartitionLog, TimestampType,
+};
 use crate::meta::{MetaStore, TopicRecord};
 
 /// A topic a request named that does not exist, by how it was named.
@@ -207,6 +209,8 @@ impl LogManager {
             index_interval_bytes: num("index.interval.bytes").clamp(0, u32::MAX as i64) as u32,
             max_message_bytes: num("max.message.bytes").max(0) as usize,
             timestamp_type,
+            timestamp_before_max_ms: num("message.timestamp.before.max.ms").max(0),
+            timestamp_after_max_ms: num("message.timestamp.after.max.ms").max(0),
             ..LogConfig::default()
         }
     }
@@ -263,10 +267,21 @@ impl LogManager {
             .ok_or(BrokerError::UnknownTopicOrPartition)?;
         let records =
             records.ok_or_else(|| BrokerError::InvalidRequest("produce request without records".into()))?;
+        // Kafka's LogValidator: the header and CRC, then the records themselves.
+        let header = validate_produce_batch(records)?;
+        let config = log.config();
+        if records.len() as u64 > config.effective_segment_bytes() {
+            return Err(LogError::RecordBatchTooLarge {
+                size: records.len(),
+                max: config.effective_segment_bytes(),
+            }
+            .into());
+        }
+        validate_records(records, &header, &config, now_ms)?;
         if self.is_compacted(topic) {
             require_keys(&topic.name, partition, records)?;
         }
-        let info = log.append(records, now_ms)?;
+        let info = log.append_validated(records, &header, now_ms)?;
         if info.rolled {
             // The sealed segment's fsync (up to a whole segment) does not hold up this produce
             // or the partition's writer: it runs as a storage task of its own.

@@ -13,7 +13,7 @@ use kafka_protocol::messages::*;
 use super::{str_bytes, Reply, RequestContext};
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::log::{AppendInfo, PartitionLog};
+use crate::log::{AppendInfo, LogError, PartitionLog};
 use crate::log_manager::{Topic, UnknownTopic};
 use crate::storage_task;
 
@@ -170,14 +170,19 @@ fn response(topics: Vec<(TopicName, uuid::Uuid)>, results: Vec<Appended>, versio
             Err(e) => p
                 .with_record_errors(match &e {
                     // Per-record errors exist from v8.
-                    BrokerError::InvalidRecords(errors) if version >= 8 => errors
-                        .iter()
-                        .map(|(i, m)| {
-                            BatchIndexAndErrorMessage::default()
-                                .with_batch_index(*i)
-                                .with_batch_index_error_message(Some(str_bytes(m.clone())))
-                        })
-                        .collect(),
+                    BrokerError::InvalidRecords(errors)
+                    | BrokerError::Log(LogError::InvalidTimestamp(errors))
+                        if version >= 8 =>
+                    {
+                        errors
+                            .iter()
+                            .map(|(i, m)| {
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(*i)
+                                    .with_batch_index_error_message(Some(str_bytes(m.clone())))
+                            })
+                            .collect()
+                    }
                     _ => Vec::new(),
                 })
                 .with_error_code(e.code())

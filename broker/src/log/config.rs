@@ -21,6 +21,10 @@ pub struct LogConfig {
     pub max_message_bytes: usize,
     /// `message.timestamp.type`.
     pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: how far into the past a CreateTime record may be.
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far into the future a CreateTime record may be.
+    pub timestamp_after_max_ms: i64,
     /// Written into each appended batch's partitionLeaderEpoch field.
     pub leader_epoch: i32,
 }
@@ -33,6 +37,8 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: 3_600_000,
             leader_epoch: 0,
         }
     }
@@ -41,7 +47,7 @@ impl Default for LogConfig {
 impl LogConfig {
     /// Index entries hold 32-bit positions and Kafka's `segment.bytes` is an int, so a segment
     /// never grows past `i32::MAX` whatever the configuration says.
-    pub(crate) fn effective_segment_bytes(&self) -> u64 {
+    pub fn effective_segment_bytes(&self) -> u64 {
         self.segment_bytes.clamp(1, i32::MAX as u64)
     }
 }

@@ -16,6 +16,7 @@ mod recovery;
 mod segment;
 mod sparse_index;
 mod time_index;
+mod validator;
 mod walker;
 
 #[cfg(test)]
@@ -29,6 +30,7 @@ pub use flusher::Flusher;
 pub use offset_lookup::{FoundOffset, OffsetSpec};
 pub use partition_log::{AppendInfo, PartitionLog, ReadResult};
 pub use segment::TimestampedBatch;
+pub use validator::validate_records;
 
 /// Errors of the log layer. Cloneable so that one failed group-commit fsync can be reported to
 /// every producer waiting on it.
@@ -42,6 +44,12 @@ pub enum LogError {
     InvalidRecord(String),
     #[error("record batch of {size} bytes exceeds the maximum of {max} bytes")]
     MessageTooLarge { size: usize, max: usize },
+    /// A batch larger than a whole segment (Kafka's RECORD_LIST_TOO_LARGE).
+    #[error("Message batch size is {size} bytes in append, which exceeds the maximum configured segment size of {max}.")]
+    RecordBatchTooLarge { size: usize, max: u64 },
+    /// Records whose timestamps are out of the accepted window (INVALID_TIMESTAMP), by index.
+    #[error("One or more records have been rejected due to invalid timestamp")]
+    InvalidTimestamp(Vec<(i32, String)>),
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange {
         offset: i64,

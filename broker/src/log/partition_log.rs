@@ -15,7 +15,7 @@ use super::log_dir::{
 };
 use super::recovery::{load_segment, LoadSpec};
 use super::segment::{BatchInfo, LogSegment, SegmentRead, TimestampedBatch};
-use super::{LogConfig, LogError, TimestampType};
+use super::{LogConfig, LogError, RecordBatchHeader, TimestampType};
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +213,18 @@ impl PartitionLog {
     /// the timestamp type bit and `now_ms` as maxTimestamp (with a recomputed CRC), as Kafka
     /// does. The records are written as received, never copied or decoded.
     pub fn append(&self, batch: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        let header = validate_produce_batch(batch)?;
+        self.append_validated(batch, &header, now_ms)
+    }
+
+    /// `append` for a batch whose header and CRC the caller has checked already
+    /// (`validate_produce_batch` gave `header`), so the CRC is computed once per produce.
+    pub fn append_validated(
+        &self,
+        batch: &[u8],
+        header: &RecordBatchHeader,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
         let config = self.config();
         if batch.len() > config.max_message_bytes {
             return Err(LogError::MessageTooLarge {
@@ -220,7 +232,6 @@ impl PartitionLog {
                 max: config.max_message_bytes,
             });
         }
-        let header = validate_produce_batch(batch)?;
         let mut writer = lock(&self.writer);
         #[cfg(test)]
         std::thread::sleep(*lock(&self.slow_disk));

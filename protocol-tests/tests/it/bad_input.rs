@@ -309,3 +309,102 @@ async fn produce_with_bad_crc_fails_only_that_partition() {
     );
     survivor.assert_still_serving().await;
 }
+
+const INVALID_TIMESTAMP: i16 = 32;
+const INVALID_RECORD: i16 = 87;
+const RECORD_LIST_TOO_LARGE: i16 = 18;
+
+/// Sets a batch's record count field and recomputes its CRC over the changed batch.
+fn set_record_count(batch: &mut [u8], count: i32) {
+    batch[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[BATCH_CRC_OFFSET..BATCH_CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+#[tokio::test]
+async fn produce_refuses_what_kafkas_log_validator_refuses_and_only_that_partition() {
+    let survivor = Survivor::start().await;
+    let bootstrap = survivor.broker.bootstrap().to_string();
+    create_topic(&bootstrap, "validated", 4).await;
+    let admin = crate::clients::admin(&bootstrap);
+    let small =
+        rdkafka::admin::NewTopic::new("small-segments", 1, rdkafka::admin::TopicReplication::Fixed(1))
+            .set("segment.bytes", "1000");
+    admin
+        .create_topics(&[small], &crate::clients::admin_options())
+        .await
+        .expect("CreateTopics small-segments");
+    let mut wire = WireClient::connect(&bootstrap);
+
+    let now = recent_base_timestamp() + 3_600_000;
+    let good = record_batch(&[(b"k0", b"v0"), (b"k1", b"v1")], now).to_vec();
+    // Two hours ahead: past message.timestamp.after.max.ms (one hour by default).
+    let future = record_batch(&[(b"k0", b"v0"), (b"k1", b"v1")], now + 7_200_000).to_vec();
+    // The header says three records; two are there.
+    let mut miscounted = record_batch(&[(b"k0", b"v0"), (b"k1", b"v1")], now).to_vec();
+    miscounted[23..27].copy_from_slice(&2i32.to_be_bytes()); // lastOffsetDelta, consistent with 3
+    set_record_count(&mut miscounted, 3);
+    let big_value = vec![b'x'; 2_000];
+    let big = record_batch(&[(b"k", &big_value)], now).to_vec();
+
+    let partition = |index: i32, records: Vec<u8>| {
+        PartitionProduceData::default()
+            .with_index(index)
+            .with_records(Some(records.into()))
+    };
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("validated")))
+                .with_partition_data(vec![
+                    partition(0, good.clone()),
+                    partition(1, future),
+                    partition(2, miscounted),
+                ]),
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("small-segments")))
+                .with_partition_data(vec![partition(0, big)]),
+        ]);
+    let version = wire.version::<ProduceRequest>(12);
+    let response = wire.call(&request, version);
+    let result = |topic: usize, index: i32| {
+        response.responses[topic]
+            .partition_responses
+            .iter()
+            .find(|p| p.index == index)
+            .unwrap_or_else(|| panic!("no response for partition {index}"))
+            .clone()
+    };
+    assert_eq!(result(0, 0).error_code, 0, "the valid batch is accepted");
+    let future = result(0, 1);
+    assert_eq!(
+        future.error_code, INVALID_TIMESTAMP,
+        "a timestamp two hours ahead"
+    );
+    assert_eq!(
+        future
+            .record_errors
+            .iter()
+            .map(|e| e.batch_index)
+            .collect::<Vec<_>>(),
+        [0, 1],
+        "each record out of range is named"
+    );
+    assert_eq!(
+        result(0, 2).error_code,
+        INVALID_RECORD,
+        "a record count the records disagree with"
+    );
+    assert_eq!(
+        result(1, 0).error_code,
+        RECORD_LIST_TOO_LARGE,
+        "a batch larger than segment.bytes"
+    );
+    for index in 1..=2 {
+        let refused = fetch_partition(&mut wire, "validated", index, 0, 0);
+        assert_eq!(refused.high_watermark, 0, "nothing of a refused batch is stored");
+    }
+    survivor.assert_still_serving().await;
+}

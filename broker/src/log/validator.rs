@@ -1,0 +1,291 @@
+//! The record checks Kafka's LogValidator applies to a batch a client produces, beyond its header
+//! and CRC (`batch::validate_produce_batch`): in an uncompressed batch, the records actually
+//! present must be what the header declares (their count, each record's length and fields), and
+//! every record's timestamp must lie within `message.timestamp.before.max.ms` /
+//! `after.max.ms` of the broker's clock under CreateTime. One pass over the record bytes, no
+//! allocation unless a record is refused.
+//!
+//! Compressed batches are not decompressed here: their timestamps are checked from the header's
+//! base and max timestamps (the first record's and the largest), which bounds every record from
+//! above but not from below; Kafka decompresses and checks each one.
+
+use super::batch::{RecordBatchHeader, BATCH_HEADER_SIZE};
+use super::{LogConfig, LogError, TimestampType};
+
+/// Checks a produced batch's records against `config` at `now_ms`.
+pub fn validate_records(
+    batch: &[u8],
+    header: &RecordBatchHeader,
+    config: &LogConfig,
+    now_ms: i64,
+) -> Result<(), LogError> {
+    let check_timestamps = config.timestamp_type == TimestampType::CreateTime;
+    if header.timestamp_type() == TimestampType::LogAppendTime && !check_timestamps {
+        return Err(LogError::InvalidTimestamp(vec![(
+            0,
+            "Invalid timestamp type in message. Producer should not set timestamp type to LogAppendTime."
+                .into(),
+        )]));
+    }
+    let bounds = TimestampBounds::new(config, now_ms);
+    if header.compression() != 0 {
+        // The header's timestamps stand for the records Kafka would check one by one.
+        if check_timestamps {
+            for ts in [header.base_timestamp(), header.max_timestamp()] {
+                if let Some(e) = bounds.refuse(ts, header.base_offset()) {
+                    return Err(LogError::InvalidTimestamp(vec![(0, e)]));
+                }
+            }
+        }
+        return Ok(());
+    }
+    let mut reader = Reader {
+        buf: &batch[BATCH_HEADER_SIZE..],
+        pos: 0,
+    };
+    let mut timestamp_errors = Vec::new();
+    for index in 0..header.record_count() {
+        if reader.pos == reader.buf.len() {
+            return Err(invalid("Incorrect declared batch size, premature EOF reached"));
+        }
+        let timestamp_delta = read_record(&mut reader)?;
+        if check_timestamps {
+            let ts = header.base_timestamp().wrapping_add(timestamp_delta);
+            if let Some(e) = bounds.refuse(ts, header.base_offset() + i64::from(index)) {
+                timestamp_errors.push((index, e));
+            }
+        }
+    }
+    if reader.pos != reader.buf.len() {
+        return Err(invalid(
+            "Incorrect declared batch size, records still remaining in file",
+        ));
+    }
+    if timestamp_errors.is_empty() {
+        Ok(())
+    } else {
+        Err(LogError::InvalidTimestamp(timestamp_errors))
+    }
+}
+
+fn invalid(message: &str) -> LogError {
+    LogError::InvalidRecord(message.into())
+}
+
+/// The window a CreateTime record's timestamp must lie in.
+struct TimestampBounds {
+    now: i64,
+    before: i64,
+    after: i64,
+}
+
+impl TimestampBounds {
+    fn new(config: &LogConfig, now: i64) -> Self {
+        TimestampBounds {
+            now,
+            before: config.timestamp_before_max_ms,
+            after: config.timestamp_after_max_ms,
+        }
+    }
+
+    /// Kafka's message for a timestamp out of the window; none for one inside it or for a record
+    /// without a timestamp (-1).
+    fn refuse(&self, ts: i64, offset: i64) -> Option<String> {
+        let diff = self.now.saturating_sub(ts);
+        (ts != -1 && (diff > self.before || diff.saturating_neg() > self.after)).then(|| {
+            format!(
+                "Timestamp {ts} of message with offset {offset} is out of range. The timestamp should be within [{}, {}]",
+                self.now.saturating_sub(self.before),
+                self.now.saturating_add(self.after)
+            )
+        })
+    }
+}
+
+/// A cursor over the records section of a batch.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn varlong(&mut self) -> Result<i64, LogError> {
+        let mut value: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let Some(&b) = self.buf.get(self.pos) else {
+                return Err(invalid("Incorrect declared batch size, premature EOF reached"));
+            };
+            self.pos += 1;
+            value |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                // Zigzag: the sign is the lowest bit.
+                return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
+            }
+        }
+        Err(invalid("Invalid varlong in a record"))
+    }
+
+    fn varint(&mut self) -> Result<i32, LogError> {
+        i32::try_from(self.varlong()?).map_err(|_| invalid("Invalid varint in a record"))
+    }
+
+    /// Skips `len` bytes of a key, value or header (a negative length is a null).
+    fn skip(&mut self, len: i32) -> Result<(), LogError> {
+        let len = usize::try_from(len).unwrap_or(0);
+        if self.buf.len() - self.pos < len {
+            return Err(invalid("Incorrect declared batch size, premature EOF reached"));
+        }
+        self.pos += len;
+        Ok(())
+    }
+}
+
+/// Reads one record as Kafka's DefaultRecord.readFrom does; returns its timestamp delta.
+fn read_record(r: &mut Reader<'_>) -> Result<i64, LogError> {
+    let size = r.varint()?;
+    let size = usize::try_from(size).map_err(|_| invalid(&format!("Invalid record size {size}")))?;
+    if r.buf.len() - r.pos < size {
+        return Err(invalid("Incorrect declared batch size, premature EOF reached"));
+    }
+    let start = r.pos;
+    // The record's fields must end exactly where its declared size does.
+    let mut body = Reader {
+        buf: &r.buf[..start + size],
+        pos: start,
+    };
+    body.skip(1)?; // attributes
+    let timestamp_delta = body.varlong()?;
+    body.varint()?; // offset delta
+    let key = body.varint()?;
+    body.skip(key)?;
+    let value = body.varint()?;
+    body.skip(value)?;
+    let headers = body.varint()?;
+    if headers < 0 {
+        return Err(invalid("Found invalid number of record headers"));
+    }
+    for _ in 0..headers {
+        let key = body.varint()?;
+        if key < 0 {
+            return Err(invalid("Invalid negative header key size"));
+        }
+        body.skip(key)?;
+        let value = body.varint()?;
+        body.skip(value)?;
+    }
+    if body.pos != start + size {
+        return Err(invalid(&format!(
+            "Invalid record size: expected to read {size} bytes in record payload, but instead read {}",
+            body.pos - start
+        )));
+    }
+    r.pos = start + size;
+    Ok(timestamp_delta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::batch::validate_produce_batch;
+    use crate::log::testutil::BatchSpec;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn check(batch: &[u8], config: &LogConfig) -> Result<(), LogError> {
+        let header = validate_produce_batch(batch)?;
+        validate_records(batch, &header, config, NOW)
+    }
+
+    fn config() -> LogConfig {
+        LogConfig {
+            timestamp_before_max_ms: 60_000,
+            timestamp_after_max_ms: 60_000,
+            ..LogConfig::default()
+        }
+    }
+
+    #[test]
+    fn well_formed_records_within_the_window_pass() {
+        let b = BatchSpec::new(5).timestamps(NOW - 1_000, 100).build();
+        check(&b, &config()).unwrap();
+        check(
+            &BatchSpec::new(1).timestamps(NOW, 0).value_size(300).build(),
+            &config(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_record_count_that_disagrees_with_the_records_is_invalid() {
+        // More records declared than present, and fewer.
+        let more = BatchSpec::new(3).timestamps(NOW, 1).claimed_records(4).build();
+        assert!(
+            matches!(check(&more, &config()), Err(LogError::InvalidRecord(m)) if m.contains("premature EOF"))
+        );
+        let fewer = BatchSpec::new(3).timestamps(NOW, 1).claimed_records(2).build();
+        assert!(
+            matches!(check(&fewer, &config()), Err(LogError::InvalidRecord(m)) if m.contains("records still remaining"))
+        );
+    }
+
+    #[test]
+    fn a_record_whose_length_disagrees_with_its_fields_is_invalid() {
+        let mut b = BatchSpec::new(1).timestamps(NOW, 0).build();
+        // The first record's length varint is the first byte after the header: grow it by one
+        // (zigzag: +2) and append a byte so the batch still holds the declared length.
+        b[BATCH_HEADER_SIZE] += 2;
+        b.push(0);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(
+            matches!(check(&b, &config()), Err(LogError::InvalidRecord(m)) if m.contains("Invalid record size"))
+        );
+    }
+
+    #[test]
+    fn timestamps_outside_the_window_are_refused_per_record() {
+        let b = BatchSpec::new(4).timestamps(NOW - 30_000, 30_000).build();
+        // Records at -30 s, 0, +30 s, +60 s: all within 60 s.
+        check(&b, &config()).unwrap();
+        let b = BatchSpec::new(4).timestamps(NOW - 90_000, 60_000).build();
+        // Records at -90 s, -30 s, +30 s, +90 s: the first and the last are out.
+        match check(&b, &config()) {
+            Err(LogError::InvalidTimestamp(errors)) => {
+                assert_eq!(errors.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 3]);
+                assert!(errors[0].1.contains("is out of range"), "{}", errors[0].1);
+            }
+            other => panic!("expected INVALID_TIMESTAMP, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn log_append_time_topics_ignore_client_timestamps_but_refuse_the_attribute() {
+        let config = LogConfig {
+            timestamp_type: TimestampType::LogAppendTime,
+            ..config()
+        };
+        check(&BatchSpec::new(2).timestamps(0, 1).build(), &config).unwrap();
+        let stamped = BatchSpec::new(2).timestamps(NOW, 1).attributes(0x08).build();
+        assert!(matches!(
+            check(&stamped, &config),
+            Err(LogError::InvalidTimestamp(_))
+        ));
+    }
+
+    #[test]
+    fn compressed_batches_are_checked_by_their_header_timestamps() {
+        // gzip attribute; the records are not decompressed, so any payload will do.
+        let b = BatchSpec::new(2)
+            .timestamps(NOW + 120_000, 1)
+            .attributes(1)
+            .build();
+        assert!(matches!(check(&b, &config()), Err(LogError::InvalidTimestamp(_))));
+        check(
+            &BatchSpec::new(2).timestamps(NOW, 1).attributes(1).build(),
+            &config(),
+        )
+        .unwrap();
+    }
+}
