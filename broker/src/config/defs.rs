@@ -174,6 +174,7 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("auto.create.topics.enable", Kind::Bool, "true", "Create a topic when Metadata or Produce names one that does not exist."),
     def("delete.topic.enable", Kind::Bool, "true", "Allow DeleteTopics."),
     def("message.max.bytes", Kind::Int, "1048588", "Largest record batch accepted (topic: max.message.bytes).").cluster_wide().at_least(0),
+    def("connections.max.idle.ms", Kind::Long, "600000", "A connection that sent no whole request and has no reply outstanding for this long is closed (a request trickled in more slowly than this is cut off).").at_least(1),
     def("socket.request.max.bytes", Kind::Int, "104857600", "Largest request frame; a larger size prefix closes the connection before anything is allocated.").at_least(1),
     opt("metrics.listener", Kind::Str, "host:port of the Prometheus endpoint (GET /metrics, kafka_exporter's consumer-group names); unset serves none. Port 0 binds an ephemeral port."),
     def("max.connections", Kind::Int, "10000", "Connections served at once; further ones wait to be accepted. Lowering it at run time closes no connection: places are retired as connections end.").at_least(1).cluster_wide(),

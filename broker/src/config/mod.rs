@@ -59,6 +59,8 @@ pub struct Config {
     pub delete_topic_enable: bool,
     pub message_max_bytes: i32,
     pub socket_request_max_bytes: i32,
+    /// `connections.max.idle.ms`.
+    pub connections_max_idle_ms: u64,
     pub max_connections: usize,
     pub flush_acks_all: bool,
     /// CLUSTER_ID from the environment (apache/kafka image convention), used on first start.
@@ -178,6 +180,7 @@ impl Config {
             delete_topic_enable: boolean("delete.topic.enable"),
             message_max_bytes: int("message.max.bytes")? as i32,
             socket_request_max_bytes: int("socket.request.max.bytes")? as i32,
+            connections_max_idle_ms: int("connections.max.idle.ms")?.max(1) as u64,
             max_connections: int("max.connections")? as usize,
             flush_acks_all: boolean("log.flush.acks.all"),
             cluster_id,

@@ -7,7 +7,9 @@
 //! request while the writer sends replies in order.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
@@ -75,10 +77,14 @@ impl Connection {
             // The writer cancels this when the peer stops accepting replies, so the reader
             // does not keep applying requests nobody will hear about.
             let writer_gone = CancellationToken::new();
+            // Requests read whose replies are not yet written (or dropped, for acks=0).
+            let outstanding = Arc::new(AtomicUsize::new(0));
             let write_task = tokio::spawn(
-                write_replies(writer, rx, writer_gone.clone()).instrument(tracing::Span::current()),
+                write_replies(writer, rx, writer_gone.clone(), outstanding.clone())
+                    .instrument(tracing::Span::current()),
             );
-            let stop = read_requests(reader, tx, peer, endpoint, broker, &shutdown, &writer_gone).await;
+            let replies = Replies { tx, outstanding };
+            let stop = read_requests(reader, replies, peer, endpoint, broker, &shutdown, &writer_gone).await;
             // The reader dropped its sender: the writer sends what is queued, then finishes.
             let _ = write_task.await;
             open.decrement(1.0);
@@ -92,9 +98,15 @@ impl Connection {
     }
 }
 
+/// The reader's end of the reply queue, counting the replies not yet written.
+struct Replies {
+    tx: mpsc::Sender<EncodedReply>,
+    outstanding: Arc<AtomicUsize>,
+}
+
 async fn read_requests(
     mut reader: OwnedReadHalf,
-    tx: mpsc::Sender<EncodedReply>,
+    replies: Replies,
     peer: SocketAddr,
     endpoint: Arc<Endpoint>,
     broker: Arc<Broker>,
@@ -102,11 +114,19 @@ async fn read_requests(
     writer_gone: &CancellationToken,
 ) -> Stop {
     let max_size = broker.config.socket_request_max_bytes;
+    let max_idle = Duration::from_millis(broker.config.connections_max_idle_ms);
     loop {
         let frame = tokio::select! {
             _ = shutdown.cancelled() => return Stop::Done,
             _ = writer_gone.cancelled() => return Stop::Done,
             f = read_frame(&mut reader, max_size) => f,
+            // Kafka's connections.max.idle.ms: no whole request and no reply outstanding for
+            // that long. Unlike Kafka, bytes of a request that trickles in (slowloris) do not
+            // count as activity: a request must arrive whole within the limit.
+            _ = idle(&replies.outstanding, max_idle) => {
+                tracing::debug!(idle_ms = max_idle.as_millis() as u64, "closing idle connection");
+                return Stop::Done;
+            }
         };
         let frame = match frame {
             Ok(Some(f)) => f,
@@ -117,8 +137,20 @@ async fn read_requests(
             Ok(reply) => reply,
             Err(reason) => return Stop::Violation(reason),
         };
-        if tx.send(reply).await.is_err() {
+        replies.outstanding.fetch_add(1, Ordering::AcqRel);
+        if replies.tx.send(reply).await.is_err() {
             return Stop::Done;
+        }
+    }
+}
+
+/// Resolves once the connection has had no reply outstanding for `max_idle` in a row. Its
+/// caller drops it whenever a frame arrives, which starts the count again.
+async fn idle(outstanding: &AtomicUsize, max_idle: Duration) {
+    loop {
+        tokio::time::sleep(max_idle).await;
+        if outstanding.load(Ordering::Acquire) == 0 {
+            return;
         }
     }
 }
@@ -210,6 +242,7 @@ async fn write_replies(
     writer: OwnedWriteHalf,
     mut rx: mpsc::Receiver<EncodedReply>,
     writer_gone: CancellationToken,
+    outstanding: Arc<AtomicUsize>,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     while let Some(reply) = rx.recv().await {
@@ -247,6 +280,7 @@ async fn write_replies(
                 return;
             }
         }
+        outstanding.fetch_sub(1, Ordering::AcqRel);
     }
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;

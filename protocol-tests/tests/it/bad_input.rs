@@ -408,3 +408,51 @@ async fn produce_refuses_what_kafkas_log_validator_refuses_and_only_that_partiti
     }
     survivor.assert_still_serving().await;
 }
+
+/// Reads until the broker closes the connection (Ok) or `within` passes (Err).
+fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> Result<Duration, ()> {
+    use std::io::Read;
+    let start = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let mut buf = [0u8; 64];
+    while start.elapsed() < within {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(start.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return Ok(start.elapsed()),
+        }
+    }
+    Err(())
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_connections_max_idle_ms_and_busy_ones_are_not() {
+    let broker = TestBroker::builder().with("connections.max.idle.ms", 500).start();
+    // Silent from the start, and silent half-way through a request header: both idle.
+    let mut silent = std::net::TcpStream::connect(broker.bootstrap()).expect("connect");
+    let mut slow = std::net::TcpStream::connect(broker.bootstrap()).expect("connect");
+    slow.write_all(&[0, 0]).expect("half a size prefix");
+    let closed = closed_within(&mut silent, Duration::from_secs(5)).expect("an idle connection stays open");
+    assert!(
+        closed >= Duration::from_millis(400),
+        "closed after {closed:?}, before the idle limit"
+    );
+    closed_within(&mut slow, Duration::from_secs(5)).expect("a stalled request header keeps the connection");
+
+    // A client that keeps asking is served past the limit.
+    let mut busy = WireClient::connect(broker.bootstrap());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(2_000) {
+        let version = busy.version::<ApiVersionsRequest>(3);
+        let response = busy.call(&ApiVersionsRequest::default(), version);
+        assert_eq!(response.error_code, 0);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
