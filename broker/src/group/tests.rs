@@ -64,6 +64,17 @@ fn sync_req(member: &str, generation: i32, assignments: Vec<(String, Bytes)>) ->
     }
 }
 
+/// The SyncGroup of a one-member group's leader, assigning itself `a` in generation 1.
+async fn sync_alone(c: &GroupCoordinator, member: &str) -> SyncOutcome {
+    c.sync(sync_req(
+        member,
+        1,
+        vec![(member.to_string(), Bytes::from_static(b"a"))],
+    ))
+    .await
+    .unwrap()
+}
+
 fn commit(generation: i32, member: &str, offset: i64) -> OffsetCommitRequest {
     OffsetCommitRequest {
         group_id: "g".into(),
@@ -94,14 +105,7 @@ async fn a_single_member_group_becomes_stable_with_its_assignment() {
         1,
         "the leader gets the members' subscriptions"
     );
-    let synced = c
-        .sync(sync_req(
-            &joined.member_id,
-            1,
-            vec![(joined.member_id.clone(), Bytes::from_static(b"a"))],
-        ))
-        .await
-        .unwrap();
+    let synced = sync_alone(&c, &joined.member_id).await;
     assert_eq!(
         (synced.error, synced.assignment),
         (None, Bytes::from_static(b"a"))
@@ -458,14 +462,7 @@ fn stored_writes(store: &store::MemoryStore) -> Vec<GroupWrite> {
 async fn the_leaders_assignment_is_stored_before_any_member_learns_it() {
     let (store, c) = in_memory();
     let joined = join_new(&c).await.await.unwrap();
-    let synced = c
-        .sync(sync_req(
-            &joined.member_id,
-            1,
-            vec![(joined.member_id.clone(), Bytes::from_static(b"a"))],
-        ))
-        .await
-        .unwrap();
+    let synced = sync_alone(&c, &joined.member_id).await;
     assert_eq!(synced.error, None);
     let stored = stored_writes(&store);
     let Some(GroupWrite::PutGroup(record)) = stored.last() else {
@@ -482,14 +479,7 @@ async fn a_failed_write_of_the_assignment_is_an_error_and_a_new_rebalance() {
     let (store, c) = in_memory();
     let joined = join_new(&c).await.await.unwrap();
     store.failing.store(true, std::sync::atomic::Ordering::Release);
-    let synced = c
-        .sync(sync_req(
-            &joined.member_id,
-            1,
-            vec![(joined.member_id.clone(), Bytes::from_static(b"a"))],
-        ))
-        .await
-        .unwrap();
+    let synced = sync_alone(&c, &joined.member_id).await;
     assert_eq!(synced.error, Some(GroupError::CoordinatorNotAvailable));
     assert_ne!(c.describe("g").unwrap().state, GroupState::Stable);
 }
