@@ -16,7 +16,8 @@ use crate::config::topic::{effective, validate_topic_config};
 use crate::config::DynamicBrokerConfig;
 use crate::error::BrokerError;
 use crate::log::{
-    validate_produce_batch, validate_records, AppendInfo, LogConfig, LogError, PartitionLog, TimestampType,
+    validate_produce_batch, validate_records, AppendInfo, LogConfig, LogDirHealth, LogError, PartitionLog,
+    TimestampType,
 };
 use crate::meta::{MetaStore, TopicRecord};
 
@@ -106,6 +107,8 @@ pub struct LogManager {
     /// Serialises administrative changes (create, delete, alter) so that the check-then-act of
     /// each is atomic; produce and fetch never take it.
     admin: Mutex<()>,
+    /// Whether the log directory still serves (an I/O error takes it offline).
+    pub health: Arc<LogDirHealth>,
 }
 
 /// Kafka's topic name rules: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -154,6 +157,7 @@ impl LogManager {
             meta,
             topics: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
+            health: LogDirHealth::new(dir),
         };
         let mut topics = HashMap::new();
         for record in manager.meta.topics()? {
@@ -186,9 +190,10 @@ impl LogManager {
         partition: i32,
         config: LogConfig,
     ) -> Result<Arc<PartitionLog>, BrokerError> {
-        Ok(Arc::new(PartitionLog::open(
+        Ok(Arc::new(PartitionLog::open_in(
             &self.partition_dir(topic, partition),
             config,
+            Arc::clone(&self.health),
         )?))
     }
 

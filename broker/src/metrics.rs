@@ -19,6 +19,8 @@ pub const PRODUCE_BYTES: &str = "keel_produce_bytes_total";
 pub const FETCH_BYTES: &str = "keel_fetch_bytes_total";
 /// Tasks run on the storage threads, by task name (`storage_task`).
 pub const STORAGE_TASKS: &str = "keel_storage_tasks_total";
+/// 1 for a log directory an I/O error took offline (by `dir`).
+pub const LOG_DIR_OFFLINE: &str = "keel_log_dir_offline";
 /// Client connections open now (each is a reader task and a writer task).
 pub const CONNECTIONS_OPEN: &str = "keel_connections_open";
 /// Rounds of the acks=-1 group-commit flusher (each fsyncs every log in it once).

@@ -142,3 +142,57 @@ async fn a_slow_disk_on_one_partition_stalls_neither_other_fetches_nor_heartbeat
     let slow = slow_produce.await.unwrap();
     assert_eq!(slow.responses[0].partition_responses[0].error_code, 0);
 }
+
+/// KAFKA_STORAGE_ERROR.
+const KAFKA_STORAGE_ERROR: i16 = 56;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_answers_storage_errors_for_the_log_directory_and_groups_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path());
+    for topic in ["doomed", "neighbour"] {
+        broker.logs.create_topic(topic, 1, 1, Default::default()).unwrap();
+    }
+    broker.logs.partition("doomed", 0).unwrap().fail_fsyncs();
+    let produce = |topic: &str| {
+        let ctx = context(&broker, ApiKey::Produce, 9);
+        let request = produce_request(topic).with_acks(-1);
+        async move { resolve(super::produce::handle(ctx, request).await).await }
+    };
+    let failed = produce("doomed").await;
+    assert_eq!(
+        failed.responses[0].partition_responses[0].error_code,
+        KAFKA_STORAGE_ERROR
+    );
+    assert!(broker.logs.health.is_offline());
+    let neighbour = produce("neighbour").await;
+    assert_eq!(
+        neighbour.responses[0].partition_responses[0].error_code,
+        KAFKA_STORAGE_ERROR
+    );
+    let fetched =
+        resolve(super::fetch::handle(context(&broker, ApiKey::Fetch, 12), fetch_request("neighbour")).await)
+            .await;
+    assert_eq!(fetched.responses[0].partitions[0].error_code, KAFKA_STORAGE_ERROR);
+
+    let heartbeat = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(str_bytes("g")))
+        .with_member_id(str_bytes("m-1"))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_topic_partitions(Some(Vec::new()))
+        .with_subscribed_topic_names(Some(vec![TopicName(str_bytes("neighbour"))]));
+    let answered = resolve(
+        super::consumer_group::consumer_group_heartbeat(
+            context(&broker, ApiKey::ConsumerGroupHeartbeat, 0),
+            heartbeat,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        answered.error_code, 0,
+        "groups keep serving: {:?}",
+        answered.error_message
+    );
+}

@@ -4,11 +4,58 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::segment::LogSegment;
 use super::LogError;
+
+/// Whether a log directory still serves. The first write or fsync error in it takes it offline
+/// for the rest of the process, as Kafka's LogDirFailureChannel does: after a failed fsync the
+/// kernel may have dropped the dirty pages and a second fsync on the same descriptor can report
+/// success for data that is gone, so nothing in the directory is written or served again, and
+/// its partitions answer KAFKA_STORAGE_ERROR. The rest of the broker (groups, other
+/// directories) keeps serving.
+#[derive(Debug)]
+pub struct LogDirHealth {
+    dir: PathBuf,
+    offline: AtomicBool,
+}
+
+impl LogDirHealth {
+    pub fn new(dir: &Path) -> Arc<LogDirHealth> {
+        Arc::new(LogDirHealth {
+            dir: dir.to_path_buf(),
+            offline: AtomicBool::new(false),
+        })
+    }
+
+    /// Takes the directory offline because `what` failed with `error`.
+    pub(super) fn take_offline(&self, what: &str, error: &std::io::Error) {
+        if !self.offline.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                dir = %self.dir.display(),
+                %what,
+                %error,
+                "log directory taken offline after an I/O error; its partitions answer KAFKA_STORAGE_ERROR until restart"
+            );
+            metrics::gauge!(crate::metrics::LOG_DIR_OFFLINE, "dir" => self.dir.display().to_string())
+                .set(1.0);
+        }
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::Acquire)
+    }
+
+    pub(super) fn check(&self) -> Result<(), LogError> {
+        if self.is_offline() {
+            return Err(LogError::DirOffline(self.dir.display().to_string()));
+        }
+        Ok(())
+    }
+}
 
 /// Makes file creations and deletions in `dir` durable.
 pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {

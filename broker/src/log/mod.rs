@@ -27,6 +27,7 @@ use std::sync::Arc;
 pub use batch::{validate_produce_batch, BatchHeaders, RecordBatchHeader, BATCH_HEADER_SIZE};
 pub use config::{LogConfig, TimestampType};
 pub use flusher::Flusher;
+pub use log_dir::LogDirHealth;
 pub use offset_lookup::{FoundOffset, OffsetSpec};
 pub use partition_log::{AppendInfo, PartitionLog, ReadResult};
 pub use segment::TimestampedBatch;
@@ -56,6 +57,9 @@ pub enum LogError {
         log_start: i64,
         log_end: i64,
     },
+    /// The log directory was taken offline by an earlier I/O error (KAFKA_STORAGE_ERROR).
+    #[error("log directory {0} is offline after an I/O error")]
+    DirOffline(String),
     /// The log was deleted, or the flusher task is gone.
     #[error("log closed: {0}")]
     Closed(String),

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::batch::{rewrite_header, validate_produce_batch, BATCH_HEADER_SIZE};
 use super::log_dir::{
     delete_segment_files, list_segments, read_log_start_checkpoint, sync_dir, take_segments_below,
-    write_log_start_checkpoint,
+    write_log_start_checkpoint, LogDirHealth,
 };
 use super::recovery::{load_segment, LoadSpec};
 use super::segment::{BatchInfo, LogSegment, SegmentRead, TimestampedBatch};
@@ -69,6 +69,11 @@ pub struct PartitionLog {
     data_syncs: AtomicU64,
     /// Segments a roll sealed whose files `flush_sealed` has not yet made durable.
     sealed_unflushed: Mutex<Vec<Arc<LogSegment>>>,
+    /// The health of the log directory this partition lives in, shared with its neighbours.
+    health: Arc<LogDirHealth>,
+    /// Tests make the next fsyncs of this log fail, as a dying disk's would.
+    #[cfg(test)]
+    failing_fsyncs: AtomicBool,
     /// Tests make this log's disk slow: every append waits this long, holding the writer lock
     /// as a slow write would.
     #[cfg(test)]
@@ -92,6 +97,16 @@ impl PartitionLog {
     /// after any crash, no partial or corrupt batch survives and the log end offset follows
     /// the last valid batch.
     pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
+        let health = LogDirHealth::new(dir.parent().unwrap_or(dir));
+        PartitionLog::open_in(dir, config, health)
+    }
+
+    /// `open` for a partition of a log directory whose health its partitions share.
+    pub fn open_in(
+        dir: &Path,
+        config: LogConfig,
+        health: Arc<LogDirHealth>,
+    ) -> Result<PartitionLog, LogError> {
         if !dir.is_dir() {
             std::fs::create_dir_all(dir)?;
             if let Some(parent) = dir.parent() {
@@ -147,6 +162,9 @@ impl PartitionLog {
             deleted: AtomicBool::new(false),
             data_syncs: AtomicU64::new(0),
             sealed_unflushed: Mutex::new(Vec::new()),
+            health,
+            #[cfg(test)]
+            failing_fsyncs: AtomicBool::new(false),
             #[cfg(test)]
             slow_disk: Mutex::new(std::time::Duration::ZERO),
         };
@@ -205,7 +223,22 @@ impl PartitionLog {
         if self.deleted.load(Ordering::Acquire) {
             return Err(LogError::Closed(format!("{} was deleted", self.dir.display())));
         }
-        Ok(())
+        self.health.check()
+    }
+
+    /// An I/O error writing or syncing this log takes its directory offline; the error is
+    /// passed on.
+    fn on_io_error<T>(&self, what: &str, result: Result<T, LogError>) -> Result<T, LogError> {
+        if let Err(LogError::Io(e)) = &result {
+            self.health.take_offline(what, e);
+        }
+        result
+    }
+
+    /// Makes the next fsyncs of this log fail, for tests.
+    #[cfg(test)]
+    pub(crate) fn fail_fsyncs(&self) {
+        self.failing_fsyncs.store(true, Ordering::Release);
     }
 
     /// Appends one produced v2 batch (validated here) at the log end offset. The stored header
@@ -240,7 +273,7 @@ impl PartitionLog {
         let last_offset = base_offset + i64::from(header.last_offset_delta());
         let rolled = self.should_roll(&writer.active, batch.len() as u64, last_offset, now_ms, &config);
         if rolled {
-            self.roll(&mut writer, base_offset)?;
+            self.on_io_error("segment roll", self.roll(&mut writer, base_offset))?;
         }
         let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         let stored = rewrite_header(batch, base_offset, config.leader_epoch, append_time);
@@ -250,13 +283,14 @@ impl PartitionLog {
             size: batch.len() as u64,
         };
         let active = &writer.active;
-        active.append(
+        let written = active.append(
             &stored,
             &batch[BATCH_HEADER_SIZE..],
             info,
             now_ms,
             config.index_interval_bytes,
-        )?;
+        );
+        self.on_io_error("append", written)?;
         self.log_end_offset.store(last_offset + 1, Ordering::Release);
         // A single node commits on append: the high watermark follows the log end.
         *write(&self.high_watermark) = HighWatermark {
@@ -316,6 +350,7 @@ impl PartitionLog {
                 continue;
             }
             if let Err(e) = segment.flush() {
+                self.health.take_offline("sealed segment flush", &e);
                 // Left for the next call: never counted as durable.
                 lock(&self.sealed_unflushed).extend(sealed[i..].iter().cloned());
                 return Err(e.into());
@@ -466,7 +501,12 @@ impl PartitionLog {
             .map(|(_, s)| Arc::clone(s))
             .collect();
         for segment in sealed.iter().chain(std::iter::once(&active)) {
-            segment.file().sync_data()?;
+            #[cfg(test)]
+            if self.failing_fsyncs.load(Ordering::Acquire) {
+                let injected = Err(std::io::Error::other("injected fsync failure").into());
+                return self.on_io_error("fsync", injected);
+            }
+            self.on_io_error("fsync", segment.file().sync_data().map_err(LogError::from))?;
             self.data_syncs.fetch_add(1, Ordering::Relaxed);
         }
         self.recovery_point.fetch_max(log_end, Ordering::AcqRel);

@@ -440,3 +440,24 @@ fn concurrent_readers_only_see_whole_batches() {
 }
 
 mod recovery;
+
+#[test]
+fn a_failed_fsync_takes_the_whole_log_directory_offline_and_is_never_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let health = LogDirHealth::new(dir.path());
+    let a =
+        PartitionLog::open_in(&dir.path().join("a-0"), LogConfig::default(), Arc::clone(&health)).unwrap();
+    let b =
+        PartitionLog::open_in(&dir.path().join("b-0"), LogConfig::default(), Arc::clone(&health)).unwrap();
+    a.append(&batch(1), 0).unwrap();
+    b.append(&batch(1), 0).unwrap();
+    a.fail_fsyncs();
+    assert!(matches!(a.flush_until(1), Err(LogError::Io(_))));
+    assert!(health.is_offline());
+    assert_eq!(a.recovery_point(), 0, "nothing counted as durable");
+    // No second fsync on the same descriptor, nor any write, in the whole directory.
+    assert!(matches!(a.flush_until(1), Err(LogError::DirOffline(_))));
+    assert!(matches!(b.flush_until(1), Err(LogError::DirOffline(_))));
+    assert!(matches!(b.append(&batch(1), 0), Err(LogError::DirOffline(_))));
+    assert_eq!((a.data_syncs(), b.data_syncs()), (0, 0));
+}
