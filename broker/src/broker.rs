@@ -58,7 +58,9 @@ impl Broker {
     /// the timers stop at `shutdown`).
     pub fn open(config: Arc<Config>, shutdown: CancellationToken) -> Result<Arc<Broker>, StartError> {
         let dir = config.log_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| sync_dir_and_parent(&dir))
+            .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
         let id = identity::load_or_create(&dir, config.node_id, config.cluster_id.as_deref())
             .map_err(StartError::Identity)?;
         let meta = Arc::new(MetaStore::open(&dir.join(META_DIR))?);
@@ -162,6 +164,15 @@ impl Broker {
             first_failure.get_or_insert(BrokerError::Meta(e));
         }
         first_failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Makes the data directory's creation durable: its own entries and its entry in its parent.
+fn sync_dir_and_parent(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()?;
+    match dir.canonicalize()?.parent() {
+        Some(parent) => std::fs::File::open(parent)?.sync_all(),
+        None => Ok(()),
     }
 }
 

@@ -53,11 +53,13 @@ pub fn load_or_create(dir: &Path, node_id: i32, cluster_id: Option<&str>) -> Res
             let text = format!(
                 "# Written by Keel on first start.\nversion=1\nnode.id={node_id}\ncluster.id={cluster_id}\n"
             );
-            // Write-then-rename so a crash never leaves a half-written identity behind.
+            // Write-then-rename so a crash never leaves a half-written identity behind, and the
+            // directory synced so the rename itself survives a power loss.
             let tmp = dir.join(format!("{FILE}.tmp"));
             std::fs::write(&tmp, text)
                 .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
                 .and_then(|_| std::fs::rename(&tmp, &path))
+                .and_then(|_| std::fs::File::open(dir)?.sync_all())
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             Ok(NodeIdentity { node_id, cluster_id })
         }
