@@ -25,7 +25,8 @@
 # so the suite must skip its pre-4.0 code paths (0052, 0092), as it does against Apache Kafka 4.
 #
 # Each test runs alone (`-p1`) against one Keel started on an ephemeral port with a temp data
-# dir. One line per test (PASS/FAIL and the time or reason), then `N passed, M failed`. Every
+# dir. One line per test (PASS/FAIL and the time or reason), then `N passed, M failed`; a listed
+# test that the suite skipped (it ran nothing) is a FAIL, except with --all or --suite-quick. Every
 # test's log is kept in the results dir. Exit status 1 when any test failed.
 set -uo pipefail
 self="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/$(basename "${BASH_SOURCE[0]}")"
@@ -292,8 +293,14 @@ run_one() {
   # Not grep -q: it stops at the first match, sed then dies of SIGPIPE, and under pipefail the
   # pipeline fails, which would call a passed test skipped.
   elif ! sed -e 's/\x1b\[[0-9;]*m//g' "$out" | grep -aE '^\| [0-9]{4}_[a-z0-9_]* +\| +PASSED' >/dev/null; then
-    status=SKIP
     reason=$(sed -e 's/\x1b\[[0-9;]*m//g' "$out" | grep -aE '^\| [0-9]{4}_' | tr -s ' ' | tr '\n' ';' | cut -c1-200)
+    # A listed test that ran nothing proves nothing: it fails the run. Only a survey (--all)
+    # and the runner's own quick mode (-Q, which skips sub-tests by design) let it pass.
+    if [ "$mode" = all ] || [ -n "$suite_quick" ]; then
+      status=SKIP
+    else
+      status=FAIL; reason="ran nothing (the suite skipped it): $reason"
+    fi
   else
     status=PASS; reason=""
   fi
