@@ -16,8 +16,8 @@ use crate::config::topic::{effective, validate_topic_config};
 use crate::config::DynamicBrokerConfig;
 use crate::error::BrokerError;
 use crate::log::{
-    validate_produce_batch, validate_records, AppendInfo, LogConfig, LogDirHealth, LogError, PartitionLog,
-    TimestampType,
+    sync_dir, validate_produce_batch, validate_records, AppendInfo, LogConfig, LogDirHealth, LogError,
+    PartitionLog, TimestampType,
 };
 use crate::meta::{MetaStore, TopicRecord};
 
@@ -111,6 +111,14 @@ pub struct LogManager {
     pub health: Arc<LogDirHealth>,
 }
 
+/// `<topic>-<partition>` of a partition directory's name, if it is one.
+fn partition_dir_name(name: &str) -> Option<(&str, i32)> {
+    let (topic, partition) = name.rsplit_once('-')?;
+    let partition = partition.parse::<i32>().ok().filter(|p| *p >= 0)?;
+    (validate_topic_name(topic).is_ok() && partition.to_string() == name[topic.len() + 1..])
+        .then_some((topic, partition))
+}
+
 /// Kafka's topic name rules: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
     if name.is_empty() {
@@ -176,8 +184,45 @@ impl LogManager {
                 }),
             );
         }
+        manager.clean_up_partition_dirs(&topics)?;
         *manager.topics.write().unwrap_or_else(|e| e.into_inner()) = topics;
         Ok(manager)
+    }
+
+    /// What a crash can leave in the log directory: `-delete` directories of a deletion that
+    /// did not finish (removed now), and partition directories no topic owns (a deletion under
+    /// the older layout, or metadata lost), which are renamed `<name>.<id>-stray`, as Kafka does
+    /// with stray logs: never served, and kept for an operator to look at.
+    fn clean_up_partition_dirs(&self, topics: &HashMap<String, Arc<Topic>>) -> Result<(), BrokerError> {
+        let mut changed = false;
+        for entry in std::fs::read_dir(&self.dir).map_err(LogError::from)? {
+            let entry = entry.map_err(LogError::from)?;
+            if !entry.file_type().map_err(LogError::from)?.is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with("-delete") {
+                tracing::info!(dir = %name, "removing the directory of a deletion a stop interrupted");
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!(dir = %name, error = %e, "could not remove a deleted partition's directory");
+                }
+                changed = true;
+            } else if let Some((topic, partition)) = partition_dir_name(&name) {
+                let owned = topics
+                    .get(topic)
+                    .is_some_and(|t| (partition as usize) < t.partitions.len());
+                if !owned {
+                    let stray = format!("{name}.{}-stray", uuid::Uuid::new_v4().simple());
+                    tracing::warn!(dir = %name, renamed = %stray, "partition directory of no known topic; it will not be served");
+                    std::fs::rename(entry.path(), self.dir.join(&stray)).map_err(LogError::from)?;
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            sync_dir(&self.dir).map_err(LogError::from)?;
+        }
+        Ok(())
     }
 
     fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
@@ -392,12 +437,30 @@ impl LogManager {
         }
         let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let topic = self.topic(name).ok_or(BrokerError::UnknownTopicOrPartition)?;
+        // As Kafka: the partitions stop serving and their directories are renamed
+        // `<topic>-<partition>.<id>-delete` (durably) before the topic's record goes, so that a
+        // crash at any point leaves either the whole topic or directories the next start
+        // removes, never records a re-created topic of the same name could serve.
+        let mut doomed = Vec::with_capacity(topic.partitions.len());
+        for (p, log) in topic.partitions.iter().enumerate() {
+            log.retire();
+            let from = self.partition_dir(name, p as i32);
+            let to = self
+                .dir
+                .join(format!("{name}-{p}.{}-delete", uuid::Uuid::new_v4().simple()));
+            match std::fs::rename(&from, &to) {
+                Ok(()) => doomed.push(to),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::from(e).into()),
+            }
+        }
+        sync_dir(&self.dir).map_err(LogError::from)?;
         self.meta.delete_topic(name)?;
         self.write().remove(name);
-        for p in 0..topic.partitions.len() as i32 {
-            let dir = self.partition_dir(name, p);
+        for dir in doomed {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove partition directory of deleted topic");
+                // The next start removes it.
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted partition's directory");
             }
         }
         tracing::info!(topic = %name, "topic deleted");
@@ -603,5 +666,69 @@ mod tests {
         assert_eq!(t.configs.get("retention.ms").map(String::as_str), Some("5"));
         assert!(m.topic("gone").is_none());
         assert!(!dir.path().join("gone-0").exists());
+    }
+
+    fn append_one(m: &LogManager, topic: &str) {
+        let t = m.topic(topic).unwrap();
+        let batch = bytes::Bytes::from(crate::log::testutil::batch(1));
+        m.append_records(&t, 0, Some(&batch), crate::clock::now_ms())
+            .unwrap();
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_deletion_a_crash_interrupted_is_finished_and_a_recreated_topic_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let m = manager(dir.path());
+            m.create_topic("t", 1, -1, BTreeMap::new()).unwrap();
+            append_one(&m, "t");
+            // What a crash leaves after the rename of a deletion, before its removal.
+            std::fs::create_dir(dir.path().join("old-0.0123abcd-delete")).unwrap();
+            // And a partition directory whose topic's record is gone (a crash of the deletion
+            // of older versions, which removed the record first).
+            m.meta.delete_topic("t").unwrap();
+        }
+        let m = manager(dir.path());
+        assert!(m.topic("t").is_none());
+        let names = entries(dir.path());
+        assert!(!names.iter().any(|n| n.ends_with("-delete")), "{names:?}");
+        assert!(!names.contains(&"t-0".to_string()), "{names:?}");
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with("t-0.") && n.ends_with("-stray")),
+            "{names:?}"
+        );
+        // The same name again: nothing of the old records is served.
+        m.create_topic("t", 1, -1, BTreeMap::new()).unwrap();
+        let log = m.partition("t", 0).unwrap();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+    }
+
+    #[test]
+    fn deletion_moves_the_directories_aside_before_the_record_goes_and_stops_the_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        m.create_topic("t", 2, -1, BTreeMap::new()).unwrap();
+        append_one(&m, "t");
+        let log = m.partition("t", 0).unwrap();
+        m.delete_topic("t").unwrap();
+        assert!(matches!(
+            log.append(&crate::log::testutil::batch(1), 0),
+            Err(LogError::Closed(_))
+        ));
+        let names = entries(dir.path());
+        assert!(!names.iter().any(|n| n.starts_with("t-")), "{names:?}");
+        drop(m);
+        assert!(manager(dir.path()).topic("t").is_none());
     }
 }

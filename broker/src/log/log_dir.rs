@@ -58,7 +58,7 @@ impl LogDirHealth {
 }
 
 /// Makes file creations and deletions in `dir` durable.
-pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

@@ -585,15 +585,25 @@ impl PartitionLog {
     /// Deletes the partition directory (topic deletion). Afterwards every operation fails with
     /// `LogError::Closed`; reads already running finish on the unlinked files.
     pub fn delete(&self) -> Result<(), LogError> {
-        let _writer = lock(&self.writer);
-        if self.deleted.swap(true, Ordering::AcqRel) {
+        if !self.retire() {
             return Ok(());
         }
-        write(&self.segments).clear();
         match std::fs::remove_dir_all(&self.dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
+    }
+
+    /// Stops serving: every later append, read and flush is refused (`Closed`), and the log
+    /// forgets its segments; its files are left for the caller to move or remove. False when
+    /// it was retired already.
+    pub fn retire(&self) -> bool {
+        let _writer = lock(&self.writer);
+        if self.deleted.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        write(&self.segments).clear();
+        true
     }
 
     #[cfg(test)]
