@@ -13,7 +13,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("storage", &["log", "meta"]),
     (
         "foundation",
-        &["config", "clock", "metrics", "alloc", "storage_task"],
+        &[
+            "config",
+            "clock",
+            "metrics",
+            "alloc",
+            "storage_task",
+            "kafka_uuid",
+        ],
     ),
 ];
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod connection_limit;
 pub mod error;
 pub mod group;
+pub mod kafka_uuid;
 pub mod log;
 pub mod log_manager;
 pub mod meta;

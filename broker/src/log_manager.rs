@@ -16,8 +16,8 @@ use crate::config::topic::{effective, validate_topic_config};
 use crate::config::DynamicBrokerConfig;
 use crate::error::BrokerError;
 use crate::log::{
-    sync_dir, validate_produce_batch, validate_records, AppendInfo, LogConfig, LogDirHealth, LogError,
-    PartitionLog, TimestampType,
+    read_partition_metadata, sync_dir, validate_produce_batch, validate_records, write_partition_metadata,
+    AppendInfo, LogConfig, LogDirHealth, LogError, PartitionLog, TimestampType,
 };
 use crate::meta::{MetaStore, TopicRecord};
 
@@ -171,7 +171,7 @@ impl LogManager {
         for record in manager.meta.topics()? {
             let log_config = manager.log_config(&record.configs);
             let partitions = (0..record.partitions)
-                .map(|p| manager.open_partition(&record.name, p, log_config))
+                .map(|p| manager.open_partition(&record.name, p, log_config, record.id))
                 .collect::<Result<Vec<_>, _>>()?;
             tracing::info!(topic = %record.name, partitions = record.partitions, "topic loaded");
             topics.insert(
@@ -229,17 +229,32 @@ impl LogManager {
         self.dir.join(format!("{topic}-{partition}"))
     }
 
+    /// Opens (creating if needed) a partition of the topic with id `topic_id`. A directory
+    /// recorded as another topic's (a topic of the same name deleted while stopped, or a crash)
+    /// is set apart as `-stray` first, so its records are never served as this topic's.
     fn open_partition(
         &self,
         topic: &str,
         partition: i32,
         config: LogConfig,
+        topic_id: uuid::Uuid,
     ) -> Result<Arc<PartitionLog>, BrokerError> {
-        Ok(Arc::new(PartitionLog::open_in(
-            &self.partition_dir(topic, partition),
-            config,
-            Arc::clone(&self.health),
-        )?))
+        let dir = self.partition_dir(topic, partition);
+        let recorded = read_partition_metadata(&dir)?;
+        if recorded.is_some_and(|id| id != topic_id.into_bytes()) {
+            let stray = self.dir.join(format!(
+                "{topic}-{partition}.{}-stray",
+                uuid::Uuid::new_v4().simple()
+            ));
+            tracing::warn!(dir = %dir.display(), renamed = %stray.display(), "partition directory of another topic id; it will not be served");
+            std::fs::rename(&dir, &stray).map_err(LogError::from)?;
+            sync_dir(&self.dir).map_err(LogError::from)?;
+        }
+        let log = PartitionLog::open_in(&dir, config, Arc::clone(&self.health))?;
+        if recorded != Some(topic_id.into_bytes()) {
+            write_partition_metadata(&dir, topic_id.into_bytes()).map_err(LogError::from)?;
+        }
+        Ok(Arc::new(log))
     }
 
     /// The storage settings of a topic with these overrides.
@@ -415,12 +430,13 @@ impl LogManager {
         let _admin = self.admin.lock().unwrap_or_else(|e| e.into_inner());
         let partitions = self.validate_new_topic(name, partitions, replication_factor, &configs)?;
         let log_config = self.log_config(&configs);
+        let id = uuid::Uuid::new_v4();
         let logs = (0..partitions)
-            .map(|p| self.open_partition(name, p, log_config))
+            .map(|p| self.open_partition(name, p, log_config, id))
             .collect::<Result<Vec<_>, _>>()?;
         let topic = Arc::new(Topic {
             name: name.to_string(),
-            id: uuid::Uuid::new_v4(),
+            id,
             partitions: logs,
             configs,
         });
@@ -488,7 +504,7 @@ impl LogManager {
         let log_config = self.log_config(&topic.configs);
         let mut partitions = topic.partitions.clone();
         for p in current..count {
-            partitions.push(self.open_partition(name, p, log_config)?);
+            partitions.push(self.open_partition(name, p, log_config, topic.id)?);
         }
         let grown = Arc::new(Topic {
             name: topic.name.clone(),
@@ -730,5 +746,45 @@ mod tests {
         assert!(!names.iter().any(|n| n.starts_with("t-")), "{names:?}");
         drop(m);
         assert!(manager(dir.path()).topic("t").is_none());
+    }
+
+    #[test]
+    fn a_partition_directory_of_another_topic_id_is_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let old_id = {
+            let m = manager(dir.path());
+            let t = m.create_topic("t", 1, -1, BTreeMap::new()).unwrap();
+            append_one(&m, "t");
+            let text = std::fs::read_to_string(dir.path().join("t-0").join("partition.metadata")).unwrap();
+            assert_eq!(
+                text,
+                format!(
+                    "version: 0\ntopic_id: {}\n",
+                    crate::kafka_uuid::to_string(t.id.into_bytes())
+                )
+            );
+            // The record now names a topic "t" with another id (re-created while its old
+            // directory survived).
+            let mut record = t.record();
+            record.id = uuid::Uuid::new_v4();
+            m.meta.put_topic(&record).unwrap();
+            t.id
+        };
+        let m = manager(dir.path());
+        let t = m.topic("t").unwrap();
+        assert_ne!(t.id, old_id);
+        let log = m.partition("t", 0).unwrap();
+        assert_eq!(log.log_end_offset(), 0, "the old topic's records are not served");
+        let names = entries(dir.path());
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with("t-0.") && n.ends_with("-stray")),
+            "{names:?}"
+        );
+        assert_eq!(
+            read_partition_metadata(&dir.path().join("t-0")).unwrap(),
+            Some(t.id.into_bytes())
+        );
     }
 }

@@ -94,13 +94,56 @@ pub(super) fn write_log_start_checkpoint(dir: &Path, offset: i64) -> std::io::Re
     sync_dir(dir)
 }
 
+/// Kafka's `partition.metadata`: the id of the topic a partition directory belongs to, so a
+/// directory left by another topic of the same name is never served as this one.
+pub(super) const PARTITION_METADATA: &str = "partition.metadata";
+
+/// The topic id recorded in a partition directory; None when the file is missing (a directory
+/// of an older Keel) or unreadable (logged).
+pub fn read_partition_metadata(dir: &Path) -> Result<Option<[u8; 16]>, LogError> {
+    match std::fs::read_to_string(dir.join(PARTITION_METADATA)) {
+        Ok(text) => {
+            let id = text
+                .lines()
+                .find_map(|l| l.strip_prefix("topic_id:"))
+                .and_then(|id| crate::kafka_uuid::parse(id.trim()));
+            if id.is_none() {
+                tracing::warn!(dir = %dir.display(), "ignoring unreadable {PARTITION_METADATA}");
+            }
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Records the topic id in a partition directory durably (temp file, fsync, rename, directory
+/// fsync), in Kafka's format.
+pub fn write_partition_metadata(dir: &Path, topic_id: [u8; 16]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{PARTITION_METADATA}.tmp"));
+    {
+        let mut f = File::create(&tmp)?;
+        let text = format!(
+            "version: 0\ntopic_id: {}\n",
+            crate::kafka_uuid::to_string(topic_id)
+        );
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(PARTITION_METADATA))?;
+    sync_dir(dir)
+}
+
 /// Base offsets of the `.log` files in `dir`, sorted. Anything else is reported and left alone.
 pub(super) fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
     let mut logs = Vec::new();
     let mut indexes = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
-        if name.to_str().is_some_and(|n| n.starts_with(LOG_START_CHECKPOINT)) {
+        if name
+            .to_str()
+            .is_some_and(|n| n.starts_with(LOG_START_CHECKPOINT) || n.starts_with(PARTITION_METADATA))
+        {
             continue;
         }
         let parsed = name.to_str().and_then(|n| {

@@ -27,7 +27,7 @@ use std::sync::Arc;
 pub use batch::{validate_produce_batch, BatchHeaders, RecordBatchHeader, BATCH_HEADER_SIZE};
 pub use config::{LogConfig, TimestampType};
 pub use flusher::Flusher;
-pub use log_dir::{sync_dir, LogDirHealth};
+pub use log_dir::{read_partition_metadata, sync_dir, write_partition_metadata, LogDirHealth};
 pub use offset_lookup::{FoundOffset, OffsetSpec};
 pub use partition_log::{AppendInfo, PartitionLog, ReadResult};
 pub use segment::TimestampedBatch;

@@ -69,23 +69,7 @@ pub fn load_or_create(dir: &Path, node_id: i32, cluster_id: Option<&str>) -> Res
 
 /// A random UUID in Kafka's cluster id format: URL-safe base64 without padding (22 chars).
 fn random_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = uuid::Uuid::new_v4().into_bytes();
-    let mut out = String::with_capacity(22);
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for b in bytes {
-        acc = (acc << 8) | b as u32;
-        bits += 8;
-        while bits >= 6 {
-            bits -= 6;
-            out.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
-    }
-    out
+    crate::kafka_uuid::to_string(uuid::Uuid::new_v4().into_bytes())
 }
 
 #[cfg(test)]
