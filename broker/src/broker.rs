@@ -85,7 +85,12 @@ impl Broker {
                 _ => None,
             })
             .collect();
-        let groups = GroupCoordinator::open(meta.clone(), group_config(&config), group_configs, shutdown)?;
+        let groups = GroupCoordinator::open(
+            meta.clone(),
+            group_config(&config),
+            group_configs,
+            shutdown.clone(),
+        )?;
         Ok(Arc::new(Broker {
             dynamic_config,
             node_id: id.node_id,
@@ -93,7 +98,7 @@ impl Broker {
             logs,
             groups,
             meta,
-            flusher: Flusher::spawn(),
+            flusher: Flusher::spawn(shutdown.clone()),
             appended: Notify::new(),
             broker_config_writes: Mutex::new(()),
             connection_limit,

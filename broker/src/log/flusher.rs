@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use std::future::Future;
 
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{LogError, PartitionLog};
@@ -35,14 +38,16 @@ fn stopped() -> LogError {
 }
 
 impl Flusher {
-    /// Starts the flusher task on the current tokio runtime (panics outside one). It takes no
-    /// shutdown token on purpose: it serves until its last handle is dropped, which is after
-    /// the connections have drained at shutdown, so the drain's acks=-1 produces still get
-    /// their fsyncs.
-    pub fn spawn() -> Flusher {
+    /// Starts the flusher task on the current tokio runtime (panics outside one). At
+    /// `shutdown` it keeps serving for `DRAIN`, the longest the connections may still drain
+    /// (their acks=-1 produces need their fsyncs), then stops; the final flush of every log at
+    /// shutdown covers whatever comes later.
+    pub fn spawn(shutdown: CancellationToken) -> Flusher {
         let (tx, rx) = mpsc::unbounded_channel();
         let rounds = Arc::new(AtomicU64::new(0));
-        tokio::spawn(flusher_task(rx, Arc::clone(&rounds)).instrument(tracing::info_span!("log_flusher")));
+        tokio::spawn(
+            flusher_task(rx, Arc::clone(&rounds), shutdown).instrument(tracing::info_span!("log_flusher")),
+        );
         Flusher { tx, rounds }
     }
 
@@ -107,10 +112,32 @@ fn group(requests: impl Iterator<Item = Request>) -> Vec<Group> {
     groups.into_values().collect()
 }
 
-async fn flusher_task(mut rx: mpsc::UnboundedReceiver<Request>, rounds: Arc<AtomicU64>) {
+/// How long the flusher serves after shutdown: longer than the server's drain of connections.
+const DRAIN: Duration = Duration::from_secs(15);
+
+async fn flusher_task(
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    rounds: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+) {
     let mut batch = Vec::new();
+    let drained = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::pin!(drained);
     // Requests arriving while a round's fsyncs run queue up and form the next round.
-    while rx.recv_many(&mut batch, MAX_ROUND).await > 0 {
+    loop {
+        let received = tokio::select! {
+            n = rx.recv_many(&mut batch, MAX_ROUND) => n,
+            () = &mut drained => {
+                tracing::debug!("log flusher stopped after the shutdown drain");
+                return;
+            }
+        };
+        if received == 0 {
+            return;
+        }
         let syncs: Vec<_> = group(batch.drain(..))
             .into_iter()
             .map(|g| {
@@ -176,7 +203,7 @@ mod tests {
     #[tokio::test]
     async fn a_single_record_batch_is_fsynced_before_it_is_acknowledged() {
         let (_dir, log) = open(LogConfig::default());
-        let flusher = Flusher::spawn();
+        let flusher = Flusher::spawn(CancellationToken::new());
         // Open sets the recovery point to the log end, 0: the first batch ends exactly there.
         assert_eq!(
             produce_durably(&flusher, &log, 1).await,
@@ -206,7 +233,10 @@ mod tests {
         }
         let log = Arc::new(PartitionLog::open(&path, LogConfig::default()).unwrap());
         assert_eq!(log.recovery_point(), 2);
-        assert_eq!(produce_durably(&Flusher::spawn(), &log, 1).await, 1);
+        assert_eq!(
+            produce_durably(&Flusher::spawn(CancellationToken::new()), &log, 1).await,
+            1
+        );
     }
 
     #[tokio::test]
@@ -216,7 +246,7 @@ mod tests {
             ..LogConfig::default()
         };
         let (_dir, log) = open(config);
-        let flusher = Flusher::spawn();
+        let flusher = Flusher::spawn(CancellationToken::new());
         produce_durably(&flusher, &log, 1).await;
         // This append rolls. The old segment was durable already; the new batch, the first of
         // the new segment, is fsynced before it is acknowledged.
@@ -243,7 +273,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_flushes_share_rounds() {
         let (_dir, log) = log_with(0);
-        let flusher = Flusher::spawn();
+        let flusher = Flusher::spawn(CancellationToken::new());
         let mut tasks = Vec::new();
         for _ in 0..200 {
             let (flusher, log) = (flusher.clone(), Arc::clone(&log));
@@ -272,7 +302,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_produces_on_threads_share_fsyncs() {
         let (_dir, log) = log_with(0);
-        let flusher = Flusher::spawn();
+        let flusher = Flusher::spawn(CancellationToken::new());
         let tasks: Vec<_> = (0..400)
             .map(|_| {
                 let (flusher, log) = (flusher.clone(), Arc::clone(&log));
@@ -302,7 +332,7 @@ mod tests {
     async fn rounds_cover_several_logs() {
         let (_d1, a) = log_with(3);
         let (_d2, b) = log_with(5);
-        let flusher = Flusher::spawn();
+        let flusher = Flusher::spawn(CancellationToken::new());
         a.append(&batch(1), 0).unwrap();
         b.append(&batch(1), 0).unwrap();
         let (ra, rb) = tokio::join!(
@@ -319,12 +349,27 @@ mod tests {
         let (_dir, log) = log_with(0);
         log.append(&batch(1), 0).unwrap();
         log.delete().unwrap();
-        let flusher = Flusher::spawn();
+        let flusher = Flusher::spawn(CancellationToken::new());
         let waits: Vec<_> = (0..5)
             .map(|_| tokio::spawn(flusher.flush_through(Arc::clone(&log), 0)))
             .collect();
         for w in waits {
             assert!(matches!(w.await.unwrap(), Err(LogError::Closed(_))));
         }
+    }
+
+    #[tokio::test]
+    async fn after_shutdown_the_drain_is_still_flushed() {
+        let (_dir, log) = log_with(0);
+        let shutdown = CancellationToken::new();
+        let flusher = Flusher::spawn(shutdown.clone());
+        shutdown.cancel();
+        tokio::task::yield_now().await;
+        let info = log.append(&batch(1), 0).unwrap();
+        flusher
+            .flush_through(Arc::clone(&log), info.last_offset)
+            .await
+            .unwrap();
+        assert_eq!(log.recovery_point(), 1);
     }
 }

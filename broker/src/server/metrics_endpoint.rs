@@ -10,6 +10,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::metrics::{
@@ -90,7 +91,8 @@ pub async fn serve(
         };
         let handle = handle.clone();
         let broker = broker.clone();
-        tokio::spawn(async move {
+        let shutdown = shutdown.clone();
+        let scrape = async move {
             let mut buf = vec![0u8; 8192];
             let mut n = 0;
             while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
@@ -112,6 +114,15 @@ pub async fn serve(
             };
             let _ = stream.write_all(response.as_bytes()).await;
             let _ = stream.shutdown().await;
-        });
+        };
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    () = scrape => {}
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
     }
 }
