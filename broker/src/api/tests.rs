@@ -75,6 +75,17 @@ fn fetch_request(topic: &str) -> FetchRequest {
                 .with_partition_max_bytes(1 << 20)])])
 }
 
+/// A KIP-848 member joining group `g`, subscribed to `topic`.
+fn joining_heartbeat(topic: &str) -> ConsumerGroupHeartbeatRequest {
+    ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(str_bytes("g")))
+        .with_member_id(str_bytes("m-1"))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_topic_partitions(Some(Vec::new()))
+        .with_subscribed_topic_names(Some(vec![TopicName(str_bytes(topic))]))
+}
+
 /// One async worker thread: if a slow append ran on it, nothing else could run until it ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_slow_disk_on_one_partition_stalls_neither_other_fetches_nor_heartbeats() {
@@ -110,13 +121,7 @@ async fn a_slow_disk_on_one_partition_stalls_neither_other_fetches_nor_heartbeat
     assert_eq!((partition.error_code, partition.high_watermark), (0, 3));
     assert!(partition.records.as_ref().is_some_and(|r| !r.is_empty()));
 
-    let heartbeat = ConsumerGroupHeartbeatRequest::default()
-        .with_group_id(GroupId(str_bytes("g")))
-        .with_member_id(str_bytes("m-1"))
-        .with_member_epoch(0)
-        .with_rebalance_timeout_ms(30_000)
-        .with_topic_partitions(Some(Vec::new()))
-        .with_subscribed_topic_names(Some(vec![TopicName(str_bytes("fast"))]));
+    let heartbeat = joining_heartbeat("fast");
     let answered = tokio::time::timeout(Duration::from_secs(1), async {
         resolve(
             super::consumer_group::consumer_group_heartbeat(
@@ -175,13 +180,7 @@ async fn a_failed_fsync_answers_storage_errors_for_the_log_directory_and_groups_
             .await;
     assert_eq!(fetched.responses[0].partitions[0].error_code, KAFKA_STORAGE_ERROR);
 
-    let heartbeat = ConsumerGroupHeartbeatRequest::default()
-        .with_group_id(GroupId(str_bytes("g")))
-        .with_member_id(str_bytes("m-1"))
-        .with_member_epoch(0)
-        .with_rebalance_timeout_ms(30_000)
-        .with_topic_partitions(Some(Vec::new()))
-        .with_subscribed_topic_names(Some(vec![TopicName(str_bytes("neighbour"))]));
+    let heartbeat = joining_heartbeat("neighbour");
     let answered = resolve(
         super::consumer_group::consumer_group_heartbeat(
             context(&broker, ApiKey::ConsumerGroupHeartbeat, 0),
