@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -63,6 +64,19 @@ fn require_keys(topic: &str, partition: i32, records: &Bytes) -> Result<(), Brok
     } else {
         Err(BrokerError::InvalidRecords(keyless))
     }
+}
+
+/// How often recovery logs its progress when it takes longer than that.
+const RECOVERY_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The bytes of a partition directory's files (what recovery may read), 0 if unreadable.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    })
 }
 
 /// The DeleteRecords offset that means "up to the high watermark".
@@ -167,12 +181,11 @@ impl LogManager {
             admin: Mutex::new(()),
             health: LogDirHealth::new(dir),
         };
+        let records = manager.meta.topics()?;
+        let mut opened = manager.open_all_partitions(&records)?;
         let mut topics = HashMap::new();
-        for record in manager.meta.topics()? {
-            let log_config = manager.log_config(&record.configs);
-            let partitions = (0..record.partitions)
-                .map(|p| manager.open_partition(&record.name, p, log_config, record.id))
-                .collect::<Result<Vec<_>, _>>()?;
+        for record in records {
+            let partitions = opened.remove(&record.name).unwrap_or_default();
             tracing::info!(topic = %record.name, partitions = record.partitions, "topic loaded");
             topics.insert(
                 record.name.clone(),
@@ -187,6 +200,86 @@ impl LogManager {
         manager.clean_up_partition_dirs(&topics)?;
         *manager.topics.write().unwrap_or_else(|e| e.into_inner()) = topics;
         Ok(manager)
+    }
+
+    /// Opens (recovers) every partition of `records`, on as many threads as the machine has
+    /// cores, since recovery after a crash reads data and each partition is independent. When
+    /// it takes longer than a few seconds, progress is logged every few seconds (partitions and
+    /// bytes done, rate, time left). Returns each topic's partitions in order.
+    fn open_all_partitions(
+        &self,
+        records: &[TopicRecord],
+    ) -> Result<HashMap<String, Vec<Arc<PartitionLog>>>, BrokerError> {
+        let work: Vec<(usize, i32, u64)> = records
+            .iter()
+            .enumerate()
+            .flat_map(|(t, r)| (0..r.partitions).map(move |p| (t, p)))
+            .map(|(t, p)| (t, p, dir_bytes(&self.partition_dir(&records[t].name, p))))
+            .collect();
+        let total_bytes: u64 = work.iter().map(|w| w.2).sum();
+        let next = AtomicUsize::new(0);
+        let (done, done_bytes) = (AtomicUsize::new(0), AtomicU64::new(0));
+        // (topic's index in `records`, partition, the opened log)
+        type Opened = (usize, i32, Result<Arc<PartitionLog>, BrokerError>);
+        let results: Mutex<Vec<Opened>> = Mutex::new(Vec::new());
+        let threads = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(work.len().max(1));
+        let started = std::time::Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| loop {
+                    let Some(&(t, p, bytes)) = work.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        return;
+                    };
+                    let record = &records[t];
+                    let log =
+                        self.open_partition(&record.name, p, self.log_config(&record.configs), record.id);
+                    results
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((t, p, log));
+                    done.fetch_add(1, Ordering::Relaxed);
+                    done_bytes.fetch_add(bytes, Ordering::Relaxed);
+                });
+            }
+            // Progress, when recovery takes long: ends once every partition is done (failed
+            // ones included), and the scope ends with it.
+            scope.spawn(|| {
+                let mut next_report = started + RECOVERY_PROGRESS_EVERY;
+                while done.load(Ordering::Acquire) < work.len() {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    if std::time::Instant::now() < next_report {
+                        continue;
+                    }
+                    next_report += RECOVERY_PROGRESS_EVERY;
+                    let bytes = done_bytes.load(Ordering::Relaxed);
+                    let rate = bytes as f64 / started.elapsed().as_secs_f64();
+                    tracing::info!(
+                        partitions = format!("{}/{}", done.load(Ordering::Relaxed), work.len()),
+                        mb = format!("{}/{}", bytes / 1_000_000, total_bytes / 1_000_000),
+                        mb_per_s = (rate / 1e6).round(),
+                        time_left_s = (total_bytes.saturating_sub(bytes) as f64 / rate.max(1.0)).round(),
+                        "recovering partitions"
+                    );
+                }
+            });
+        });
+        let mut opened: HashMap<String, Vec<Arc<PartitionLog>>> = HashMap::new();
+        let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+        results.sort_by_key(|(t, p, _)| (*t, *p));
+        for (t, _, log) in results {
+            opened.entry(records[t].name.clone()).or_default().push(log?);
+        }
+        if started.elapsed().as_secs() >= 1 {
+            tracing::info!(
+                partitions = work.len(),
+                mb = total_bytes / 1_000_000,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "partitions recovered"
+            );
+        }
+        Ok(opened)
     }
 
     /// What a crash can leave in the log directory: `-delete` directories of a deletion that
@@ -786,5 +879,35 @@ mod tests {
             read_partition_metadata(&dir.path().join("t-0")).unwrap(),
             Some(t.id.into_bytes())
         );
+    }
+
+    #[test]
+    fn partitions_recovered_in_parallel_keep_their_topics_and_order() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let m = manager(dir.path());
+            for topic in ["a", "b", "c"] {
+                let t = m.create_topic(topic, 4, -1, BTreeMap::new()).unwrap();
+                for p in 0..4 {
+                    // Partition p holds p + 1 records, so the order is visible after reopening.
+                    for _ in 0..=p {
+                        let batch = bytes::Bytes::from(crate::log::testutil::batch(1));
+                        m.append_records(&t, p, Some(&batch), crate::clock::now_ms())
+                            .unwrap();
+                    }
+                }
+            }
+        }
+        let m = manager(dir.path());
+        for topic in ["a", "b", "c"] {
+            let ends: Vec<i64> = m
+                .topic(topic)
+                .unwrap()
+                .partitions
+                .iter()
+                .map(|l| l.log_end_offset())
+                .collect();
+            assert_eq!(ends, [1, 2, 3, 4], "topic {topic}");
+        }
     }
 }
