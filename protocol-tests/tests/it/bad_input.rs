@@ -256,6 +256,31 @@ async fn api_versions_v99_gets_v0_error_response_with_supported_apis() {
     survivor.assert_still_serving().await;
 }
 
+/// An acks=-1 Produce of raw record batches: (topic, [(partition, batch bytes)]).
+fn produce_request(topics: Vec<(&'static str, Vec<(i32, Vec<u8>)>)>) -> ProduceRequest {
+    let topic_data = topics
+        .into_iter()
+        .map(|(name, partitions)| {
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str(name)))
+                .with_partition_data(
+                    partitions
+                        .into_iter()
+                        .map(|(index, records)| {
+                            PartitionProduceData::default()
+                                .with_index(index)
+                                .with_records(Some(records.into()))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(topic_data)
+}
+
 #[tokio::test]
 async fn produce_with_bad_crc_fails_only_that_partition() {
     let survivor = Survivor::start().await;
@@ -266,17 +291,7 @@ async fn produce_with_bad_crc_fails_only_that_partition() {
     let good = record_batch(&[(b"k0", b"good-0"), (b"k1", b"good-1")], timestamp);
     let mut bad = record_batch(&[(b"k0", b"bad-0"), (b"k1", b"bad-1")], timestamp).to_vec();
     bad[BATCH_CRC_OFFSET] ^= 0x01;
-    let partition = |index: i32, records: Vec<u8>| {
-        PartitionProduceData::default()
-            .with_index(index)
-            .with_records(Some(records.into()))
-    };
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_static_str("crc")))
-            .with_partition_data(vec![partition(0, good.to_vec()), partition(1, bad)])]);
+    let request = produce_request(vec![("crc", vec![(0, good.to_vec()), (1, bad)])]);
     let version = wire.version::<ProduceRequest>(12);
     let response = wire.call(&request, version);
 
@@ -347,26 +362,10 @@ async fn produce_refuses_what_kafkas_log_validator_refuses_and_only_that_partiti
     let big_value = vec![b'x'; 2_000];
     let big = record_batch(&[(b"k", &big_value)], now).to_vec();
 
-    let partition = |index: i32, records: Vec<u8>| {
-        PartitionProduceData::default()
-            .with_index(index)
-            .with_records(Some(records.into()))
-    };
-    let request = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_static_str("validated")))
-                .with_partition_data(vec![
-                    partition(0, good.clone()),
-                    partition(1, future),
-                    partition(2, miscounted),
-                ]),
-            TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_static_str("small-segments")))
-                .with_partition_data(vec![partition(0, big)]),
-        ]);
+    let request = produce_request(vec![
+        ("validated", vec![(0, good.clone()), (1, future), (2, miscounted)]),
+        ("small-segments", vec![(0, big)]),
+    ]);
     let version = wire.version::<ProduceRequest>(12);
     let response = wire.call(&request, version);
     let result = |topic: usize, index: i32| {
