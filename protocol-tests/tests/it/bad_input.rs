@@ -256,8 +256,11 @@ async fn api_versions_v99_gets_v0_error_response_with_supported_apis() {
     survivor.assert_still_serving().await;
 }
 
-/// An acks=-1 Produce of raw record batches: (topic, [(partition, batch bytes)]).
-fn produce_request(topics: Vec<(&'static str, Vec<(i32, Vec<u8>)>)>) -> ProduceRequest {
+/// One topic's raw record batches: (topic, [(partition, batch bytes)]).
+type TopicBatches = (&'static str, Vec<(i32, Vec<u8>)>);
+
+/// An acks=-1 Produce of raw record batches.
+fn produce_request(topics: Vec<TopicBatches>) -> ProduceRequest {
     let topic_data = topics
         .into_iter()
         .map(|(name, partitions)| {
