@@ -95,6 +95,7 @@ impl BrokerError {
                 LogError::MessageTooLarge { .. } => E::MessageTooLarge,
                 LogError::RecordBatchTooLarge { .. } => E::RecordListTooLarge,
                 LogError::InvalidTimestamp(_) => E::InvalidTimestamp,
+                LogError::InvalidRecords(_) => E::InvalidRecord,
                 LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
                 _ => E::KafkaStorageError,
             },

@@ -39,8 +39,9 @@ impl From<UnknownTopic> for BrokerError {
 }
 
 /// Kafka refuses a keyless record in a compacted topic (compaction keeps the last record per
-/// key, so a record without one could never be compacted), and refuses its whole batch. Only
-/// compacted topics pay for this record walk.
+/// key, so a record without one could never be compacted), and refuses its whole batch. For
+/// compressed batches only (the validator checks uncompressed ones in its walk), which are
+/// decoded for it.
 fn require_keys(topic: &str, partition: i32, records: &Bytes) -> Result<(), BrokerError> {
     let mut buf = records.clone();
     let Ok(set) = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) else {
@@ -435,8 +436,11 @@ impl LogManager {
             }
             .into());
         }
-        validate_records(records, &header, &config, now_ms)?;
-        if self.is_compacted(topic) {
+        let compacted = self.is_compacted(topic);
+        let label = compacted.then(|| format!("{}-{partition}", topic.name));
+        validate_records(records, &header, &config, now_ms, label.as_deref())?;
+        if compacted && header.compression() != 0 {
+            // The validator does not decompress: a compressed batch's keys are checked here.
             require_keys(&topic.name, partition, records)?;
         }
         let info = log.append_validated(records, &header, now_ms)?;

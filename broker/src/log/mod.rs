@@ -48,6 +48,10 @@ pub enum LogError {
     /// A batch larger than a whole segment (Kafka's RECORD_LIST_TOO_LARGE).
     #[error("Message batch size is {size} bytes in append, which exceeds the maximum configured segment size of {max}.")]
     RecordBatchTooLarge { size: usize, max: u64 },
+    /// Records refused one by one (INVALID_RECORD), by index: a missing key in a compacted
+    /// topic.
+    #[error("One or more records have been rejected due to {} record errors in total", .0.len())]
+    InvalidRecords(Vec<(i32, String)>),
     /// Records whose timestamps are out of the accepted window (INVALID_TIMESTAMP), by index.
     #[error("One or more records have been rejected due to invalid timestamp")]
     InvalidTimestamp(Vec<(i32, String)>),

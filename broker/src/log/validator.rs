@@ -2,8 +2,8 @@
 //! and CRC (`batch::validate_produce_batch`): in an uncompressed batch, the records actually
 //! present must be what the header declares (their count, each record's length and fields), and
 //! every record's timestamp must lie within `message.timestamp.before.max.ms` /
-//! `after.max.ms` of the broker's clock under CreateTime. One pass over the record bytes, no
-//! allocation unless a record is refused.
+//! `after.max.ms` of the broker's clock under CreateTime, and in a compacted topic every record
+//! must have a key. One pass over the record bytes, no allocation unless a record is refused.
 //!
 //! Compressed batches are not decompressed here: their timestamps are checked from the header's
 //! base and max timestamps (the first record's and the largest), which bounds every record from
@@ -12,12 +12,15 @@
 use super::batch::{RecordBatchHeader, BATCH_HEADER_SIZE};
 use super::{LogConfig, LogError, TimestampType};
 
-/// Checks a produced batch's records against `config` at `now_ms`.
+/// Checks a produced batch's records against `config` at `now_ms`. `keys_required` names the
+/// topic partition when its topic is compacted: every record needs a key (checked here for
+/// uncompressed batches; the caller decodes compressed ones).
 pub fn validate_records(
     batch: &[u8],
     header: &RecordBatchHeader,
     config: &LogConfig,
     now_ms: i64,
+    keys_required: Option<&str>,
 ) -> Result<(), LogError> {
     let check_timestamps = config.timestamp_type == TimestampType::CreateTime;
     if header.timestamp_type() == TimestampType::LogAppendTime && !check_timestamps {
@@ -43,16 +46,24 @@ pub fn validate_records(
         buf: &batch[BATCH_HEADER_SIZE..],
         pos: 0,
     };
-    let mut timestamp_errors = Vec::new();
+    // As Kafka's validateRecord: a record missing its key is refused for that, else its
+    // timestamp is checked; any timestamp error makes the whole answer INVALID_TIMESTAMP.
+    let (mut record_errors, mut timestamp_refused) = (Vec::new(), false);
     for index in 0..header.record_count() {
         if reader.pos == reader.buf.len() {
             return Err(invalid("Incorrect declared batch size, premature EOF reached"));
         }
-        let timestamp_delta = read_record(&mut reader)?;
-        if check_timestamps {
+        let (timestamp_delta, has_key) = read_record(&mut reader)?;
+        if let (Some(partition), false) = (keys_required, has_key) {
+            record_errors.push((
+                index,
+                format!("Compacted topic cannot accept message without key in topic partition {partition}."),
+            ));
+        } else if check_timestamps {
             let ts = header.base_timestamp().wrapping_add(timestamp_delta);
             if let Some(e) = bounds.refuse(ts, header.base_offset() + i64::from(index)) {
-                timestamp_errors.push((index, e));
+                record_errors.push((index, e));
+                timestamp_refused = true;
             }
         }
     }
@@ -61,10 +72,10 @@ pub fn validate_records(
             "Incorrect declared batch size, records still remaining in file",
         ));
     }
-    if timestamp_errors.is_empty() {
-        Ok(())
-    } else {
-        Err(LogError::InvalidTimestamp(timestamp_errors))
+    match (record_errors.is_empty(), timestamp_refused) {
+        (true, _) => Ok(()),
+        (false, true) => Err(LogError::InvalidTimestamp(record_errors)),
+        (false, false) => Err(LogError::InvalidRecords(record_errors)),
     }
 }
 
@@ -140,8 +151,9 @@ impl Reader<'_> {
     }
 }
 
-/// Reads one record as Kafka's DefaultRecord.readFrom does; returns its timestamp delta.
-fn read_record(r: &mut Reader<'_>) -> Result<i64, LogError> {
+/// Reads one record as Kafka's DefaultRecord.readFrom does; returns its timestamp delta and
+/// whether it has a key.
+fn read_record(r: &mut Reader<'_>) -> Result<(i64, bool), LogError> {
     let size = r.varint()?;
     let size = usize::try_from(size).map_err(|_| invalid(&format!("Invalid record size {size}")))?;
     if r.buf.len() - r.pos < size {
@@ -180,7 +192,7 @@ fn read_record(r: &mut Reader<'_>) -> Result<i64, LogError> {
         )));
     }
     r.pos = start + size;
-    Ok(timestamp_delta)
+    Ok((timestamp_delta, key >= 0))
 }
 
 #[cfg(test)]
@@ -193,7 +205,7 @@ mod tests {
 
     fn check(batch: &[u8], config: &LogConfig) -> Result<(), LogError> {
         let header = validate_produce_batch(batch)?;
-        validate_records(batch, &header, config, NOW)
+        validate_records(batch, &header, config, NOW, None)
     }
 
     fn config() -> LogConfig {
@@ -287,5 +299,44 @@ mod tests {
             &config(),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_compacted_topic_refuses_keyless_records_and_names_them() {
+        let keyed = BatchSpec::new(2).timestamps(NOW, 1).build();
+        let header = validate_produce_batch(&keyed).unwrap();
+        validate_records(&keyed, &header, &config(), NOW, Some("t-0")).unwrap();
+        let keyless = keyless_batch();
+        let header = validate_produce_batch(&keyless).unwrap();
+        match validate_records(&keyless, &header, &config(), NOW, Some("t-0")) {
+            Err(LogError::InvalidRecords(errors)) => {
+                assert_eq!(errors.len(), 1);
+                assert_eq!(errors[0].0, 0);
+                assert!(
+                    errors[0].1.contains("without key in topic partition t-0"),
+                    "{}",
+                    errors[0].1
+                );
+            }
+            other => panic!("expected INVALID_RECORD, got {other:?}"),
+        }
+        // Not compacted: a keyless record is fine.
+        validate_records(&keyless, &header, &config(), NOW, None).unwrap();
+    }
+
+    /// One uncompressed record with a null key at `NOW`.
+    fn keyless_batch() -> Vec<u8> {
+        // length, attributes 0, timestamp delta 0, offset delta 0, key -1, value "v" (1), 0 headers
+        let record = [0u8, 0, 0, 1, 2, b'v', 0];
+        let mut records = vec![(record.len() as u8) << 1];
+        records.extend_from_slice(&record);
+        let mut b = BatchSpec::new(1).timestamps(NOW, 0).build();
+        b.truncate(BATCH_HEADER_SIZE);
+        b.extend_from_slice(&records);
+        let len = (b.len() - 12) as i32;
+        b[8..12].copy_from_slice(&len.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
     }
 }
