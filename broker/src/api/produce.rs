@@ -171,18 +171,16 @@ fn response(topics: Vec<(TopicName, uuid::Uuid)>, results: Vec<Appended>, versio
                 .with_record_errors(match &e {
                     // Per-record errors exist from v8.
                     BrokerError::InvalidRecords(errors)
-                    | BrokerError::Log(LogError::InvalidTimestamp(errors))
-                        if version >= 8 =>
-                    {
-                        errors
-                            .iter()
-                            .map(|(i, m)| {
-                                BatchIndexAndErrorMessage::default()
-                                    .with_batch_index(*i)
-                                    .with_batch_index_error_message(Some(str_bytes(m.clone())))
-                            })
-                            .collect()
-                    }
+                    | BrokerError::Log(
+                        LogError::InvalidTimestamp(errors) | LogError::InvalidRecords(errors),
+                    ) if version >= 8 => errors
+                        .iter()
+                        .map(|(i, m)| {
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(*i)
+                                .with_batch_index_error_message(Some(str_bytes(m.clone())))
+                        })
+                        .collect(),
                     _ => Vec::new(),
                 })
                 .with_error_code(e.code())
