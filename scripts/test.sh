@@ -10,13 +10,13 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/keel/target}"
 
 scripts/setup.sh
 
-# kafka-python is a pure-Python client (no librdkafka), so it checks the broker against a second,
-# independent implementation of the protocol.
+# kafka-python and aiokafka are pure-Python clients (no librdkafka), so they check the broker
+# against independent implementations of the protocol.
 venv="$HOME/.cache/keel/venv"
-if ! "$venv/bin/python" -c 'import kafka' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import kafka, aiokafka' >/dev/null 2>&1; then
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet kafka-python
+  "$venv/bin/pip" install --quiet kafka-python aiokafka
 fi
 export KEEL_PYTHON="$venv/bin/python"
 

@@ -15,6 +15,7 @@ use crate::group::GroupCoordinator;
 use crate::log::Flusher;
 use crate::log_manager::LogManager;
 use crate::meta::{identity, ConfigEntity, MetaStore};
+use crate::producer_ids::ProducerIdManager;
 
 pub struct Broker {
     /// The settings the broker started with.
@@ -26,6 +27,8 @@ pub struct Broker {
     pub logs: LogManager,
     pub meta: Arc<MetaStore>,
     pub groups: Arc<GroupCoordinator>,
+    /// Ids for idempotent producers.
+    pub producer_ids: ProducerIdManager,
     /// Group commit of acks=-1 produces.
     pub flusher: Flusher,
     /// Woken after every append, so long-polling fetches wait on data rather than on a timer.
@@ -91,19 +94,22 @@ impl Broker {
             group_configs,
             shutdown.clone(),
         )?;
-        Ok(Arc::new(Broker {
+        let broker = Arc::new(Broker {
             dynamic_config,
             node_id: id.node_id,
             cluster_id: id.cluster_id,
             logs,
             groups,
+            producer_ids: ProducerIdManager::default(),
             meta,
             flusher: Flusher::spawn(shutdown.clone()),
             appended: Notify::new(),
             broker_config_writes: Mutex::new(()),
             connection_limit,
             config,
-        }))
+        });
+        tokio::spawn(expire_producers(Arc::downgrade(&broker), shutdown));
+        Ok(broker)
     }
 
     /// Changes the dynamic broker settings of one level: the alteration applied to the current
@@ -154,13 +160,20 @@ impl Broker {
     fn close(&self) -> Result<(), BrokerError> {
         let mut first_failure = None;
         for topic in self.logs.topics() {
-            for log in &topic.partitions {
+            for (p, log) in topic.partitions.iter().enumerate() {
                 if let Err(e) = log
                     .flush_sealed()
                     .and_then(|()| log.flush_until(log.log_end_offset()))
                 {
                     tracing::error!(topic = %topic.name, error = %e, "flush at shutdown failed");
                     first_failure.get_or_insert(BrokerError::Log(e));
+                    continue;
+                }
+                // The producer state as of the (now durable) log end: the next start replays
+                // nothing.
+                let snapshot = log.producer_snapshot();
+                if let Err(e) = self.logs.store_producer_snapshot(&topic.id, p as i32, &snapshot) {
+                    tracing::warn!(topic = %topic.name, partition = p, error = %e, "cannot store the producer state snapshot at shutdown");
                 }
             }
         }
@@ -169,6 +182,44 @@ impl Broker {
             first_failure.get_or_insert(BrokerError::Meta(e));
         }
         first_failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Every `producer.id.expiration.check.interval.ms`, drops the producer state idle for
+/// `producer.id.expiration.ms`, until shutdown or the broker is gone.
+async fn expire_producers(broker: std::sync::Weak<Broker>, shutdown: CancellationToken) {
+    let setting = |b: &Broker, key: &str| {
+        b.config
+            .value(key)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(1)
+            .max(1)
+    };
+    let Some((every, max_idle)) = broker.upgrade().map(|b| {
+        (
+            setting(&b, "producer.id.expiration.check.interval.ms"),
+            setting(&b, "producer.id.expiration.ms"),
+        )
+    }) else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(every as u64));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let Some(b) = broker.upgrade() else { return };
+        let expired = crate::storage_task::run("expire_producers", move || {
+            b.logs.remove_expired_producers(crate::clock::now_ms(), max_idle)
+        })
+        .await
+        .unwrap_or(0);
+        if expired > 0 {
+            tracing::info!(expired, "expired idle producer state");
+        }
     }
 }
 

@@ -59,6 +59,11 @@ pub enum BrokerError {
     UnsupportedVersion(String),
     #[error("{0}")]
     PolicyViolation(String),
+    /// A transactional request that does not fit the transaction's state.
+    #[error("{0}")]
+    InvalidTxnState(String),
+    #[error("{0}")]
+    CoordinatorNotAvailable(String),
     #[error(transparent)]
     Group(#[from] GroupError),
     #[error(transparent)]
@@ -89,6 +94,8 @@ impl BrokerError {
             BrokerError::InvalidRecords(_) => E::InvalidRecord,
             BrokerError::UnsupportedVersion(_) => E::UnsupportedVersion,
             BrokerError::PolicyViolation(_) => E::PolicyViolation,
+            BrokerError::InvalidTxnState(_) => E::InvalidTxnState,
+            BrokerError::CoordinatorNotAvailable(_) => E::CoordinatorNotAvailable,
             BrokerError::Log(e) => match e {
                 LogError::CorruptRecord(_) => E::CorruptMessage,
                 LogError::InvalidRecord(_) => E::InvalidRecord,
@@ -97,6 +104,8 @@ impl BrokerError {
                 LogError::InvalidTimestamp(_) => E::InvalidTimestamp,
                 LogError::InvalidRecords(_) => E::InvalidRecord,
                 LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
+                LogError::OutOfOrderSequence(_) => E::OutOfOrderSequenceNumber,
+                LogError::InvalidProducerEpoch(_) => E::InvalidProducerEpoch,
                 _ => E::KafkaStorageError,
             },
             BrokerError::Meta(_) => E::KafkaStorageError,

@@ -8,7 +8,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("api", &["api"]),
     (
         "services",
-        &["broker", "log_manager", "group", "connection_limit", "error"],
+        &[
+            "broker",
+            "log_manager",
+            "group",
+            "producer_ids",
+            "connection_limit",
+            "error",
+        ],
     ),
     ("storage", &["log", "meta"]),
     (

@@ -18,7 +18,7 @@ use crate::config::DynamicBrokerConfig;
 use crate::error::BrokerError;
 use crate::log::{
     read_partition_metadata, sync_dir, validate_produce_batch, validate_records, write_partition_metadata,
-    AppendInfo, LogConfig, LogDirHealth, LogError, PartitionLog, TimestampType,
+    AppendInfo, LogConfig, LogDirHealth, LogError, PartitionLog, ProducerSnapshot, TimestampType,
 };
 use crate::meta::{MetaStore, TopicRecord};
 
@@ -344,11 +344,50 @@ impl LogManager {
             std::fs::rename(&dir, &stray).map_err(LogError::from)?;
             sync_dir(&self.dir).map_err(LogError::from)?;
         }
-        let log = PartitionLog::open_in(&dir, config, Arc::clone(&self.health))?;
+        let snapshots = self.producer_snapshots(&topic_id, partition)?;
+        let log = PartitionLog::open_in(&dir, config, Arc::clone(&self.health), snapshots)?;
         if recorded != Some(topic_id.into_bytes()) {
             write_partition_metadata(&dir, topic_id.into_bytes()).map_err(LogError::from)?;
         }
+        // Snapshots beyond the recovered log describe acks=1 data a crash took back: dropped, so
+        // they can never be mistaken for the newest.
+        self.meta
+            .delete_producer_snapshots_above(&topic_id, partition, log.log_end_offset())?;
         Ok(Arc::new(log))
+    }
+
+    /// A partition's stored producer-state snapshots; unreadable ones are skipped (the log is
+    /// replayed from further back instead).
+    fn producer_snapshots(
+        &self,
+        topic_id: &uuid::Uuid,
+        partition: i32,
+    ) -> Result<Vec<ProducerSnapshot>, BrokerError> {
+        Ok(self
+            .meta
+            .producer_snapshots(topic_id, partition)?
+            .into_iter()
+            .filter_map(|(offset, bytes)| {
+                let decoded = ProducerSnapshot::decode(&bytes).filter(|s| s.offset == offset);
+                if decoded.is_none() {
+                    tracing::warn!(%topic_id, partition, offset, "unreadable producer state snapshot skipped");
+                }
+                decoded
+            })
+            .collect())
+    }
+
+    /// Stores a partition's producer state as of `snapshot.offset`. The log below that offset
+    /// must be durable already.
+    pub fn store_producer_snapshot(
+        &self,
+        topic_id: &uuid::Uuid,
+        partition: i32,
+        snapshot: &ProducerSnapshot,
+    ) -> Result<(), BrokerError> {
+        self.meta
+            .put_producer_snapshot(topic_id, partition, snapshot.offset, &snapshot.encode())?;
+        Ok(())
     }
 
     /// The storage settings of a topic with these overrides.
@@ -443,18 +482,46 @@ impl LogManager {
             // The validator does not decompress: a compressed batch's keys are checked here.
             require_keys(&topic.name, partition, records)?;
         }
+        if header.is_transactional() {
+            // No transaction coordinator yet, so no partition is ever part of a transaction:
+            // Kafka's answer for a transactional batch to a partition not added to one.
+            return Err(BrokerError::InvalidTxnState(format!(
+                "The producer {} attempted to produce a transactional record to {}-{partition}, which is not part of an ongoing transaction",
+                header.producer_id(),
+                topic.name
+            )));
+        }
         let info = log.append_validated(records, &header, now_ms)?;
         if info.rolled {
             // The sealed segment's fsync (up to a whole segment) does not hold up this produce
-            // or the partition's writer: it runs as a storage task of its own.
+            // or the partition's writer: it runs as a storage task of its own. The producer
+            // state as of the roll is stored after it, never ahead of durable data.
             let log = Arc::clone(log);
+            let meta = Arc::clone(&self.meta);
+            let topic_id = topic.id;
             drop(crate::storage_task::run("segment_roll_flush", move || {
                 if let Err(e) = log.flush_sealed() {
                     tracing::error!(dir = %log.dir().display(), error = %e, "cannot flush a sealed segment");
+                    return;
+                }
+                if let Some(snapshot) = log.take_roll_snapshot() {
+                    if let Err(e) = meta.put_producer_snapshot(&topic_id, partition, snapshot.offset, &snapshot.encode()) {
+                        tracing::warn!(dir = %log.dir().display(), error = %e, "cannot store a producer state snapshot");
+                    }
                 }
             }));
         }
         Ok((Arc::clone(log), info))
+    }
+
+    /// Drops the state of producers idle for `max_idle_ms` in every partition
+    /// (`producer.id.expiration.ms`); returns how many entries went.
+    pub fn remove_expired_producers(&self, now_ms: i64, max_idle_ms: i64) -> usize {
+        self.topics()
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|log| log.remove_expired_producers(now_ms, max_idle_ms))
+            .sum()
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Result<Arc<PartitionLog>, BrokerError> {
@@ -570,6 +637,13 @@ impl LogManager {
         sync_dir(&self.dir).map_err(LogError::from)?;
         self.meta.delete_topic(name)?;
         self.write().remove(name);
+        for p in 0..topic.partitions.len() as i32 {
+            // Keyed by the topic id, which a re-created topic never shares: a leftover is
+            // only wasted space.
+            if let Err(e) = self.meta.delete_producer_snapshots_above(&topic.id, p, -1) {
+                tracing::warn!(topic = %name, partition = p, error = %e, "could not remove a deleted partition's producer snapshots");
+            }
+        }
         for dir in doomed {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 // The next start removes it.

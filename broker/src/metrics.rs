@@ -17,6 +17,9 @@ pub const TOPIC_PARTITION_CURRENT_OFFSET: &str = "kafka_topic_partition_current_
 pub const TOPIC_PARTITION_OLDEST_OFFSET: &str = "kafka_topic_partition_oldest_offset";
 pub const PRODUCE_BYTES: &str = "keel_produce_bytes_total";
 pub const FETCH_BYTES: &str = "keel_fetch_bytes_total";
+/// Produced batches recognised as an idempotent producer's retry of one already in the log:
+/// answered with the original's offsets, not written again.
+pub const PRODUCE_DUPLICATE_BATCHES: &str = "keel_produce_duplicate_batches_total";
 /// Tasks run on the storage threads, by task name (`storage_task`).
 pub const STORAGE_TASKS: &str = "keel_storage_tasks_total";
 /// 1 for a log directory an I/O error took offline (by `dir`).

@@ -3,7 +3,7 @@
 Usage: roundtrip.py BOOTSTRAP
 
 Creates and deletes topics with KafkaAdminClient, produces records with keys, headers and
-explicit timestamps (plain and gzip), reads them back with an assigned consumer (no group) and
+explicit timestamps (plain and gzip) with kafka-python's default, idempotent producer, reads them back with an assigned consumer (no group) and
 compares every field. Prints one line per check; exits non-zero on the first difference.
 """
 
@@ -63,10 +63,10 @@ def admin_checks(bootstrap):
 
 
 def produce(bootstrap, compression, first_index, base_timestamp):
-    # kafka-python 3 turns idempotence on by default; InitProducerId is not served yet.
+    # kafka-python 3's default producer is idempotent: it asks for a producer id
+    # (InitProducerId) before its first batch and numbers every batch.
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                             compression_type=compression, linger_ms=5,
-                             enable_idempotence=False)
+                             compression_type=compression, linger_ms=5)
     sent = []
     for i in range(first_index, first_index + RECORDS_PER_PRODUCER):
         record = {
@@ -86,8 +86,13 @@ def produce(bootstrap, compression, first_index, base_timestamp):
         if metadata.partition != record["partition"]:
             fail(f"record went to partition {metadata.partition}, asked {record['partition']}")
         record["offset"] = metadata.offset
+    manager = producer._transaction_manager
+    producer_id = manager.producer_id_and_epoch.producer_id if manager else -1
+    if producer_id < 0:
+        fail("the default producer did not run idempotently")
     producer.close()
-    print(f"produced {len(sent)} records with compression={compression}", flush=True)
+    print(f"produced {len(sent)} records with compression={compression}, idempotently "
+          f"as producer {producer_id}", flush=True)
     return [record for record, _ in sent]
 
 

@@ -10,6 +10,7 @@ pub mod groups;
 pub mod metadata;
 pub mod offsets;
 pub mod produce;
+pub mod producers;
 mod request;
 pub mod topics;
 

@@ -21,7 +21,7 @@ use crate::storage_task;
 struct Appended {
     topic: usize,
     index: i32,
-    /// Bytes appended (0 when refused).
+    /// Bytes appended (0 when refused, or a retry of a batch already in the log).
     bytes: usize,
     outcome: Result<(Arc<PartitionLog>, AppendInfo), BrokerError>,
 }
@@ -136,16 +136,20 @@ fn append_all(
                     .logs
                     .append_records(topic, b.index, b.records.as_ref(), now),
             };
-            if let Err(e) = &outcome {
-                tracing::debug!(partition = b.index, error = %e, "produce refused");
+            match &outcome {
+                Err(e) => tracing::debug!(partition = b.index, error = %e, "produce refused"),
+                Ok((_, info)) if info.duplicate => {
+                    metrics::counter!(crate::metrics::PRODUCE_DUPLICATE_BATCHES).increment(1);
+                    tracing::debug!(partition = b.index, base_offset = info.base_offset, "retried batch answered with its original offsets");
+                }
+                Ok(_) => {}
             }
             Appended {
                 topic: b.topic,
                 index: b.index,
-                bytes: if outcome.is_ok() {
-                    b.records.as_ref().map_or(0, |r| r.len())
-                } else {
-                    0
+                bytes: match &outcome {
+                    Ok((_, info)) if !info.duplicate => b.records.as_ref().map_or(0, |r| r.len()),
+                    _ => 0,
                 },
                 outcome,
             }

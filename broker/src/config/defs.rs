@@ -202,6 +202,8 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("group.consumer.max.heartbeat.interval.ms", Kind::Int, "15000", "Largest KIP-848 heartbeat interval: the ceiling of group.consumer.heartbeat.interval.ms and of a group's consumer.heartbeat.interval.ms.").at_least(1),
     def("group.consumer.assignors", Kind::List, "uniform,range", "KIP-848 server-side assignors members may choose (server_assignor); the first is the default."),
     def("group.consumer.max.size", Kind::Int, "2147483647", "Most members a KIP-848 consumer group may have; a further join gets GROUP_MAX_SIZE_REACHED.").at_least(1),
+    def("producer.id.expiration.ms", Kind::Int, "86400000", "An idempotent producer's state in a partition (its sequences, for duplicate detection) is dropped this long after the timestamp of its last batch there, unless a transaction of it is open.").at_least(1),
+    def("producer.id.expiration.check.interval.ms", Kind::Int, "600000", "How often expired producer state is looked for.").at_least(1),
     def("offsets.retention.minutes", Kind::Int, "10080", "How long an empty group's committed offsets are kept.").at_least(1),
     def("offset.metadata.max.bytes", Kind::Int, "4096", "Largest metadata string of a committed offset.").at_least(0),
     inert("process.roles", Kind::List, "broker,controller"),

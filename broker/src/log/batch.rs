@@ -209,6 +209,12 @@ pub fn validate_produce_batch(bytes: &[u8]) -> Result<RecordBatchHeader, LogErro
             "clients may not write control batches".into(),
         ));
     }
+    if header.producer_id >= 0 && header.base_sequence < 0 {
+        return Err(LogError::InvalidRecord(format!(
+            "Invalid sequence number {} in record batch with producerId {}",
+            header.base_sequence, header.producer_id
+        )));
+    }
     Ok(header)
 }
 
@@ -373,6 +379,11 @@ mod tests {
         ));
         let b = BatchSpec::new(1).attributes(TRANSACTIONAL_BIT).build();
         assert!(validate_produce_batch(&b).unwrap().is_transactional());
+        let b = BatchSpec::new(1).producer(5, 0, -1).build();
+        match validate_produce_batch(&b) {
+            Err(LogError::InvalidRecord(m)) => assert!(m.contains("sequence"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod index;
 mod log_dir;
 mod offset_lookup;
 mod partition_log;
+mod producer_state;
 mod recovery;
 mod segment;
 mod sparse_index;
@@ -30,6 +31,9 @@ pub use flusher::Flusher;
 pub use log_dir::{read_partition_metadata, sync_dir, write_partition_metadata, LogDirHealth};
 pub use offset_lookup::{FoundOffset, OffsetSpec};
 pub use partition_log::{AppendInfo, PartitionLog, ReadResult};
+pub use producer_state::{
+    BatchMetadata, ProducerSnapshot, ProducerStateEntry, ProducerStateTable, BATCHES_TO_RETAIN,
+};
 pub use segment::TimestampedBatch;
 pub use validator::validate_records;
 
@@ -61,6 +65,12 @@ pub enum LogError {
         log_start: i64,
         log_end: i64,
     },
+    /// A producer's batch that does not follow its last one (OUT_OF_ORDER_SEQUENCE_NUMBER).
+    #[error("{0}")]
+    OutOfOrderSequence(String),
+    /// A batch from a producer epoch older than the partition has seen (INVALID_PRODUCER_EPOCH).
+    #[error("{0}")]
+    InvalidProducerEpoch(String),
     /// The log directory was taken offline by an earlier I/O error (KAFKA_STORAGE_ERROR).
     #[error("log directory {0} is offline after an I/O error")]
     DirOffline(String),

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use bytes::Bytes;
 
 use super::batch::{rewrite_header, validate_produce_batch, BATCH_HEADER_SIZE};
+use super::producer_state::{ProducerSnapshot, ProducerStateEntry, ProducerStateTable, SequenceCheck};
 use super::log_dir::{
     delete_segment_files, list_segments, read_log_start_checkpoint, sync_dir, take_segments_below,
     write_log_start_checkpoint, LogDirHealth,
@@ -27,6 +28,10 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     /// The append rolled the log: the caller owes a `flush_sealed`, off the writer lock.
     pub rolled: bool,
+    /// A producer's retry of a batch already in the log: nothing was written, and the offsets
+    /// (and, as Kafka answers it, `log_append_time`: the original's maxTimestamp) are the
+    /// original's.
+    pub duplicate: bool,
 }
 
 /// Batches returned by a fetch, with the partition state the response reports.
@@ -48,6 +53,8 @@ struct HighWatermark {
 
 struct Writer {
     active: Arc<LogSegment>,
+    /// Idempotent producers' sequences, checked and advanced with each append.
+    producers: ProducerStateTable,
 }
 
 /// A partition's log. `Send + Sync`; share it behind an `Arc`. Appends are serialised by an
@@ -69,6 +76,9 @@ pub struct PartitionLog {
     data_syncs: AtomicU64,
     /// Segments a roll sealed whose files `flush_sealed` has not yet made durable.
     sealed_unflushed: Mutex<Vec<Arc<LogSegment>>>,
+    /// The producer state as of the last roll's offset, for the caller to store once the
+    /// sealed segments are durable (`take_roll_snapshot`).
+    roll_snapshot: Mutex<Option<ProducerSnapshot>>,
     /// The health of the log directory this partition lives in, shared with its neighbours.
     health: Arc<LogDirHealth>,
     /// Tests make the next fsyncs of this log fail, as a dying disk's would.
@@ -98,14 +108,17 @@ impl PartitionLog {
     /// the last valid batch.
     pub fn open(dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
         let health = LogDirHealth::new(dir.parent().unwrap_or(dir));
-        PartitionLog::open_in(dir, config, health)
+        PartitionLog::open_in(dir, config, health, Vec::new())
     }
 
-    /// `open` for a partition of a log directory whose health its partitions share.
+    /// `open` for a partition of a log directory whose health its partitions share. The
+    /// producer state starts from the newest of `snapshots` that the recovered log reaches
+    /// (none: from the log start) and replays the batch headers after it.
     pub fn open_in(
         dir: &Path,
         config: LogConfig,
         health: Arc<LogDirHealth>,
+        snapshots: Vec<ProducerSnapshot>,
     ) -> Result<PartitionLog, LogError> {
         if !dir.is_dir() {
             std::fs::create_dir_all(dir)?;
@@ -152,7 +165,10 @@ impl PartitionLog {
         let log = PartitionLog {
             dir: dir.to_path_buf(),
             config: RwLock::new(config),
-            writer: Mutex::new(Writer { active }),
+            writer: Mutex::new(Writer {
+                active,
+                producers: ProducerStateTable::default(),
+            }),
             segments: RwLock::new(segments),
             high_watermark: RwLock::new(hw),
             hw_offset: AtomicI64::new(log_end),
@@ -162,6 +178,7 @@ impl PartitionLog {
             deleted: AtomicBool::new(false),
             data_syncs: AtomicU64::new(0),
             sealed_unflushed: Mutex::new(Vec::new()),
+            roll_snapshot: Mutex::new(None),
             health,
             #[cfg(test)]
             failing_fsyncs: AtomicBool::new(false),
@@ -174,8 +191,43 @@ impl PartitionLog {
         if let Some(c) = checkpoint.filter(|&c| c > log_end) {
             tracing::warn!(dir = %dir.display(), log_end, log_start_offset = c, "log ends below its log start offset; restarting it empty there");
             log.truncate_fully(c)?;
+        } else {
+            log.load_producer_state(snapshots)?;
         }
         Ok(log)
+    }
+
+    /// Rebuilds the producer state: the newest snapshot not beyond the log end (one beyond it
+    /// describes acks=1 data a crash took back), then every batch header after it, trusted as
+    /// written (no sequence checks, as Kafka replays its log).
+    fn load_producer_state(&self, snapshots: Vec<ProducerSnapshot>) -> Result<(), LogError> {
+        let log_end = self.log_end_offset();
+        let snapshot = snapshots
+            .into_iter()
+            .filter(|s| s.offset <= log_end)
+            .max_by_key(|s| s.offset);
+        let (mut table, from) = match snapshot {
+            Some(s) => (s.table, s.offset),
+            None => (ProducerStateTable::default(), self.log_start_offset()),
+        };
+        let started = std::time::Instant::now();
+        let mut replayed = 0u64;
+        let segments: Vec<Arc<LogSegment>> = {
+            let segments = read(&self.segments);
+            let first = segments.range(..=from).next_back().map_or(i64::MIN, |(b, _)| *b);
+            segments.range(first..).map(|(_, s)| Arc::clone(s)).collect()
+        };
+        for segment in segments {
+            segment.for_each_header_from(from, |h| {
+                replayed += 1;
+                table.record(h);
+            })?;
+        }
+        if replayed > 0 || !table.is_empty() {
+            tracing::debug!(dir = %self.dir.display(), from, batches = replayed, producers = table.len(), elapsed_ms = started.elapsed().as_millis() as u64, "producer state loaded");
+        }
+        lock(&self.writer).producers = table;
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -270,6 +322,16 @@ impl PartitionLog {
         std::thread::sleep(*lock(&self.slow_disk));
         self.check_open()?;
         let base_offset = self.log_end_offset.load(Ordering::Acquire);
+        if let SequenceCheck::Duplicate(original) = writer.producers.check(header, base_offset)? {
+            return Ok(AppendInfo {
+                base_offset: original.first_offset(),
+                last_offset: original.last_offset,
+                log_append_time: original.timestamp,
+                log_start_offset: self.log_start_offset(),
+                rolled: false,
+                duplicate: true,
+            });
+        }
         let last_offset = base_offset + i64::from(header.last_offset_delta());
         let rolled = self.should_roll(&writer.active, batch.len() as u64, last_offset, now_ms, &config);
         if rolled {
@@ -299,12 +361,16 @@ impl PartitionLog {
             position: active.size(),
         };
         self.hw_offset.store(last_offset + 1, Ordering::Release);
+        if header.producer_id() >= 0 {
+            writer.producers.record(&RecordBatchHeader::parse(&stored)?);
+        }
         Ok(AppendInfo {
             base_offset,
             last_offset,
             log_append_time: append_time.unwrap_or(-1),
             log_start_offset: self.log_start_offset(),
             rolled,
+            duplicate: false,
         })
     }
 
@@ -327,6 +393,8 @@ impl PartitionLog {
     /// Seals the active segment and starts a new one. The sealed segment's fsync (up to a whole
     /// segment) is not done here, under the writer lock, but by `flush_sealed` after it.
     fn roll(&self, writer: &mut Writer, base_offset: i64) -> Result<(), LogError> {
+        // The state as of the new segment's base: every batch below it and none after.
+        *lock(&self.roll_snapshot) = Some(writer.producers.snapshot(base_offset));
         writer.active.seal();
         let segment = Arc::new(LogSegment::create(&self.dir, base_offset)?);
         sync_dir(&self.dir)?;
@@ -357,6 +425,33 @@ impl PartitionLog {
             }
         }
         self.flush_until(end)
+    }
+
+    /// The producer state as of the last roll, once: the caller stores it after
+    /// `flush_sealed` made the segments below its offset durable, so a stored snapshot never
+    /// describes data a crash can take back.
+    pub fn take_roll_snapshot(&self) -> Option<ProducerSnapshot> {
+        lock(&self.roll_snapshot).take()
+    }
+
+    /// The producer state as of the log end (for a snapshot at clean shutdown, after the
+    /// final flush).
+    pub fn producer_snapshot(&self) -> ProducerSnapshot {
+        let writer = lock(&self.writer);
+        writer.producers.snapshot(self.log_end_offset())
+    }
+
+    /// The producers this partition knows (DescribeProducers), in producer id order.
+    pub fn producers(&self) -> Vec<ProducerStateEntry> {
+        let mut entries: Vec<_> = lock(&self.writer).producers.entries().cloned().collect();
+        entries.sort_by_key(|e| e.producer_id);
+        entries
+    }
+
+    /// Drops the producers idle for `max_idle_ms` (`producer.id.expiration.ms`); returns how
+    /// many went.
+    pub fn remove_expired_producers(&self, now_ms: i64, max_idle_ms: i64) -> usize {
+        lock(&self.writer).producers.remove_expired(now_ms, max_idle_ms)
     }
 
     /// The segment holding `offset` (the last with a base offset <= it), or the first one.
@@ -566,6 +661,8 @@ impl PartitionLog {
         };
         segments.insert(start_offset, Arc::clone(&segment));
         writer.active = segment;
+        writer.producers.clear();
+        lock(&self.roll_snapshot).take();
         *write(&self.high_watermark) = HighWatermark {
             offset: start_offset,
             segment_base: start_offset,

@@ -255,6 +255,23 @@ impl LogSegment {
             }))
     }
 
+    /// Calls `visit` with the header of every batch holding offsets at or after `offset`, in
+    /// log order (the producer-state replay at open).
+    pub(crate) fn for_each_header_from(
+        &self,
+        offset: i64,
+        mut visit: impl FnMut(&RecordBatchHeader),
+    ) -> Result<(), LogError> {
+        let start = u64::from(self.read_state().offset_index.lookup(offset).1);
+        let mut walker = HeaderWalker::new(&self.file, start, self.size());
+        while let Some((_, header)) = walker.next_batch()? {
+            if header.last_offset() >= offset {
+                visit(&header);
+            }
+        }
+        Ok(())
+    }
+
     fn find(
         &self,
         start: u64,

@@ -11,6 +11,8 @@ pub(crate) struct BatchSpec {
     record_count_field: Option<i32>,
     claimed_records: Option<i32>,
     value_size: usize,
+    /// (producer id, epoch, base sequence); none by default.
+    producer: (i64, i16, i32),
 }
 
 pub(crate) fn batch(n: usize) -> Vec<u8> {
@@ -37,6 +39,7 @@ impl BatchSpec {
             record_count_field: None,
             claimed_records: None,
             value_size: 8,
+            producer: (-1, -1, -1),
         }
     }
     pub(crate) fn base_offset(mut self, o: i64) -> Self {
@@ -61,6 +64,11 @@ impl BatchSpec {
     /// decodes records, so this makes huge offset ranges cheap.
     pub(crate) fn claimed_records(mut self, n: i32) -> Self {
         self.claimed_records = Some(n);
+        self
+    }
+    /// An idempotent producer's batch: its id, epoch and first sequence number.
+    pub(crate) fn producer(mut self, id: i64, epoch: i16, base_sequence: i32) -> Self {
+        self.producer = (id, epoch, base_sequence);
         self
     }
     pub(crate) fn value_size(mut self, s: usize) -> Self {
@@ -97,9 +105,9 @@ impl BatchSpec {
         b.extend_from_slice(&(n - 1).to_be_bytes());
         b.extend_from_slice(&self.base_ts.to_be_bytes());
         b.extend_from_slice(&max_ts.to_be_bytes());
-        b.extend_from_slice(&(-1i64).to_be_bytes()); // producerId
-        b.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
-        b.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
+        b.extend_from_slice(&self.producer.0.to_be_bytes());
+        b.extend_from_slice(&self.producer.1.to_be_bytes());
+        b.extend_from_slice(&self.producer.2.to_be_bytes());
         b.extend_from_slice(&self.record_count_field.unwrap_or(n).to_be_bytes());
         b.extend_from_slice(&records);
         let crc = crc32c::crc32c(&b[21..]);

@@ -5,6 +5,7 @@ mod codec;
 mod configs;
 mod groups;
 pub mod identity;
+mod producers;
 mod topics;
 
 use std::path::Path;
@@ -18,13 +19,13 @@ pub use groups::{
 };
 pub use topics::TopicRecord;
 
-/// Column families, created on first open. Later capabilities (producer state, transactions)
-/// add theirs here.
+/// Column families, created on first open. Later capabilities (transactions) add theirs here.
 const CF_TOPICS: &str = "topics";
 const CF_OFFSETS: &str = "offsets";
 const CF_GROUPS: &str = "groups";
 const CF_CONFIGS: &str = "configs";
-const COLUMN_FAMILIES: &[&str] = &[CF_TOPICS, CF_OFFSETS, CF_GROUPS, CF_CONFIGS];
+const CF_PRODUCERS: &str = "producers";
+const COLUMN_FAMILIES: &[&str] = &[CF_TOPICS, CF_OFFSETS, CF_GROUPS, CF_CONFIGS, CF_PRODUCERS];
 
 /// Cloneable so that one failed group-committed write can be reported to every change in it.
 #[derive(Debug, Clone, thiserror::Error)]

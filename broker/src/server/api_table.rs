@@ -111,6 +111,18 @@ pub static SUPPORTED_APIS: &[ApiEntry] = &[
         api::topics::delete_topics
     ),
     api!(
+        InitProducerId,
+        0..=5,
+        InitProducerIdRequest,
+        api::producers::init_producer_id
+    ),
+    api!(
+        DescribeProducers,
+        0..=0,
+        DescribeProducersRequest,
+        api::producers::describe_producers
+    ),
+    api!(
         DeleteRecords,
         0..=2,
         DeleteRecordsRequest,

@@ -15,7 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::broker::TestBroker;
 use crate::wire::{record_batch, WireClient};
 
-fn scrape(addr: &str) -> String {
+pub(crate) fn scrape(addr: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect to metrics listener");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: keel\r\n\r\n")
@@ -35,7 +35,7 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn metrics_address(broker: &TestBroker) -> String {
+pub(crate) fn metrics_address(broker: &TestBroker) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let log = broker.log_text();

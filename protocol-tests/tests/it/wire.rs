@@ -209,6 +209,21 @@ pub fn compressed_record_batch(
     timestamp: i64,
     compression: Compression,
 ) -> Bytes {
+    producer_batch(records, timestamp, compression, (-1, -1, -1))
+}
+
+/// One uncompressed v2 batch of an idempotent producer: its id, epoch and the sequence number
+/// of the first record.
+pub fn idempotent_batch(records: &[(&[u8], &[u8])], timestamp: i64, producer: (i64, i16, i32)) -> Bytes {
+    producer_batch(records, timestamp, Compression::None, producer)
+}
+
+fn producer_batch(
+    records: &[(&[u8], &[u8])],
+    timestamp: i64,
+    compression: Compression,
+    (producer_id, producer_epoch, base_sequence): (i64, i16, i32),
+) -> Bytes {
     let records: Vec<Record> = records
         .iter()
         .enumerate()
@@ -217,13 +232,17 @@ pub fn compressed_record_batch(
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i64::try_from(i).expect("fits"),
             // kafka-protocol starts a new batch whenever offset - sequence changes; with
             // sequences -1, 0, 1, … the batch is one and its base sequence is -1 (no producer id).
-            sequence: i32::try_from(i).expect("fits") - 1,
+            sequence: if producer_id < 0 {
+                i32::try_from(i).expect("fits") - 1
+            } else {
+                base_sequence.wrapping_add(i32::try_from(i).expect("fits"))
+            },
             timestamp: timestamp + i64::try_from(i).expect("fits"),
             key: Some(Bytes::copy_from_slice(key)),
             value: Some(Bytes::copy_from_slice(value)),

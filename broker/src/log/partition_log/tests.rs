@@ -439,6 +439,7 @@ fn concurrent_readers_only_see_whole_batches() {
     assert_eq!(read_all(&log).len(), 200);
 }
 
+mod producers;
 mod recovery;
 
 #[test]
@@ -446,9 +447,9 @@ fn a_failed_fsync_takes_the_whole_log_directory_offline_and_is_never_retried() {
     let dir = tempfile::tempdir().unwrap();
     let health = LogDirHealth::new(dir.path());
     let a =
-        PartitionLog::open_in(&dir.path().join("a-0"), LogConfig::default(), Arc::clone(&health)).unwrap();
+        PartitionLog::open_in(&dir.path().join("a-0"), LogConfig::default(), Arc::clone(&health), Vec::new()).unwrap();
     let b =
-        PartitionLog::open_in(&dir.path().join("b-0"), LogConfig::default(), Arc::clone(&health)).unwrap();
+        PartitionLog::open_in(&dir.path().join("b-0"), LogConfig::default(), Arc::clone(&health), Vec::new()).unwrap();
     a.append(&batch(1), 0).unwrap();
     b.append(&batch(1), 0).unwrap();
     a.fail_fsyncs();
