@@ -106,6 +106,7 @@ impl BrokerError {
                 LogError::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
                 LogError::OutOfOrderSequence(_) => E::OutOfOrderSequenceNumber,
                 LogError::InvalidProducerEpoch(_) => E::InvalidProducerEpoch,
+                LogError::InvalidTxnState(_) => E::InvalidTxnState,
                 _ => E::KafkaStorageError,
             },
             BrokerError::Meta(_) => E::KafkaStorageError,

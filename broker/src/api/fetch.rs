@@ -1,4 +1,5 @@
-//! Fetch: file ranges of whole batches, long polling woken by appends.
+//! Fetch: file ranges of whole batches, long polling woken by appends; read_committed
+//! consumers read up to the last stable offset and get the aborted transactions in range.
 //!
 //! Fetch sessions (KIP-227) are declined the way Kafka declines them when its session cache
 //! is full: every response carries session id 0, so clients keep sending full fetch requests.
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::*;
 
 use super::{Reply, RequestContext};
@@ -99,13 +100,32 @@ fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchRespons
                     let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
                     // Kafka's rule: the first partition with data returns at least one whole
                     // batch even past the limits, so a large batch never stalls a consumer.
-                    match log.read(p.fetch_offset, limit, total == 0) {
+                    let read = if req.isolation_level == READ_COMMITTED {
+                        log.read_committed(p.fetch_offset, limit, total == 0)
+                    } else {
+                        log.read(p.fetch_offset, limit, total == 0)
+                    };
+                    match read {
                         Ok(read) => {
                             let n = read.records.len();
                             total += n;
                             remaining = remaining.saturating_sub(n);
+                            let base = if req.isolation_level == READ_COMMITTED {
+                                base.with_aborted_transactions(Some(
+                                    read.aborted_transactions
+                                        .iter()
+                                        .map(|a| {
+                                            AbortedTransaction::default()
+                                                .with_producer_id(ProducerId(a.producer_id))
+                                                .with_first_offset(a.first_offset)
+                                        })
+                                        .collect(),
+                                ))
+                            } else {
+                                base
+                            };
                             base.with_high_watermark(read.high_watermark)
-                                .with_last_stable_offset(read.high_watermark)
+                                .with_last_stable_offset(read.last_stable_offset)
                                 .with_log_start_offset(if version >= 5 { read.log_start_offset } else { -1 })
                                 .with_records(Some(read.records))
                         }
@@ -116,7 +136,7 @@ fn read_once(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchRespons
                             }
                             failed(base, BrokerError::Log(e).code())
                                 .with_high_watermark(log.high_watermark())
-                                .with_last_stable_offset(log.high_watermark())
+                                .with_last_stable_offset(log.last_stable_offset())
                                 .with_log_start_offset(if version >= 5 { log.log_start_offset() } else { -1 })
                         }
                     }

@@ -48,8 +48,10 @@ pub async fn list_offsets(ctx: Arc<RequestContext>, req: ListOffsetsRequest) -> 
                 continue;
             };
             let log = Arc::clone(log);
+            // isolation_level exists from v2 (1 = read_committed).
+            let read_committed = version >= 2 && req.isolation_level == 1;
             let found = storage_task::try_run("list_offsets", move || {
-                Ok::<_, BrokerError>(log.fetch_offset_by_timestamp(spec)?)
+                Ok::<_, BrokerError>(log.fetch_offset_by_timestamp(spec, read_committed)?)
             })
             .await;
             partitions.push(match found {

@@ -155,7 +155,7 @@ pub(super) fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
         });
         match parsed {
             Some((base, "log")) => logs.push(base),
-            Some((base, "index" | "timeindex")) => indexes.push((base, name)),
+            Some((base, "index" | "timeindex" | "txnindex")) => indexes.push((base, name)),
             _ => {
                 tracing::warn!(dir = %dir.display(), file = ?name, "ignoring unexpected file in partition directory")
             }

@@ -7,6 +7,7 @@
 
 mod batch;
 mod config;
+mod control;
 mod flusher;
 mod index;
 mod log_dir;
@@ -17,6 +18,7 @@ mod recovery;
 mod segment;
 mod sparse_index;
 mod time_index;
+mod txn_index;
 mod validator;
 mod walker;
 
@@ -27,14 +29,17 @@ use std::sync::Arc;
 
 pub use batch::{validate_produce_batch, BatchHeaders, RecordBatchHeader, BATCH_HEADER_SIZE};
 pub use config::{LogConfig, TimestampType};
+pub use control::TxnMarker;
 pub use flusher::Flusher;
 pub use log_dir::{read_partition_metadata, sync_dir, write_partition_metadata, LogDirHealth};
 pub use offset_lookup::{FoundOffset, OffsetSpec};
 pub use partition_log::{AppendInfo, PartitionLog, ReadResult};
 pub use producer_state::{
-    BatchMetadata, ProducerSnapshot, ProducerStateEntry, ProducerStateTable, BATCHES_TO_RETAIN,
+    BatchMetadata, CompletedTxn, ProducerSnapshot, ProducerStateEntry, ProducerStateTable,
+    BATCHES_TO_RETAIN,
 };
 pub use segment::TimestampedBatch;
+pub use txn_index::AbortedTxn;
 pub use validator::validate_records;
 
 /// Errors of the log layer. Cloneable so that one failed group-commit fsync can be reported to
@@ -71,6 +76,9 @@ pub enum LogError {
     /// A batch from a producer epoch older than the partition has seen (INVALID_PRODUCER_EPOCH).
     #[error("{0}")]
     InvalidProducerEpoch(String),
+    /// A producer's write that does not fit its transaction's state (INVALID_TXN_STATE).
+    #[error("{0}")]
+    InvalidTxnState(String),
     /// The log directory was taken offline by an earlier I/O error (KAFKA_STORAGE_ERROR).
     #[error("log directory {0} is offline after an I/O error")]
     DirOffline(String),

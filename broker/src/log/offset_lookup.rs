@@ -10,8 +10,7 @@ use super::{LogError, PartitionLog};
 /// What ListOffsets asks for in one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetSpec {
-    /// The high watermark (without transactions the last stable offset is the same, so both
-    /// isolation levels get it).
+    /// The high watermark, or for read_committed the last stable offset.
     Latest,
     /// The log start offset (local and overall: nothing is tiered).
     Earliest,
@@ -42,8 +41,30 @@ enum Refined {
 }
 
 impl PartitionLog {
-    /// The offset ListOffsets answers with, or `None` where Kafka answers -1.
-    pub fn fetch_offset_by_timestamp(&self, spec: OffsetSpec) -> Result<Option<FoundOffset>, LogError> {
+    /// The offset ListOffsets answers with, or `None` where Kafka answers -1. A read_committed
+    /// caller sees nothing at or past the last stable offset (Kafka's `lastFetchableOffset`):
+    /// LATEST is the last stable offset, and a lookup landing beyond it finds nothing.
+    pub fn fetch_offset_by_timestamp(
+        &self,
+        spec: OffsetSpec,
+        read_committed: bool,
+    ) -> Result<Option<FoundOffset>, LogError> {
+        let last_fetchable = if read_committed {
+            self.last_stable_offset()
+        } else {
+            self.high_watermark()
+        };
+        if spec == OffsetSpec::Latest {
+            return Ok(Some(FoundOffset {
+                offset: last_fetchable,
+                timestamp: -1,
+            }));
+        }
+        let found = self.lookup(spec)?;
+        Ok(found.filter(|f| spec == OffsetSpec::Earliest || f.offset < last_fetchable))
+    }
+
+    fn lookup(&self, spec: OffsetSpec) -> Result<Option<FoundOffset>, LogError> {
         let position = |offset| {
             Some(FoundOffset {
                 offset,

@@ -8,8 +8,12 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use bytes::Bytes;
 
-use super::batch::{rewrite_header, validate_produce_batch, BATCH_HEADER_SIZE};
-use super::producer_state::{ProducerSnapshot, ProducerStateEntry, ProducerStateTable, SequenceCheck};
+use super::batch::{rewrite_header, validate_produce_batch, BatchHeaders, BATCH_HEADER_SIZE};
+use super::control::TxnMarker;
+use super::producer_state::{
+    CompletedTxn, ProducerSnapshot, ProducerStateEntry, ProducerStateTable, SequenceCheck,
+};
+use super::txn_index::AbortedTxn;
 use super::log_dir::{
     delete_segment_files, list_segments, read_log_start_checkpoint, sync_dir, take_segments_below,
     write_log_start_checkpoint, LogDirHealth,
@@ -40,7 +44,11 @@ pub struct ReadResult {
     /// Whole v2 batches, as stored.
     pub records: Bytes,
     pub high_watermark: i64,
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// For a read_committed read: the aborted transactions overlapping `records`, oldest
+    /// first, so the consumer can drop their records. Empty otherwise.
+    pub aborted_transactions: Vec<AbortedTxn>,
 }
 
 /// The high watermark with its place in the log, so readers can bound reads by position.
@@ -68,6 +76,9 @@ pub struct PartitionLog {
     hw_offset: AtomicI64,
     log_end_offset: AtomicI64,
     log_start_offset: AtomicI64,
+    /// The last stable offset: below it every transaction is decided (the high watermark when
+    /// none is open). read_committed consumers read up to it.
+    last_stable_offset: AtomicI64,
     /// Every offset below this is on stable storage.
     recovery_point: AtomicI64,
     deleted: AtomicBool,
@@ -174,6 +185,7 @@ impl PartitionLog {
             hw_offset: AtomicI64::new(log_end),
             log_end_offset: AtomicI64::new(log_end),
             log_start_offset: AtomicI64::new(log_start),
+            last_stable_offset: AtomicI64::new(log_end),
             recovery_point: AtomicI64::new(log_end),
             deleted: AtomicBool::new(false),
             data_syncs: AtomicU64::new(0),
@@ -218,16 +230,48 @@ impl PartitionLog {
             segments.range(first..).map(|(_, s)| Arc::clone(s)).collect()
         };
         for segment in segments {
-            segment.for_each_header_from(from, |h| {
+            // The aborted transactions from `from` on are written again as the markers are
+            // replayed: what a crash left of them cannot be trusted.
+            segment.truncate_txn_index_from(from)?;
+            segment.for_each_batch_from(from, |h, control| {
                 replayed += 1;
-                table.record(h);
+                match control.and_then(|bytes| TxnMarker::parse(h, bytes)) {
+                    Some(marker) => {
+                        let completed = table.record_marker(&marker, h.base_offset(), h.max_timestamp());
+                        completed.map_or(Ok(()), |c| index_if_aborted(&segment, &table, c))
+                    }
+                    None if h.is_control() => Ok(()),
+                    None => {
+                        table.record(h);
+                        Ok(())
+                    }
+                }
             })?;
         }
         if replayed > 0 || !table.is_empty() {
             tracing::debug!(dir = %self.dir.display(), from, batches = replayed, producers = table.len(), elapsed_ms = started.elapsed().as_millis() as u64, "producer state loaded");
         }
-        lock(&self.writer).producers = table;
+        let mut writer = lock(&self.writer);
+        writer.producers = table;
+        self.update_last_stable_offset(&writer);
         Ok(())
+    }
+
+    /// Recomputes the last stable offset after the open transactions or the high watermark
+    /// changed: the first open transaction's first offset, bounded by the high watermark and
+    /// never below the log start.
+    fn update_last_stable_offset(&self, writer: &Writer) {
+        let hw = self.high_watermark();
+        let lso = writer
+            .producers
+            .first_unstable_offset()
+            .map_or(hw, |first| first.min(hw))
+            .max(self.log_start_offset());
+        self.last_stable_offset.store(lso, Ordering::Release);
+    }
+
+    pub fn last_stable_offset(&self) -> i64 {
+        self.last_stable_offset.load(Ordering::Acquire)
     }
 
     pub fn dir(&self) -> &Path {
@@ -332,12 +376,52 @@ impl PartitionLog {
                 duplicate: true,
             });
         }
-        let last_offset = base_offset + i64::from(header.last_offset_delta());
-        let rolled = self.should_roll(&writer.active, batch.len() as u64, last_offset, now_ms, &config);
-        if rolled {
-            self.on_io_error("segment roll", self.roll(&mut writer, base_offset))?;
-        }
         let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
+        let (info, stored) = self.write_batch(&mut writer, batch, header, append_time, now_ms, &config)?;
+        if header.producer_id() >= 0 {
+            writer.producers.record(&RecordBatchHeader::parse(&stored)?);
+        }
+        self.update_last_stable_offset(&writer);
+        Ok(info)
+    }
+
+    /// Writes a transaction marker (the coordinator's COMMIT or ABORT control batch) at the log
+    /// end: the producer's transaction here ends, the last stable offset moves on, and an
+    /// aborted transaction that wrote here goes into the segment's aborted-transaction index.
+    pub fn append_marker(&self, marker: &TxnMarker, now_ms: i64) -> Result<AppendInfo, LogError> {
+        let batch = marker.batch(now_ms);
+        let header = RecordBatchHeader::parse(&batch)?;
+        let config = self.config();
+        let mut writer = lock(&self.writer);
+        self.check_open()?;
+        writer.producers.check_marker(marker)?;
+        let (info, _) = self.write_batch(&mut writer, &batch, &header, None, now_ms, &config)?;
+        let completed = writer.producers.record_marker(marker, info.base_offset, now_ms);
+        if let Some(c) = completed {
+            let indexed = index_if_aborted(&writer.active, &writer.producers, c);
+            self.on_io_error("transaction index append", indexed)?;
+        }
+        self.update_last_stable_offset(&writer);
+        Ok(info)
+    }
+
+    /// Writes one batch at the log end (rolling first if it is due) and moves the log end and
+    /// the high watermark past it. Returns where it went and its stored header.
+    fn write_batch(
+        &self,
+        writer: &mut Writer,
+        batch: &[u8],
+        header: &RecordBatchHeader,
+        append_time: Option<i64>,
+        now_ms: i64,
+        config: &LogConfig,
+    ) -> Result<(AppendInfo, [u8; BATCH_HEADER_SIZE]), LogError> {
+        let base_offset = self.log_end_offset.load(Ordering::Acquire);
+        let last_offset = base_offset + i64::from(header.last_offset_delta());
+        let rolled = self.should_roll(&writer.active, batch.len() as u64, last_offset, now_ms, config);
+        if rolled {
+            self.on_io_error("segment roll", self.roll(writer, base_offset))?;
+        }
         let stored = rewrite_header(batch, base_offset, config.leader_epoch, append_time);
         let info = BatchInfo {
             last_offset,
@@ -361,17 +445,15 @@ impl PartitionLog {
             position: active.size(),
         };
         self.hw_offset.store(last_offset + 1, Ordering::Release);
-        if header.producer_id() >= 0 {
-            writer.producers.record(&RecordBatchHeader::parse(&stored)?);
-        }
-        Ok(AppendInfo {
+        let info = AppendInfo {
             base_offset,
             last_offset,
             log_append_time: append_time.unwrap_or(-1),
             log_start_offset: self.log_start_offset(),
             rolled,
             duplicate: false,
-        })
+        };
+        Ok((info, stored))
     }
 
     fn should_roll(
@@ -507,7 +589,9 @@ impl PartitionLog {
         let result = |records| ReadResult {
             records,
             high_watermark: hw.offset,
+            last_stable_offset: self.last_stable_offset(),
             log_start_offset: log_start,
+            aborted_transactions: Vec::new(),
         };
         if fetch_offset >= hw.offset {
             return Ok(result(Bytes::new()));
@@ -524,6 +608,42 @@ impl PartitionLog {
             }
         }
         Ok(result(Bytes::new()))
+    }
+
+    /// `read` for a read_committed consumer: nothing at or past the last stable offset, and the
+    /// aborted transactions overlapping the batches returned (Kafka's
+    /// `collectAbortedTransactions`, from the segments' `.txnindex`).
+    pub fn read_committed(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, LogError> {
+        let lso = self.last_stable_offset();
+        let mut result = self.read(fetch_offset, max_bytes, min_one_batch)?;
+        result.last_stable_offset = lso;
+        // The last stable offset is the first offset of a batch (an open transaction's first)
+        // or the high watermark, so whole batches below it are exactly what may be returned.
+        let mut end = fetch_offset;
+        let mut keep = 0;
+        for (pos, h) in BatchHeaders::new(&result.records) {
+            if h.base_offset() >= lso {
+                break;
+            }
+            keep = pos + h.size();
+            end = h.last_offset() + 1;
+        }
+        result.records.truncate(keep);
+        if keep > 0 {
+            let mut next = self.floor_segment(fetch_offset);
+            while let Some(segment) = next {
+                if segment.collect_aborted_txns(fetch_offset, end, &mut result.aborted_transactions) {
+                    break;
+                }
+                next = self.next_segment(&segment);
+            }
+        }
+        Ok(result)
     }
 
     /// The first batch below the high watermark, holding records at or after both the log start
@@ -603,6 +723,8 @@ impl PartitionLog {
             }
             self.on_io_error("fsync", segment.file().sync_data().map_err(LogError::from))?;
             self.data_syncs.fetch_add(1, Ordering::Relaxed);
+            let index_synced = segment.flush_txn_index().map_err(LogError::from);
+            self.on_io_error("transaction index fsync", index_synced)?;
         }
         self.recovery_point.fetch_max(log_end, Ordering::AcqRel);
         Ok(())
@@ -613,7 +735,7 @@ impl PartitionLog {
     /// durable before it takes effect. `offset` above the high watermark is out of range; one
     /// below the current start changes nothing. Returns the log start offset afterwards.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
-        let _writer = lock(&self.writer);
+        let writer = lock(&self.writer);
         self.check_open()?;
         let hw = self.high_watermark();
         let current = self.log_start_offset();
@@ -629,6 +751,7 @@ impl PartitionLog {
         }
         write_log_start_checkpoint(&self.dir, offset)?;
         self.log_start_offset.store(offset, Ordering::Release);
+        self.update_last_stable_offset(&writer);
         // Out of the map first (readers stop finding them), then unlinked without the lock.
         let doomed = take_segments_below(&mut write(&self.segments), offset);
         delete_segment_files(&self.dir, &doomed)?;
@@ -672,6 +795,7 @@ impl PartitionLog {
             &self.log_start_offset,
             &self.log_end_offset,
             &self.hw_offset,
+            &self.last_stable_offset,
             &self.recovery_point,
         ] {
             a.store(start_offset, Ordering::Release);
@@ -707,6 +831,21 @@ impl PartitionLog {
     fn segment_bases(&self) -> Vec<i64> {
         read(&self.segments).keys().copied().collect()
     }
+}
+
+/// Indexes a transaction that a marker in `segment` aborted, with the last stable offset once it
+/// ended (the next open transaction's first offset, or just past the marker).
+fn index_if_aborted(segment: &LogSegment, table: &ProducerStateTable, txn: CompletedTxn) -> Result<(), LogError> {
+    if txn.commit {
+        return Ok(());
+    }
+    segment.append_aborted_txn(AbortedTxn {
+        producer_id: txn.producer_id,
+        first_offset: txn.first_offset,
+        last_offset: txn.last_offset,
+        last_stable_offset: table.first_unstable_offset().unwrap_or(txn.last_offset + 1),
+    })?;
+    Ok(())
 }
 
 impl std::fmt::Debug for PartitionLog {

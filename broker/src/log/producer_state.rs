@@ -8,9 +8,10 @@
 //! lock, so a check and the append it allows are one step. It is rebuilt at open from a
 //! snapshot (see [`ProducerSnapshot`]) and the batch headers of the log after it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::batch::RecordBatchHeader;
+use super::control::TxnMarker;
 use super::LogError;
 
 /// Batches remembered per producer: Kafka's `NUM_BATCHES_TO_RETAIN`, which is also the most
@@ -121,10 +122,23 @@ pub enum SequenceCheck {
     Duplicate(BatchMetadata),
 }
 
-/// The idempotent producers of one partition.
+/// A transaction that a marker ended in this partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The marker's offset.
+    pub last_offset: i64,
+    pub commit: bool,
+}
+
+/// The idempotent and transactional producers of one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerStateEntry>,
+    /// Open transactions, by first offset → producer id: the smallest is the first unstable
+    /// offset, below which read_committed consumers may read.
+    ongoing: BTreeMap<i64, i64>,
 }
 
 impl ProducerStateTable {
@@ -182,7 +196,54 @@ impl ProducerStateTable {
                 "Out of order sequence number for producer {pid} at offset {offset}: {first_seq} (incoming seq. number), {last} (current end sequence number)"
             )));
         }
+        if !h.is_transactional() && entry.is_some_and(|e| e.current_txn_first_offset.is_some()) {
+            return Err(LogError::InvalidTxnState(format!(
+                "Expected transactional write from producer {pid} at offset {offset}"
+            )));
+        }
         Ok(SequenceCheck::Append)
+    }
+
+    /// Kafka's check of a transaction marker from the coordinator: its epoch may not be older
+    /// than the producer's.
+    pub fn check_marker(&self, marker: &TxnMarker) -> Result<(), LogError> {
+        match self.producers.get(&marker.producer_id) {
+            Some(e) if marker.producer_epoch < e.epoch => Err(LogError::InvalidProducerEpoch(format!(
+                "Transaction marker of producer {} has epoch {}, older than the current {}",
+                marker.producer_id, marker.producer_epoch, e.epoch
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a marker now in the log at `offset`: the producer's open transaction here (if it
+    /// wrote anything in it) is over. A marker of a newer epoch (a fenced or timed-out
+    /// producer) makes that epoch current.
+    pub fn record_marker(&mut self, marker: &TxnMarker, offset: i64, timestamp: i64) -> Option<CompletedTxn> {
+        let pid = marker.producer_id;
+        let entry = self
+            .producers
+            .entry(pid)
+            .or_insert_with(|| ProducerStateEntry::new(pid, marker.producer_epoch));
+        if marker.producer_epoch != entry.epoch {
+            entry.epoch = marker.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.coordinator_epoch = marker.coordinator_epoch;
+        entry.last_timestamp = timestamp;
+        let first_offset = entry.current_txn_first_offset.take()?;
+        self.ongoing.remove(&first_offset);
+        Some(CompletedTxn {
+            producer_id: pid,
+            first_offset,
+            last_offset: offset,
+            commit: marker.commit,
+        })
+    }
+
+    /// The first offset of the oldest open transaction, if any.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
     }
 
     /// Records a batch that is now in the log: `h` as stored (its base offset assigned, its
@@ -199,10 +260,15 @@ impl ProducerStateTable {
             offset_delta: h.last_offset_delta(),
             timestamp: h.max_timestamp(),
         };
-        self.producers
+        let entry = self
+            .producers
             .entry(pid)
-            .or_insert_with(|| ProducerStateEntry::new(pid, h.producer_epoch()))
-            .add_batch(h.producer_epoch(), batch);
+            .or_insert_with(|| ProducerStateEntry::new(pid, h.producer_epoch()));
+        entry.add_batch(h.producer_epoch(), batch);
+        if h.is_transactional() && entry.current_txn_first_offset.is_none() {
+            entry.current_txn_first_offset = Some(h.base_offset());
+            self.ongoing.insert(h.base_offset(), pid);
+        }
     }
 
     /// Drops producers idle for `max_idle_ms` (from their last batch's timestamp) with no open
@@ -218,6 +284,7 @@ impl ProducerStateTable {
     /// Forgets every producer (the log was emptied).
     pub fn clear(&mut self) {
         self.producers.clear();
+        self.ongoing.clear();
     }
 
     pub fn snapshot(&self, offset: i64) -> ProducerSnapshot {
@@ -294,6 +361,9 @@ impl ProducerSnapshot {
                     offset_delta: i32::from_be_bytes(r.take()?),
                     timestamp: i64::from_be_bytes(r.take()?),
                 });
+            }
+            if let Some(first) = e.current_txn_first_offset {
+                table.ongoing.insert(first, producer_id);
             }
             table.producers.insert(producer_id, e);
         }

@@ -7,13 +7,14 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
 use super::batch::{BatchHeaders, BATCH_HEADER_SIZE};
 use super::index::OffsetIndex;
 use super::time_index::TimeIndex;
+use super::txn_index::{AbortedTxn, TransactionIndex};
 use super::walker::HeaderWalker;
 use super::{LogError, RecordBatchHeader};
 
@@ -99,11 +100,18 @@ pub(crate) struct LogSegment {
     /// Bytes of whole batches written; readers never look past it.
     size: AtomicU64,
     state: RwLock<SegmentState>,
+    /// The transactions aborted by markers in this segment (`.txnindex`).
+    txn_index: Mutex<TransactionIndex>,
 }
 
 impl LogSegment {
     /// A new empty segment; existing files of the same name are truncated.
     pub(crate) fn create(dir: &Path, base_offset: i64) -> io::Result<Self> {
+        // A new segment has aborted nothing yet, whatever an earlier life left in its place.
+        match std::fs::remove_file(segment_file(dir, base_offset, "txnindex")) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -132,6 +140,7 @@ impl LogSegment {
             file: Arc::new(file),
             size: AtomicU64::new(size),
             state: RwLock::new(state),
+            txn_index: Mutex::new(TransactionIndex::open(segment_file(dir, base_offset, "txnindex"))?),
         })
     }
 
@@ -159,6 +168,32 @@ impl LogSegment {
     /// The data file, for fsyncs that must not hold any lock.
     pub(crate) fn file(&self) -> Arc<File> {
         Arc::clone(&self.file)
+    }
+
+    fn txn_index(&self) -> MutexGuard<'_, TransactionIndex> {
+        self.txn_index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a transaction aborted by a marker in this segment.
+    pub(crate) fn append_aborted_txn(&self, txn: AbortedTxn) -> io::Result<()> {
+        self.txn_index().append(txn)
+    }
+
+    /// Adds the aborted transactions of this segment overlapping `[start, upper_bound)` to
+    /// `out`; true when no later segment can hold one (Kafka's `collectAbortedTxns`).
+    pub(crate) fn collect_aborted_txns(&self, start: i64, upper_bound: i64, out: &mut Vec<AbortedTxn>) -> bool {
+        self.txn_index().collect(start, upper_bound, out)
+    }
+
+    /// Forgets the aborted transactions whose markers are at or after `offset`: the replay at
+    /// open writes them again from the log.
+    pub(crate) fn truncate_txn_index_from(&self, offset: i64) -> io::Result<()> {
+        self.txn_index().truncate_from(offset)
+    }
+
+    /// Makes the aborted-transaction entries written so far durable.
+    pub(crate) fn flush_txn_index(&self) -> io::Result<()> {
+        self.txn_index().flush()
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, SegmentState> {
@@ -256,17 +291,26 @@ impl LogSegment {
     }
 
     /// Calls `visit` with the header of every batch holding offsets at or after `offset`, in
-    /// log order (the producer-state replay at open).
-    pub(crate) fn for_each_header_from(
+    /// log order, and for control batches (small) their bytes as well: the producer-state
+    /// replay at open.
+    pub(crate) fn for_each_batch_from(
         &self,
         offset: i64,
-        mut visit: impl FnMut(&RecordBatchHeader),
+        mut visit: impl FnMut(&RecordBatchHeader, Option<&[u8]>) -> Result<(), LogError>,
     ) -> Result<(), LogError> {
         let start = u64::from(self.read_state().offset_index.lookup(offset).1);
         let mut walker = HeaderWalker::new(&self.file, start, self.size());
-        while let Some((_, header)) = walker.next_batch()? {
-            if header.last_offset() >= offset {
-                visit(&header);
+        let mut control = Vec::new();
+        while let Some((pos, header)) = walker.next_batch()? {
+            if header.last_offset() < offset {
+                continue;
+            }
+            if header.is_control() {
+                control.resize(header.size(), 0);
+                self.file.read_exact_at(&mut control, pos)?;
+                visit(&header, Some(&control))?;
+            } else {
+                visit(&header, None)?;
             }
         }
         Ok(())
@@ -308,6 +352,7 @@ impl LogSegment {
     pub(crate) fn flush(&self) -> io::Result<()> {
         self.seal();
         self.file.sync_data()?;
+        self.flush_txn_index()?;
         let mut st = self.write_state();
         st.offset_index.persist()?;
         st.time_index.persist()
@@ -318,7 +363,7 @@ impl LogSegment {
     }
 
     pub(crate) fn delete_files(&self) -> io::Result<()> {
-        for ext in ["log", "index", "timeindex"] {
+        for ext in ["log", "index", "timeindex", "txnindex"] {
             match std::fs::remove_file(segment_file(&self.dir, self.base_offset, ext)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
