@@ -16,6 +16,7 @@ use crate::log::Flusher;
 use crate::log_manager::LogManager;
 use crate::meta::{identity, ConfigEntity, MetaStore};
 use crate::producer_ids::ProducerIdManager;
+use crate::txn::{TransactionCoordinator, TxnSettings};
 
 pub struct Broker {
     /// The settings the broker started with.
@@ -29,6 +30,8 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     /// Ids for idempotent producers.
     pub producer_ids: ProducerIdManager,
+    /// The transaction coordinator.
+    pub txn: TransactionCoordinator,
     /// Group commit of acks=-1 produces.
     pub flusher: Flusher,
     /// Woken after every append, so long-polling fetches wait on data rather than on a timer.
@@ -43,6 +46,8 @@ pub struct Broker {
 pub enum StartError {
     #[error("data directory {0}: {1}")]
     DataDir(String, std::io::Error),
+    #[error("cannot load the transaction state: {0}")]
+    Transactions(crate::txn::TxnError),
     #[error("{0}")]
     Identity(String),
     #[error(transparent)]
@@ -88,6 +93,8 @@ impl Broker {
                 _ => None,
             })
             .collect();
+        let (txn, unfinished) = TransactionCoordinator::open(&meta, txn_settings(&config))
+            .map_err(StartError::Transactions)?;
         let groups = GroupCoordinator::open(
             meta.clone(),
             group_config(&config),
@@ -101,6 +108,7 @@ impl Broker {
             logs,
             groups,
             producer_ids: ProducerIdManager::default(),
+            txn,
             meta,
             flusher: Flusher::spawn(shutdown.clone()),
             appended: Notify::new(),
@@ -108,8 +116,27 @@ impl Broker {
             connection_limit,
             config,
         });
-        tokio::spawn(expire_producers(Arc::downgrade(&broker), shutdown));
+        tokio::spawn(expire_producers(Arc::downgrade(&broker), shutdown.clone()));
+        tokio::spawn(transaction_timers(Arc::downgrade(&broker), shutdown));
+        // Transactions a crash left between their Prepare state and their markers.
+        broker.complete_transactions(unfinished);
         Ok(broker)
+    }
+
+    /// Writes the markers of transactions in a Prepare state and completes them, on a storage
+    /// thread, then wakes the fetches waiting for the last stable offset to move.
+    pub fn complete_transactions(self: &Arc<Self>, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        let broker = Arc::clone(self);
+        drop(crate::storage_task::run("txn_markers", move || {
+            for id in ids {
+                // A failure leaves the Prepare state, which the timer completes later.
+                let _ = broker.txn.complete(&broker.meta, &broker.logs, &id);
+            }
+            broker.appended.notify_waiters();
+        }));
     }
 
     /// Changes the dynamic broker settings of one level: the alteration applied to the current
@@ -220,6 +247,66 @@ async fn expire_producers(broker: std::sync::Weak<Broker>, shutdown: Cancellatio
         if expired > 0 {
             tracing::info!(expired, "expired idle producer state");
         }
+    }
+}
+
+fn txn_settings(config: &Config) -> TxnSettings {
+    let int = |key: &str| config.value(key).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(1);
+    TxnSettings {
+        max_timeout_ms: int("transaction.max.timeout.ms").clamp(1, i64::from(i32::MAX)) as i32,
+        id_expiration_ms: int("transactional.id.expiration.ms"),
+    }
+}
+
+/// Aborts transactions open longer than their timeout (and completes Prepare states a failed
+/// marker write left), every `transaction.abort.timed.out.transaction.cleanup.interval.ms`;
+/// forgets idle transactional ids every
+/// `transaction.remove.expired.transaction.cleanup.interval.ms`.
+async fn transaction_timers(broker: std::sync::Weak<Broker>, shutdown: CancellationToken) {
+    let Some((abort_every, expire_every)) = broker.upgrade().map(|b| {
+        let int = |key: &str| {
+            b.config
+                .value(key)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(1)
+                .max(1)
+        };
+        (
+            int("transaction.abort.timed.out.transaction.cleanup.interval.ms"),
+            int("transaction.remove.expired.transaction.cleanup.interval.ms"),
+        )
+    }) else {
+        return;
+    };
+    let mut aborts = tokio::time::interval(std::time::Duration::from_millis(abort_every));
+    let mut expiries = tokio::time::interval(std::time::Duration::from_millis(expire_every));
+    for ticks in [&mut aborts, &mut expiries] {
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+    }
+    loop {
+        let expire = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = aborts.tick() => false,
+            _ = expiries.tick() => true,
+        };
+        let Some(b) = broker.upgrade() else { return };
+        let task = Arc::clone(&b);
+        let due = crate::storage_task::run("txn_timers", move || {
+            let now = crate::clock::now_ms();
+            if expire {
+                let removed = task.txn.expire_ids(&task.meta, now);
+                if removed > 0 {
+                    tracing::info!(removed, "expired idle transactional ids");
+                }
+                Vec::new()
+            } else {
+                task.txn.abort_timed_out(&task.meta, now)
+            }
+        })
+        .await
+        .unwrap_or_default();
+        b.complete_transactions(due);
     }
 }
 

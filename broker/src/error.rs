@@ -7,6 +7,7 @@ use crate::group::GroupError;
 use crate::log::LogError;
 use crate::meta::MetaError;
 use crate::storage_task::TaskFailed;
+use crate::txn::TxnError;
 
 impl From<crate::group::SetGroupConfigError> for BrokerError {
     fn from(e: crate::group::SetGroupConfigError) -> BrokerError {
@@ -59,15 +60,23 @@ pub enum BrokerError {
     UnsupportedVersion(String),
     #[error("{0}")]
     PolicyViolation(String),
-    /// A transactional request that does not fit the transaction's state.
+    /// A transactional batch outside its transaction, as Produce v11+ reports it.
     #[error("{0}")]
-    InvalidTxnState(String),
+    TransactionAbortable(String),
+    /// Kafka's retriable answer to older Produce versions while a transaction is ending.
+    #[error("{0}")]
+    NotEnoughReplicas(String),
     #[error("{0}")]
     CoordinatorNotAvailable(String),
     #[error(transparent)]
     Group(#[from] GroupError),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error(transparent)]
+    Txn(#[from] TxnError),
+    /// A transactional produce without a transactional id in the request.
+    #[error("{0}")]
+    TransactionalIdAuthorizationFailed(String),
     #[error(transparent)]
     Meta(#[from] MetaError),
     /// A storage task panicked: a broker bug, answered as Kafka answers one it did not expect.
@@ -94,7 +103,8 @@ impl BrokerError {
             BrokerError::InvalidRecords(_) => E::InvalidRecord,
             BrokerError::UnsupportedVersion(_) => E::UnsupportedVersion,
             BrokerError::PolicyViolation(_) => E::PolicyViolation,
-            BrokerError::InvalidTxnState(_) => E::InvalidTxnState,
+            BrokerError::TransactionAbortable(_) => E::TransactionAbortable,
+            BrokerError::NotEnoughReplicas(_) => E::NotEnoughReplicas,
             BrokerError::CoordinatorNotAvailable(_) => E::CoordinatorNotAvailable,
             BrokerError::Log(e) => match e {
                 LogError::CorruptRecord(_) => E::CorruptMessage,
@@ -110,6 +120,19 @@ impl BrokerError {
                 _ => E::KafkaStorageError,
             },
             BrokerError::Meta(_) => E::KafkaStorageError,
+            BrokerError::TransactionalIdAuthorizationFailed(_) => E::TransactionalIdAuthorizationFailed,
+            BrokerError::Txn(e) => match e {
+                TxnError::InvalidRequest(_) => E::InvalidRequest,
+                TxnError::InvalidTransactionTimeout => E::InvalidTransactionTimeout,
+                TxnError::ConcurrentTransactions => E::ConcurrentTransactions,
+                TxnError::ProducerFenced => E::ProducerFenced,
+                TxnError::InvalidProducerEpoch => E::InvalidProducerEpoch,
+                TxnError::InvalidProducerIdMapping => E::InvalidProducerIdMapping,
+                TxnError::InvalidTxnState(_) => E::InvalidTxnState,
+                TxnError::NotInTransaction(_) => E::InvalidTxnState,
+                TxnError::TransactionalIdNotFound => E::TransactionalIdNotFound,
+                TxnError::Storage(_) | TxnError::Marker(_) => E::CoordinatorNotAvailable,
+            },
             BrokerError::TaskFailed(_) => E::UnknownServerError,
             BrokerError::Group(e) => match e {
                 GroupError::UnknownMemberId => E::UnknownMemberId,

@@ -13,6 +13,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "log_manager",
             "group",
             "producer_ids",
+            "txn",
             "connection_limit",
             "error",
         ],

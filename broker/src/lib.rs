@@ -2,7 +2,7 @@
 //!
 //! A strict stack of layers, each naming only its own and those below (checked by `layers.rs`):
 //! `server` (listeners, framing, the API table) -> `api` (decode, call a service, encode) ->
-//! services (`broker`, `log_manager`, `group`, `producer_ids`) -> storage (`log` knows segments and nothing of
+//! services (`broker`, `log_manager`, `group`, `producer_ids`, `txn`) -> storage (`log` knows segments and nothing of
 //! the protocol; `meta` owns RocksDB) -> `config`, `clock`, `metrics`.
 
 pub mod alloc;
@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod producer_ids;
 pub mod server;
 pub mod storage_task;
+pub mod txn;
 
 #[cfg(test)]
 mod layers;

@@ -18,7 +18,8 @@ use crate::config::DynamicBrokerConfig;
 use crate::error::BrokerError;
 use crate::log::{
     read_partition_metadata, sync_dir, validate_produce_batch, validate_records, write_partition_metadata,
-    AppendInfo, LogConfig, LogDirHealth, LogError, PartitionLog, ProducerSnapshot, TimestampType,
+    AppendInfo, LogConfig, LogDirHealth, LogError, PartitionLog, ProducerSnapshot, RecordBatchHeader,
+    TimestampType,
 };
 use crate::meta::{MetaStore, TopicRecord};
 
@@ -453,12 +454,16 @@ impl LogManager {
 
     /// Appends one produced batch to a partition (Kafka's ReplicaManager.appendRecords on one
     /// node), applying the topic's rules first. Blocking: it writes the segment file.
+    /// Appends a produced batch. `check_transaction` decides whether a transactional batch
+    /// belongs to an ongoing transaction of its producer (the transaction coordinator's rule);
+    /// it runs under the partition's writer lock.
     pub fn append_records(
         &self,
         topic: &Topic,
         partition: i32,
         records: Option<&Bytes>,
         now_ms: i64,
+        check_transaction: &dyn Fn(&RecordBatchHeader, &str, i32) -> Result<(), BrokerError>,
     ) -> Result<(Arc<PartitionLog>, AppendInfo), BrokerError> {
         let log = topic
             .partition(partition)
@@ -482,16 +487,9 @@ impl LogManager {
             // The validator does not decompress: a compressed batch's keys are checked here.
             require_keys(&topic.name, partition, records)?;
         }
-        if header.is_transactional() {
-            // No transaction coordinator yet, so no partition is ever part of a transaction:
-            // Kafka's answer for a transactional batch to a partition not added to one.
-            return Err(BrokerError::InvalidTxnState(format!(
-                "The producer {} attempted to produce a transactional record to {}-{partition}, which is not part of an ongoing transaction",
-                header.producer_id(),
-                topic.name
-            )));
-        }
-        let info = log.append_validated(records, &header, now_ms)?;
+        let info = log.append_checked(records, &header, now_ms, |h| {
+            check_transaction(h, &topic.name, partition)
+        })?;
         if info.rolled {
             // The sealed segment's fsync (up to a whole segment) does not hold up this produce
             // or the partition's writer: it runs as a storage task of its own. The producer
@@ -858,7 +856,7 @@ mod tests {
     fn append_one(m: &LogManager, topic: &str) {
         let t = m.topic(topic).unwrap();
         let batch = bytes::Bytes::from(crate::log::testutil::batch(1));
-        m.append_records(&t, 0, Some(&batch), crate::clock::now_ms())
+        m.append_records(&t, 0, Some(&batch), crate::clock::now_ms(), &|_, _, _| Ok(()))
             .unwrap();
     }
 
@@ -970,7 +968,7 @@ mod tests {
                     // Partition p holds p + 1 records, so the order is visible after reopening.
                     for _ in 0..=p {
                         let batch = bytes::Bytes::from(crate::log::testutil::batch(1));
-                        m.append_records(&t, p, Some(&batch), crate::clock::now_ms())
+                        m.append_records(&t, p, Some(&batch), crate::clock::now_ms(), &|_, _, _| Ok(()))
                             .unwrap();
                     }
                 }

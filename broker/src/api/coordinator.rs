@@ -1,7 +1,4 @@
-//! FindCoordinator: this single node coordinates every consumer group.
-//!
-//! Transactional ids get COORDINATOR_NOT_AVAILABLE until the transaction coordinator exists
-//! (InitProducerId is not advertised either, so clients do not start transactions here).
+//! FindCoordinator: this single node coordinates every consumer group and transactional id.
 
 use std::sync::Arc;
 
@@ -14,6 +11,7 @@ use super::str_bytes;
 use super::{Reply, RequestContext};
 
 const GROUP: i8 = 0;
+const TRANSACTION: i8 = 1;
 
 /// The answer for one key: Ok(()) means "this node", else the error and its message.
 fn coordinate(key_type: i8, key: &str) -> Result<(), (ResponseError, String)> {
@@ -23,10 +21,11 @@ fn coordinate(key_type: i8, key: &str) -> Result<(), (ResponseError, String)> {
             "The group id must not be empty".into(),
         )),
         GROUP => Ok(()),
-        1 => Err((
-            ResponseError::CoordinatorNotAvailable,
-            "Keel does not coordinate transactions yet".into(),
+        TRANSACTION if key.is_empty() => Err((
+            ResponseError::InvalidRequest,
+            "The transactional id must not be empty".into(),
         )),
+        TRANSACTION => Ok(()),
         other => Err((
             ResponseError::InvalidRequest,
             format!("Unsupported key type {other}"),

@@ -13,6 +13,7 @@ pub mod produce;
 pub mod producers;
 mod request;
 pub mod topics;
+pub mod transactions;
 
 pub use request::{BoxFuture, Endpoint, Reply, RequestContext};
 

@@ -13,9 +13,10 @@ use kafka_protocol::messages::*;
 use super::{str_bytes, Reply, RequestContext};
 use crate::broker::Broker;
 use crate::error::BrokerError;
-use crate::log::{AppendInfo, LogError, PartitionLog};
+use crate::log::{AppendInfo, LogError, PartitionLog, RecordBatchHeader};
 use crate::log_manager::{Topic, UnknownTopic};
 use crate::storage_task;
+use crate::txn::TxnError;
 
 /// One partition's outcome, kept until the response is built (after the fsync for acks=-1).
 struct Appended {
@@ -56,16 +57,36 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
         }
         topics.push((data.name, data.topic_id));
     }
-    let mut results = if !(-1..=1).contains(&acks) {
+    // Kafka refuses the whole request when a transactional batch comes without a transactional
+    // id (it cannot be authorized).
+    let transactional_id = req.transactional_id.map(|t| t.0.to_string());
+    let untagged_transactional = transactional_id.is_none()
+        && batches.iter().any(|b| {
+            b.records
+                .as_ref()
+                .and_then(|r| RecordBatchHeader::parse(r).ok())
+                .is_some_and(|h| h.is_transactional())
+        });
+    let refuse_all = if !(-1..=1).contains(&acks) {
+        Some(|| BrokerError::InvalidRequiredAcks(format!("acks must be -1, 0 or 1, not {acks}")))
+            .map(|f| Box::new(f) as Box<dyn Fn() -> BrokerError + Send>)
+    } else if untagged_transactional {
+        Some(Box::new(|| {
+            BrokerError::TransactionalIdAuthorizationFailed(
+                "A transactional batch needs the request's transactional id".into(),
+            )
+        }) as Box<dyn Fn() -> BrokerError + Send>)
+    } else {
+        None
+    };
+    let mut results = if let Some(refusal) = refuse_all {
         batches
             .iter()
             .map(|b| Appended {
                 topic: b.topic,
                 index: b.index,
                 bytes: 0,
-                outcome: Err(BrokerError::InvalidRequiredAcks(format!(
-                    "acks must be -1, 0 or 1, not {acks}"
-                ))),
+                outcome: Err(refusal()),
             })
             .collect()
     } else {
@@ -73,7 +94,8 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
         // before reading its next request, so pipelined produces land in the order sent.
         let logs = broker.clone();
         let partitions: Vec<(usize, i32)> = batches.iter().map(|b| (b.topic, b.index)).collect();
-        match storage_task::run("produce", move || append_all(&logs, &resolved, batches)).await {
+        let task = move || append_all(&logs, &resolved, batches, transactional_id.as_deref(), version);
+        match storage_task::run("produce", task).await {
             Ok(results) => results,
             Err(failed) => partitions
                 .into_iter()
@@ -125,16 +147,37 @@ fn append_all(
     broker: &Broker,
     topics: &[Result<Arc<Topic>, UnknownTopic>],
     batches: Vec<Batch>,
+    transactional_id: Option<&str>,
+    version: i16,
 ) -> Vec<Appended> {
     let now = crate::clock::now_ms();
+    // A transactional batch must belong to its producer's ongoing transaction, which must hold
+    // the partition; the coordinator's answer is translated per Produce version as Kafka does.
+    let check_transaction = |h: &RecordBatchHeader, topic: &str, partition: i32| {
+        let id = transactional_id.unwrap_or_default();
+        broker
+            .txn
+            .verify_produce(id, h.producer_id(), h.producer_epoch(), topic, partition)
+            .map_err(|e| match e {
+                TxnError::NotInTransaction(m) if version >= 11 => BrokerError::TransactionAbortable(m),
+                TxnError::ConcurrentTransactions if version <= 11 => BrokerError::NotEnoughReplicas(
+                    "The transaction is completing; retry".into(),
+                ),
+                other => BrokerError::Txn(other),
+            })
+    };
     batches
         .into_iter()
         .map(|b| {
             let outcome = match &topics[b.topic] {
                 Err(unknown) => Err(BrokerError::from(*unknown)),
-                Ok(topic) => broker
-                    .logs
-                    .append_records(topic, b.index, b.records.as_ref(), now),
+                Ok(topic) => broker.logs.append_records(
+                    topic,
+                    b.index,
+                    b.records.as_ref(),
+                    now,
+                    &check_transaction,
+                ),
             };
             match &outcome {
                 Err(e) => tracing::debug!(partition = b.index, error = %e, "produce refused"),

@@ -1,4 +1,5 @@
-//! InitProducerId (a producer id and epoch for an idempotent producer) and DescribeProducers.
+//! InitProducerId (a producer id and epoch for an idempotent or transactional producer) and
+//! DescribeProducers.
 
 use std::sync::Arc;
 
@@ -7,26 +8,46 @@ use kafka_protocol::messages::describe_producers_response::{
 };
 use kafka_protocol::messages::*;
 
+use kafka_protocol::error::ResponseError;
+
 use super::{Reply, RequestContext};
 use crate::error::BrokerError;
 use crate::storage_task;
+use crate::txn::{InitOutcome, TxnError};
 
 pub async fn init_producer_id(
     ctx: Arc<RequestContext>,
     req: InitProducerIdRequest,
 ) -> Reply<InitProducerIdResponse> {
-    let outcome = match req.transactional_id.as_ref().map(|t| t.as_str()) {
-        Some("") => Err(BrokerError::InvalidRequest(
+    let version = ctx.api_version;
+    let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
+    let outcome = match req.transactional_id.as_ref().map(|t| t.to_string()) {
+        Some(id) if id.is_empty() => Err(BrokerError::InvalidRequest(
             "The transactional id must not be empty".into(),
         )),
-        // FindCoordinator answers COORDINATOR_NOT_AVAILABLE for transactional ids too, so a
-        // client gets here only by skipping it.
-        Some(_) => Err(BrokerError::CoordinatorNotAvailable(
-            "Keel does not coordinate transactions yet".into(),
-        )),
+        Some(id) => {
+            let broker = ctx.broker.clone();
+            let timeout = req.transaction_timeout_ms;
+            let task_id = id.clone();
+            let outcome = storage_task::try_run("init_producer_id", move || {
+                let now = crate::clock::now_ms();
+                let ids = &broker.producer_ids;
+                Ok::<_, BrokerError>(broker.txn.init_producer_id(&broker.meta, ids, &task_id, timeout, (pid, epoch), now)?)
+            })
+            .await;
+            match outcome {
+                Ok(InitOutcome::Ready(pid, epoch)) => Ok((pid, epoch)),
+                Ok(InitOutcome::Fenced) => {
+                    // The open transaction of the previous producer is aborted now; the client
+                    // retries and then gets the epoch after the fence.
+                    ctx.broker.complete_transactions(vec![id]);
+                    Err(TxnError::ConcurrentTransactions.into())
+                }
+                Err(e) => Err(e),
+            }
+        }
         None => {
             let broker = ctx.broker.clone();
-            let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
             // A new id block is a synced RocksDB write.
             storage_task::try_run("init_producer_id", move || {
                 broker.producer_ids.init_idempotent(&broker.meta, pid, epoch)
@@ -42,11 +63,21 @@ pub async fn init_producer_id(
         Err(e) => {
             tracing::debug!(error = %e, "InitProducerId refused");
             response
-                .with_error_code(e.code())
+                .with_error_code(fenced_as_epoch(e.code(), version < 4))
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
         }
     })
+}
+
+/// PRODUCER_FENCED (90) is newer than some request versions; they get INVALID_PRODUCER_EPOCH
+/// (47) instead, as Kafka answers them.
+pub(crate) fn fenced_as_epoch(code: i16, old_version: bool) -> i16 {
+    if old_version && code == ResponseError::ProducerFenced.code() {
+        ResponseError::InvalidProducerEpoch.code()
+    } else {
+        code
+    }
 }
 
 /// DescribeProducers: the idempotent producers each partition knows, as Kafka lists them.

@@ -354,19 +354,34 @@ impl PartitionLog {
         header: &RecordBatchHeader,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        self.append_checked(batch, header, now_ms, |_| Ok(()))
+    }
+
+    /// `append_validated` with a check of a transactional batch against its transaction, run
+    /// under the writer lock after the duplicate check and before anything is written, so no
+    /// marker can come between the check and the append.
+    pub fn append_checked<E: From<LogError>>(
+        &self,
+        batch: &[u8],
+        header: &RecordBatchHeader,
+        now_ms: i64,
+        check_transaction: impl FnOnce(&RecordBatchHeader) -> Result<(), E>,
+    ) -> Result<AppendInfo, E> {
         let config = self.config();
         if batch.len() > config.max_message_bytes {
             return Err(LogError::MessageTooLarge {
                 size: batch.len(),
                 max: config.max_message_bytes,
-            });
+            }
+            .into());
         }
         let mut writer = lock(&self.writer);
         #[cfg(test)]
         std::thread::sleep(*lock(&self.slow_disk));
         self.check_open()?;
         let base_offset = self.log_end_offset.load(Ordering::Acquire);
-        if let SequenceCheck::Duplicate(original) = writer.producers.check(header, base_offset)? {
+        let check = writer.producers.check(header, base_offset)?;
+        if let SequenceCheck::Duplicate(original) = check {
             return Ok(AppendInfo {
                 base_offset: original.first_offset(),
                 last_offset: original.last_offset,
@@ -375,6 +390,9 @@ impl PartitionLog {
                 rolled: false,
                 duplicate: true,
             });
+        }
+        if header.is_transactional() {
+            check_transaction(header)?;
         }
         let append_time = (config.timestamp_type == TimestampType::LogAppendTime).then_some(now_ms);
         let (info, stored) = self.write_batch(&mut writer, batch, header, append_time, now_ms, &config)?;

@@ -7,6 +7,7 @@ mod groups;
 pub mod identity;
 mod producers;
 mod topics;
+mod transactions;
 
 use std::path::Path;
 
@@ -18,14 +19,23 @@ pub use groups::{
     TopicIdPartitions,
 };
 pub use topics::TopicRecord;
+pub use transactions::TransactionRecord;
 
-/// Column families, created on first open. Later capabilities (transactions) add theirs here.
+/// Column families, created on first open.
 const CF_TOPICS: &str = "topics";
 const CF_OFFSETS: &str = "offsets";
 const CF_GROUPS: &str = "groups";
 const CF_CONFIGS: &str = "configs";
 const CF_PRODUCERS: &str = "producers";
-const COLUMN_FAMILIES: &[&str] = &[CF_TOPICS, CF_OFFSETS, CF_GROUPS, CF_CONFIGS, CF_PRODUCERS];
+const CF_TRANSACTIONS: &str = "transactions";
+const COLUMN_FAMILIES: &[&str] = &[
+    CF_TOPICS,
+    CF_OFFSETS,
+    CF_GROUPS,
+    CF_CONFIGS,
+    CF_PRODUCERS,
+    CF_TRANSACTIONS,
+];
 
 /// Cloneable so that one failed group-committed write can be reported to every change in it.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -116,6 +116,15 @@ pub static SUPPORTED_APIS: &[ApiEntry] = &[
         InitProducerIdRequest,
         api::producers::init_producer_id
     ),
+    // Transaction version 1 (the transaction.version feature is not advertised): the client
+    // forms of AddPartitionsToTxn (v4+ is broker-to-coordinator) and EndTxn before v5.
+    api!(
+        AddPartitionsToTxn,
+        0..=3,
+        AddPartitionsToTxnRequest,
+        api::transactions::add_partitions_to_txn
+    ),
+    api!(EndTxn, 0..=4, EndTxnRequest, api::transactions::end_txn),
     api!(
         DescribeProducers,
         0..=0,

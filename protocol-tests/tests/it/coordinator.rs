@@ -51,15 +51,17 @@ fn find_coordinator_names_this_broker_for_groups_in_every_version() {
 }
 
 #[test]
-fn find_coordinator_for_transactions_is_not_available_yet() {
+fn find_coordinator_v3_names_this_node_for_a_transactional_id() {
     let broker = TestBroker::start();
     let mut wire = WireClient::connect(broker.bootstrap());
+    let port: i32 = broker.bootstrap().rsplit(':').next().unwrap().parse().unwrap();
     let r = wire.call(
         &FindCoordinatorRequest::default()
             .with_key(StrBytes::from_static_str("txn"))
             .with_key_type(1),
         3,
     );
-    // COORDINATOR_NOT_AVAILABLE (15): transactions are not coordinated here yet.
-    assert_eq!(r.error_code, 15);
+    assert_eq!((r.error_code, r.node_id.0, r.port), (0, 1, port));
+    let empty = wire.call(&FindCoordinatorRequest::default().with_key_type(1), 3);
+    assert_eq!(empty.error_code, 42, "an empty transactional id is INVALID_REQUEST");
 }

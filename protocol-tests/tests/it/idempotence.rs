@@ -30,7 +30,7 @@ const INVALID_PRODUCER_EPOCH: i16 = 47;
 const INVALID_REQUEST: i16 = 42;
 const INVALID_RECORD: i16 = 87;
 
-fn init_producer_id(wire: &mut WireClient, transactional_id: Option<&str>, pid: i64, epoch: i16) -> InitProducerIdResponse {
+pub(crate) fn init_producer_id(wire: &mut WireClient, transactional_id: Option<&str>, pid: i64, epoch: i16) -> InitProducerIdResponse {
     let request = InitProducerIdRequest::default()
         .with_transactional_id(transactional_id.map(|t| TransactionalId(StrBytes::from_string(t.into()))))
         .with_transaction_timeout_ms(60_000)
@@ -78,7 +78,7 @@ fn sent(wire: &mut WireClient, topic: &str, pid: i64, epoch: i16, seq: i32, n: u
     (r.error_code, r.base_offset)
 }
 
-fn log_end(wire: &mut WireClient, topic: &str) -> i64 {
+pub(crate) fn log_end(wire: &mut WireClient, topic: &str) -> i64 {
     let request = crate::wire::fetch_request(topic, 0, 0, 0);
     let version = wire.version::<FetchRequest>(12);
     wire.call(&request, version).responses[0].partitions[0].high_watermark
@@ -174,7 +174,7 @@ fn sequences_are_checked_from_batch_headers_as_kafka_does() {
     assert_eq!(describe_producers(&mut wire, "seq", 1).error_code, 3);
 }
 
-fn describe_producers(
+pub(crate) fn describe_producers(
     wire: &mut WireClient,
     topic: &str,
     partition: i32,

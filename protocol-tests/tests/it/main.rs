@@ -21,4 +21,6 @@ mod python_client;
 mod rdkafka_roundtrip;
 mod restart;
 mod startup;
+mod transactions;
+mod transactions_wire;
 mod wire_apis;
