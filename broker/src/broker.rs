@@ -133,7 +133,7 @@ impl Broker {
         drop(crate::storage_task::run("txn_markers", move || {
             for id in ids {
                 // A failure leaves the Prepare state, which the timer completes later.
-                let _ = broker.txn.complete(&broker.meta, &broker.logs, &id);
+                let _ = broker.txn.complete(&broker.meta, &broker.logs, &broker.groups, &id);
             }
             broker.appended.notify_waiters();
         }));

@@ -246,6 +246,9 @@ fn committed(o: Option<crate::meta::CommittedOffset>) -> (i64, i32, Option<StrBy
     }
 }
 
+/// Kafka's UNSTABLE_OFFSET_COMMIT.
+const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+
 pub async fn offset_fetch(ctx: Arc<RequestContext>, req: OffsetFetchRequest) -> Reply<OffsetFetchResponse> {
     let groups = &ctx.broker.groups;
     let version = ctx.api_version;
@@ -258,6 +261,11 @@ pub async fn offset_fetch(ctx: Arc<RequestContext>, req: OffsetFetchRequest) -> 
             }
         }
         by_topic
+    };
+    // require_stable (v7+): an offset an open transaction has committed is not answered yet.
+    let require_stable = version >= 7 && req.require_stable;
+    let unstable = |group: &str, topic: &str, partition: i32| {
+        require_stable && ctx.broker.txn.has_pending_offset(group, topic, partition)
     };
     if version >= 8 {
         let results = req
@@ -280,12 +288,19 @@ pub async fn offset_fetch(ctx: Arc<RequestContext>, req: OffsetFetchRequest) -> 
                         .as_ref()
                         .map(|ts| ts.iter().map(|t| (&t.name, &t.partition_indexes))),
                 );
-                let topics = fetch(g.group_id.0.as_str(), requested)
+                let group = g.group_id.0.as_str();
+                let topics = fetch(group, requested)
                     .into_iter()
                     .map(|(topic, ps)| {
                         let partitions = ps
                             .into_iter()
                             .map(|(p, o)| {
+                                if unstable(group, &topic, p) {
+                                    return OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_error_code(UNSTABLE_OFFSET_COMMIT);
+                                }
                                 let (offset, epoch, metadata) = committed(o);
                                 OffsetFetchResponsePartitions::default()
                                     .with_partition_index(p)
@@ -311,12 +326,19 @@ pub async fn offset_fetch(ctx: Arc<RequestContext>, req: OffsetFetchRequest) -> 
             .as_ref()
             .map(|ts| ts.iter().map(|t| (&t.name, &t.partition_indexes))),
     );
-    let topics = fetch(req.group_id.0.as_str(), requested)
+    let group = req.group_id.0.as_str();
+    let topics = fetch(group, requested)
         .into_iter()
         .map(|(topic, ps)| {
             let partitions = ps
                 .into_iter()
                 .map(|(p, o)| {
+                    if unstable(group, &topic, p) {
+                        return OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(-1)
+                            .with_error_code(UNSTABLE_OFFSET_COMMIT);
+                    }
                     let (offset, epoch, metadata) = committed(o);
                     OffsetFetchResponsePartition::default()
                         .with_partition_index(p)

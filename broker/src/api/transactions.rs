@@ -1,5 +1,5 @@
-//! The transactional producer's APIs: AddPartitionsToTxn (v0-3, the client's form) and EndTxn
-//! (v0-4, transaction version 1).
+//! The transactional producer's APIs, transaction version 1: AddPartitionsToTxn (v0-3, the
+//! client's form), AddOffsetsToTxn, TxnOffsetCommit (v0-4) and EndTxn (v0-4).
 
 use std::sync::Arc;
 
@@ -7,12 +7,17 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::*;
 
 use super::producers::fenced_as_epoch;
 use super::{Reply, RequestContext};
 use crate::error::BrokerError;
+use crate::meta::CommittedOffset;
 use crate::storage_task;
+use crate::txn::TxnError;
 
 pub async fn add_partitions_to_txn(
     ctx: Arc<RequestContext>,
@@ -113,4 +118,109 @@ pub async fn end_txn(ctx: Arc<RequestContext>, req: EndTxnRequest) -> Reply<EndT
         }
     };
     Reply::Ready(EndTxnResponse::default().with_error_code(code))
+}
+
+/// AddOffsetsToTxn (v0-4): the group's offsets partition joins the transaction.
+pub async fn add_offsets_to_txn(ctx: Arc<RequestContext>, req: AddOffsetsToTxnRequest) -> Reply<AddOffsetsToTxnResponse> {
+    let version = ctx.api_version;
+    let id = req.transactional_id.0.to_string();
+    let outcome = if id.is_empty() {
+        Err(BrokerError::InvalidRequest("The transactional id must not be empty".into()))
+    } else {
+        let broker = ctx.broker.clone();
+        let (pid, epoch, group) = (req.producer_id.0, req.producer_epoch, req.group_id.0.to_string());
+        storage_task::try_run("add_offsets_to_txn", move || {
+            let now = crate::clock::now_ms();
+            Ok::<_, BrokerError>(broker.txn.add_offsets(&broker.meta, &id, pid, epoch, &group, now)?)
+        })
+        .await
+    };
+    let code = match outcome {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::debug!(error = %e, "AddOffsetsToTxn refused");
+            fenced_as_epoch(e.code(), version < 2)
+        }
+    };
+    Reply::Ready(AddOffsetsToTxnResponse::default().with_error_code(code))
+}
+
+/// TxnOffsetCommit (v0-4): offsets committed as part of a transaction (KIP-447's group checks
+/// from v3), pending until the transaction commits.
+pub async fn txn_offset_commit(ctx: Arc<RequestContext>, req: TxnOffsetCommitRequest) -> Reply<TxnOffsetCommitResponse> {
+    let version = ctx.api_version;
+    let broker = ctx.broker.clone();
+    let group = req.group_id.0.to_string();
+    let now = crate::clock::now_ms();
+    let mut known = Vec::new();
+    let mut codes: Vec<Vec<i16>> = Vec::new();
+    for t in &req.topics {
+        let topic = broker.logs.topic(t.name.0.as_str());
+        let mut row = Vec::new();
+        for p in &t.partitions {
+            if topic.as_ref().is_some_and(|topic| topic.partition(p.partition_index).is_some()) {
+                let o = CommittedOffset {
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                    commit_timestamp_ms: now,
+                };
+                known.push((t.name.0.to_string(), p.partition_index, o));
+                row.push(0);
+            } else {
+                row.push(ResponseError::UnknownTopicOrPartition.code());
+            }
+        }
+        codes.push(row);
+    }
+    let id = req.transactional_id.0.to_string();
+    let checked = broker
+        .groups
+        .validate_txn_offset_commit(&group, req.generation_id, req.member_id.as_str(), req.group_instance_id.as_deref())
+        .map_err(BrokerError::from);
+    let outcome = match checked {
+        Err(e) => Err(e),
+        Ok(()) if known.is_empty() => Ok(()),
+        Ok(()) => {
+            let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
+            storage_task::try_run("txn_offset_commit", move || {
+                Ok::<_, BrokerError>(broker.txn.txn_offset_commit(&broker.meta, &id, pid, epoch, &group, known)?)
+            })
+            .await
+        }
+    };
+    let shared = match outcome {
+        Ok(()) => None,
+        Err(e) => {
+            tracing::debug!(error = %e, "TxnOffsetCommit refused");
+            Some(match e {
+                // A group not added to the transaction: v4 answers TRANSACTION_ABORTABLE.
+                BrokerError::Txn(TxnError::NotInTransaction(_)) if version >= 4 => {
+                    ResponseError::TransactionAbortable.code()
+                }
+                e => e.code(),
+            })
+        }
+    };
+    let topics = req
+        .topics
+        .iter()
+        .zip(codes)
+        .map(|(t, row)| {
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .zip(row)
+                        .map(|(p, code)| {
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(if code != 0 { code } else { shared.unwrap_or(0) })
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    Reply::Ready(TxnOffsetCommitResponse::default().with_topics(topics))
 }

@@ -125,6 +125,81 @@ impl GroupCoordinator {
         Ok((results, Some(stored)))
     }
 
+    /// KIP-447's group checks of a TxnOffsetCommit (Kafka's `validateTransactionalOffsetCommit`):
+    /// like OffsetCommit's, but never REBALANCE_IN_PROGRESS, and a request naming no member and
+    /// no generation is accepted even by a group with members.
+    pub fn validate_txn_offset_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), GroupError> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let state = self.lock();
+        if let Some(group) = state.consumer_groups.get(group_id) {
+            if generation < 0 && (group.members.is_empty() || (member_id.is_empty() && instance_id.is_none())) {
+                return Ok(());
+            }
+            let member = group.members.get(member_id).ok_or(GroupError::UnknownMemberId)?;
+            return if generation != member.member_epoch {
+                Err(GroupError::IllegalGeneration)
+            } else {
+                Ok(())
+            };
+        }
+        match state.groups.get(group_id) {
+            None if generation < 0 => Ok(()),
+            None => Err(GroupError::IllegalGeneration),
+            Some(group) if group.state == GroupState::Dead => Err(GroupError::CoordinatorNotAvailable),
+            Some(_) if generation < 0 && member_id.is_empty() && instance_id.is_none() => Ok(()),
+            Some(group) => {
+                check_member(group, member_id, instance_id)?;
+                if generation != group.generation {
+                    return Err(GroupError::IllegalGeneration);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes a committed transaction's offsets the group's committed offsets, durably before
+    /// returning. An offset committed (plainly) after the transactional one was written wins,
+    /// as in Kafka, where the later record in `__consumer_offsets` does.
+    pub async fn commit_transaction_offsets(
+        &self,
+        offsets: Vec<(String, String, i32, CommittedOffset)>,
+    ) -> Result<(), GroupError> {
+        let stored = {
+            let mut state = self.lock();
+            let mut by_group: BTreeMap<String, Vec<(String, i32, CommittedOffset)>> = BTreeMap::new();
+            for (group, topic, partition, o) in offsets {
+                let committed = state.offsets.entry(group.clone()).or_default();
+                let newer = committed
+                    .get(&(topic.clone(), partition))
+                    .is_some_and(|c| c.commit_timestamp_ms > o.commit_timestamp_ms);
+                if !newer {
+                    committed.insert((topic.clone(), partition), o.clone());
+                    by_group.entry(group).or_default().push((topic, partition, o));
+                }
+            }
+            let writes: Vec<GroupWrite> = by_group
+                .into_iter()
+                .map(|(group, offsets)| GroupWrite::CommitOffsets { group, offsets })
+                .collect();
+            (!writes.is_empty()).then(|| self.store_changes(writes))
+        };
+        match stored {
+            None => Ok(()),
+            Some(stored) => match stored.await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(GroupError::CoordinatorNotAvailable),
+            },
+        }
+    }
+
     /// Committed offsets of a group: of the given partitions (None where nothing is
     /// committed), or of every committed partition when `partitions` is None.
     pub fn fetch_offsets(

@@ -4,6 +4,7 @@
 use rocksdb::IteratorMode;
 
 use super::codec::{Reader, Writer};
+use super::CommittedOffset;
 use super::{MetaError, MetaStore, CF_TRANSACTIONS};
 
 /// What Kafka's TransactionLogValue holds, as stored.
@@ -19,9 +20,12 @@ pub struct TransactionRecord {
     pub partitions: Vec<(String, i32)>,
     pub start_timestamp: i64,
     pub last_update_timestamp: i64,
+    /// Offsets committed in the transaction (TxnOffsetCommit), applied to their groups when it
+    /// commits: (group, topic, partition, offset).
+    pub offsets: Vec<(String, String, i32, CommittedOffset)>,
 }
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 impl TransactionRecord {
     fn encode(&self) -> Vec<u8> {
@@ -36,12 +40,23 @@ impl TransactionRecord {
         for (topic, partition) in &self.partitions {
             w.bytes(topic.as_bytes()).i32(*partition);
         }
+        w.i32(self.offsets.len() as i32);
+        for (group, topic, partition, o) in &self.offsets {
+            w.bytes(group.as_bytes())
+                .bytes(topic.as_bytes())
+                .i32(*partition)
+                .i64(o.offset)
+                .i32(o.leader_epoch)
+                .bytes(o.metadata.as_bytes())
+                .i64(o.commit_timestamp_ms);
+        }
         w.finish()
     }
 
     fn decode(buf: &[u8]) -> Option<TransactionRecord> {
         let (mut r, version) = Reader::new(buf)?;
-        if version != VERSION {
+        // Version 1 records had no offsets.
+        if version != VERSION && version != 1 {
             return None;
         }
         let producer_id = r.i64()?;
@@ -55,6 +70,19 @@ impl TransactionRecord {
         for _ in 0..n {
             partitions.push((r.string()?, r.i32()?));
         }
+        let mut offsets = Vec::new();
+        if version >= 2 {
+            for _ in 0..r.i32()? {
+                let (group, topic, partition) = (r.string()?, r.string()?, r.i32()?);
+                let o = CommittedOffset {
+                    offset: r.i64()?,
+                    leader_epoch: r.i32()?,
+                    metadata: r.string()?,
+                    commit_timestamp_ms: r.i64()?,
+                };
+                offsets.push((group, topic, partition, o));
+            }
+        }
         Some(TransactionRecord {
             producer_id,
             producer_epoch,
@@ -63,6 +91,7 @@ impl TransactionRecord {
             partitions,
             start_timestamp,
             last_update_timestamp,
+            offsets,
         })
     }
 }
@@ -119,6 +148,17 @@ mod tests {
             partitions: vec![("orders".into(), 0), ("orders".into(), 2)],
             start_timestamp: 1000,
             last_update_timestamp: 2000,
+            offsets: vec![(
+                "g".into(),
+                "orders".into(),
+                2,
+                CommittedOffset {
+                    offset: 42,
+                    leader_epoch: 0,
+                    metadata: "m".into(),
+                    commit_timestamp_ms: 1500,
+                },
+            )],
         };
         {
             let store = MetaStore::open(dir.path()).unwrap();

@@ -117,14 +117,27 @@ pub static SUPPORTED_APIS: &[ApiEntry] = &[
         api::producers::init_producer_id
     ),
     // Transaction version 1 (the transaction.version feature is not advertised): the client
-    // forms of AddPartitionsToTxn (v4+ is broker-to-coordinator) and EndTxn before v5.
+    // forms of AddPartitionsToTxn (v4+ is broker-to-coordinator), and EndTxn and
+    // TxnOffsetCommit before v5 (their transaction version 2 forms).
     api!(
         AddPartitionsToTxn,
         0..=3,
         AddPartitionsToTxnRequest,
         api::transactions::add_partitions_to_txn
     ),
+    api!(
+        AddOffsetsToTxn,
+        0..=4,
+        AddOffsetsToTxnRequest,
+        api::transactions::add_offsets_to_txn
+    ),
     api!(EndTxn, 0..=4, EndTxnRequest, api::transactions::end_txn),
+    api!(
+        TxnOffsetCommit,
+        0..=4,
+        TxnOffsetCommitRequest,
+        api::transactions::txn_offset_commit
+    ),
     api!(
         DescribeProducers,
         0..=0,

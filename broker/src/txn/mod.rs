@@ -21,11 +21,12 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 pub use state::{TxnError, TxnState};
-use state::{TxnMetadata, MAX_EPOCH};
+use state::{offsets_partition, TxnMetadata, MAX_EPOCH, OFFSETS_TOPIC};
 
+use crate::group::GroupCoordinator;
 use crate::log::TxnMarker;
 use crate::log_manager::LogManager;
-use crate::meta::MetaStore;
+use crate::meta::{CommittedOffset, MetaStore};
 use crate::producer_ids::ProducerIdManager;
 
 /// The coordinator's settings (Kafka's names).
@@ -212,6 +213,62 @@ impl TransactionCoordinator {
         })
     }
 
+    /// AddOffsetsToTxn: the group's `__consumer_offsets` partition joins the transaction, as in
+    /// Kafka, so that its TxnOffsetCommit is accepted.
+    pub fn add_offsets(
+        &self,
+        meta: &MetaStore,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        group_id: &str,
+        now_ms: i64,
+    ) -> Result<(), TxnError> {
+        let partition = (OFFSETS_TOPIC.to_string(), offsets_partition(group_id));
+        self.add_partitions(meta, id, producer_id, producer_epoch, &[partition], now_ms)
+    }
+
+    /// TxnOffsetCommit's transaction checks and the pending offsets it stores (the group's
+    /// checks are the group coordinator's). A later commit of the same partition in the same
+    /// transaction replaces the earlier one.
+    pub fn txn_offset_commit(
+        &self,
+        meta: &MetaStore,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        group_id: &str,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<(), TxnError> {
+        let partition = (OFFSETS_TOPIC.to_string(), offsets_partition(group_id));
+        self.transition(meta, id, |current| {
+            let m = state::check_producer(current, producer_id, producer_epoch).map_err(|e| match e {
+                TxnError::ProducerFenced => TxnError::InvalidProducerEpoch,
+                other => other,
+            })?;
+            match m.state {
+                TxnState::PrepareCommit | TxnState::PrepareAbort => Err(TxnError::ConcurrentTransactions),
+                TxnState::Ongoing if m.partitions.contains(&partition) => {
+                    let mut next = m.clone();
+                    for (topic, p, o) in offsets {
+                        next.offsets.insert((group_id.to_string(), topic, p), o);
+                    }
+                    Ok(Decision::Store(next, ()))
+                }
+                _ => Err(TxnError::NotInTransaction(format!(
+                    "The offsets of group {group_id} were not added to the transaction of {id}"
+                ))),
+            }
+        })
+    }
+
+    /// Whether an open transaction holds an offset of the group's partition that is not
+    /// committed yet (OffsetFetch's UNSTABLE_OFFSET_COMMIT with require_stable).
+    pub fn has_pending_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        let key = (group_id.to_string(), topic.to_string(), partition);
+        self.lock().values().any(|m| m.offsets.contains_key(&key))
+    }
+
     /// EndTxn (v0-4). `Ok(true)` when markers are now to be written (the caller starts
     /// `complete` and answers at once, as Kafka does); `Ok(false)` for a retry of an end
     /// that is already complete.
@@ -248,11 +305,17 @@ impl TransactionCoordinator {
     /// Writes the markers of a transaction in a Prepare state to each of its partitions, makes
     /// them durable, and stores the Complete state. Runs on a storage thread. A failure leaves
     /// the Prepare state for the next attempt (the timer retries it).
-    pub fn complete(&self, meta: &MetaStore, logs: &LogManager, id: &str) -> Result<(), TxnError> {
+    pub fn complete(
+        &self,
+        meta: &MetaStore,
+        logs: &LogManager,
+        groups: &GroupCoordinator,
+        id: &str,
+    ) -> Result<(), TxnError> {
         if !self.completing.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string()) {
             return Ok(());
         }
-        let result = self.write_markers_and_complete(meta, logs, id);
+        let result = self.write_markers_and_complete(meta, logs, groups, id);
         self.completing.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
         if let Err(e) = &result {
             tracing::error!(transactional_id = %id, error = %e, "cannot complete a transaction; it will be retried");
@@ -260,8 +323,14 @@ impl TransactionCoordinator {
         result
     }
 
-    fn write_markers_and_complete(&self, meta: &MetaStore, logs: &LogManager, id: &str) -> Result<(), TxnError> {
-        let Some((marker, partitions)) = self.lock().get(id).and_then(|m| {
+    fn write_markers_and_complete(
+        &self,
+        meta: &MetaStore,
+        logs: &LogManager,
+        groups: &GroupCoordinator,
+        id: &str,
+    ) -> Result<(), TxnError> {
+        let Some((marker, partitions, offsets)) = self.lock().get(id).and_then(|m| {
             let commit = match m.state {
                 TxnState::PrepareCommit => true,
                 TxnState::PrepareAbort => false,
@@ -273,17 +342,28 @@ impl TransactionCoordinator {
                 coordinator_epoch: 0,
                 commit,
             };
-            Some((marker, m.partitions.clone()))
+            Some((marker, m.partitions.clone(), m.offsets.clone()))
         }) else {
             return Ok(());
         };
         let now = crate::clock::now_ms();
         for (topic, partition) in &partitions {
+            if topic == OFFSETS_TOPIC {
+                // The group's place in the transaction: its offsets are applied below.
+                continue;
+            }
             // A partition deleted meanwhile needs no marker.
             let Ok(log) = logs.partition(topic, *partition) else { continue };
             let info = log.append_marker(&marker, now).map_err(|e| TxnError::Marker(e.to_string()))?;
             log.flush_until(info.last_offset + 1)
                 .map_err(|e| TxnError::Marker(e.to_string()))?;
+        }
+        if marker.commit && !offsets.is_empty() {
+            let offsets = offsets.into_iter().map(|((g, t, p), o)| (g, t, p, o)).collect();
+            // This runs on a storage thread, outside the async workers: waiting here is fine.
+            tokio::runtime::Handle::current()
+                .block_on(groups.commit_transaction_offsets(offsets))
+                .map_err(|e| TxnError::Marker(format!("cannot commit the transaction's offsets: {e}")))?;
         }
         tracing::debug!(transactional_id = %id, commit = marker.commit, partitions = partitions.len(), "transaction markers written");
         self.transition(meta, id, |current| match current {
@@ -291,6 +371,7 @@ impl TransactionCoordinator {
                 let mut next = m.clone();
                 next.state = if marker.commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
                 next.partitions.clear();
+                next.offsets.clear();
                 next.last_update_timestamp = crate::clock::now_ms();
                 Ok(Decision::Store(next, ()))
             }

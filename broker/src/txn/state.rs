@@ -1,10 +1,13 @@
 //! A transactional id's metadata and the rules of its transitions (Kafka's
 //! TransactionMetadata and the checks of TransactionCoordinator), free of I/O.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Decision, InitOutcome};
-use crate::meta::{MetaError, TransactionRecord};
+use crate::meta::{CommittedOffset, MetaError, TransactionRecord};
+
+/// Offsets committed in a transaction, by (group, topic, partition).
+pub(super) type PendingOffsets = BTreeMap<(String, String, i32), CommittedOffset>;
 
 /// Epochs run to `i16::MAX`; Kafka counts them as exhausted one before, so that the coordinator
 /// can always fence once more.
@@ -110,6 +113,8 @@ pub(super) struct TxnMetadata {
     pub(super) partitions: BTreeSet<(String, i32)>,
     pub(super) start_timestamp: i64,
     pub(super) last_update_timestamp: i64,
+    /// TxnOffsetCommit's offsets, applied to their groups if the transaction commits.
+    pub(super) offsets: PendingOffsets,
     /// A transition is being stored (Kafka's pendingState).
     pub(super) pending: bool,
 }
@@ -125,6 +130,7 @@ impl TxnMetadata {
             partitions: BTreeSet::new(),
             start_timestamp: -1,
             last_update_timestamp: -1,
+            offsets: BTreeMap::new(),
             pending: false,
         }
     }
@@ -138,6 +144,11 @@ impl TxnMetadata {
             partitions: self.partitions.iter().cloned().collect(),
             start_timestamp: self.start_timestamp,
             last_update_timestamp: self.last_update_timestamp,
+            offsets: self
+                .offsets
+                .iter()
+                .map(|((g, t, p), o)| (g.clone(), t.clone(), *p, o.clone()))
+                .collect(),
         }
     }
 
@@ -151,6 +162,11 @@ impl TxnMetadata {
             partitions: r.partitions.iter().cloned().collect(),
             start_timestamp: r.start_timestamp,
             last_update_timestamp: r.last_update_timestamp,
+            offsets: r
+                .offsets
+                .iter()
+                .map(|(g, t, p, o)| ((g.clone(), t.clone(), *p), o.clone()))
+                .collect(),
             pending: false,
         })
     }
@@ -227,6 +243,7 @@ pub(super) fn decide_init(
             }
             next.state = TxnState::Empty;
             next.partitions.clear();
+            next.offsets.clear();
             next.start_timestamp = -1;
             next.timeout_ms = timeout_ms;
             next.last_update_timestamp = now_ms;
@@ -234,4 +251,20 @@ pub(super) fn decide_init(
             Ok(Decision::Store(next, outcome))
         }
     }
+}
+
+/// Kafka's topic of committed offsets, which names a group's place in a transaction.
+pub(super) const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Kafka's default `offsets.topic.num.partitions`.
+const OFFSETS_TOPIC_PARTITIONS: i32 = 50;
+
+/// The `__consumer_offsets` partition Kafka keeps a group in: Java's `String.hashCode` of the id,
+/// made non-negative as Kafka's `Utils.abs` does, modulo the partition count. Transactions list
+/// it for the group whose offsets they commit, as DescribeTransactions shows in Kafka.
+pub(super) fn offsets_partition(group_id: &str) -> i32 {
+    let hash = group_id
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    let positive = if hash == i32::MIN { 0 } else { hash.abs() };
+    positive % OFFSETS_TOPIC_PARTITIONS
 }

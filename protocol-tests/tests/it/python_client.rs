@@ -46,3 +46,11 @@ fn aiokafka_idempotent_producer_writes_each_record_once_in_order() {
     let stdout = run_script("aiokafka_idempotent.py", broker.bootstrap());
     assert!(stdout.contains("aiokafka idempotent ok: 1200 records"), "{stdout}");
 }
+
+#[test]
+fn kafka_python_and_aiokafka_transactions_commit_and_abort() {
+    let broker = TestBroker::start();
+    let stdout = run_script("transactions.py", broker.bootstrap());
+    assert!(stdout.contains("kafka-python transactions ok: 20 committed, 20 aborted"), "{stdout}");
+    assert!(stdout.contains("aiokafka transactions ok: 20 committed, 20 aborted"), "{stdout}");
+}

@@ -132,3 +132,90 @@ async fn a_transaction_left_open_times_out_is_aborted_and_unblocks_read_committe
     assert!(abandoned.commit_transaction(Duration::from_secs(10)).is_err());
     c.unassign().unwrap();
 }
+
+/// One consume-transform-produce step: up to `max` records from the input, their upper-cased
+/// copies to the output and the consumer's positions committed in one transaction. With
+/// `crash`, the transaction is left open and both clients dropped, as a process that dies
+/// would leave them.
+async fn transform_batch(consumer: &StreamConsumer, producer: &FutureProducer, max: usize, crash: bool) -> usize {
+    let mut taken = Vec::new();
+    while taken.len() < max {
+        match tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await {
+            Ok(Ok(m)) => taken.push((m.partition(), m.offset(), m.payload().unwrap_or_default().to_vec())),
+            _ => break,
+        }
+    }
+    if taken.is_empty() {
+        return 0;
+    }
+    producer.begin_transaction().unwrap();
+    let mut positions = rdkafka::TopicPartitionList::new();
+    for (partition, offset, payload) in &taken {
+        let out = String::from_utf8_lossy(payload).to_uppercase();
+        send(producer, "ctp-out", *partition, &out).await;
+        positions
+            .add_partition_offset("ctp-in", *partition, Offset::Offset(offset + 1))
+            .unwrap();
+    }
+    if crash {
+        return taken.len();
+    }
+    let metadata = consumer.group_metadata().expect("group metadata");
+    producer
+        .send_offsets_to_transaction(&positions, &metadata, Duration::from_secs(30))
+        .unwrap();
+    producer.commit_transaction(Duration::from_secs(30)).unwrap();
+    taken.len()
+}
+
+fn ctp_clients(bootstrap: &str) -> (StreamConsumer, FutureProducer) {
+    let c: StreamConsumer = consumer(
+        bootstrap,
+        &[
+            ("group.id", "ctp"),
+            ("isolation.level", "read_committed"),
+            ("session.timeout.ms", "6000"),
+        ],
+    );
+    c.subscribe(&["ctp-in"]).unwrap();
+    (c, transactional(bootstrap, "ctp-transformer", &[]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_transform_produce_is_exactly_once_across_a_crash() {
+    let broker = TestBroker::builder().with("group.initial.rebalance.delay.ms", 0).start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(create(&mut wire, "ctp-in", 2, 1, &[], false), 0);
+    assert_eq!(create(&mut wire, "ctp-out", 2, 1, &[], false), 0);
+    let input = producer(broker.bootstrap(), &[]);
+    const N: usize = 300;
+    for i in 0..N {
+        send(&input, "ctp-in", (i % 2) as i32, &format!("record-{i:03}")).await;
+    }
+
+    let (c, p) = ctp_clients(broker.bootstrap());
+    let mut done = 0;
+    for _ in 0..3 {
+        done += transform_batch(&c, &p, 40, false).await;
+    }
+    assert!(done > 0, "the first worker transformed nothing");
+    // It dies in the middle of its next transaction: output written, offsets not committed.
+    transform_batch(&c, &p, 40, true).await;
+    drop(c);
+    drop(p);
+
+    // Its successor fences the open transaction (aborting its output) and resumes from the
+    // committed offsets.
+    let (c, p) = ctp_clients(broker.bootstrap());
+    while transform_batch(&c, &p, 50, false).await > 0 {}
+    drop(c);
+
+    let output = read_all(broker.bootstrap(), "ctp-out", 2, "read_committed", Duration::from_secs(3)).await;
+    let mut want: Vec<String> = (0..N).map(|i| format!("RECORD-{i:03}")).collect();
+    want.sort();
+    assert_eq!(output.len(), N, "exactly once: no loss, no duplicate");
+    assert_eq!(output, want);
+    // The dead worker's output is in the log, aborted: read_uncommitted sees it twice.
+    let everything = read_all(broker.bootstrap(), "ctp-out", 2, "read_uncommitted", Duration::from_secs(3)).await;
+    assert!(everything.len() > N, "the crashed transaction wrote {} records", everything.len() - N);
+}

@@ -345,3 +345,71 @@ fn an_open_transaction_survives_a_restart_and_a_crash_and_then_commits() {
     assert_eq!(aborted, vec![]);
     assert_eq!(batches, vec![(0, false), (2, false), (3, false), (4, true)]);
 }
+
+fn txn_offset_commit(wire: &mut WireClient, version: i16, id: &str, pid: i64, epoch: i16, group: &str, offset: i64) -> i16 {
+    use kafka_protocol::messages::txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
+    let request = TxnOffsetCommitRequest::default()
+        .with_transactional_id(tid(id))
+        .with_group_id(GroupId(StrBytes::from_string(group.into())))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_generation_id(-1)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(topic_name("a"))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)])]);
+    wire.call(&request, version).topics[0].partitions[0].error_code
+}
+
+/// (error code, committed offset) of group `g`'s offset for a-0, with or without require_stable.
+fn fetch_offset(wire: &mut WireClient, group: &str, require_stable: bool) -> (i16, i64) {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    let request = OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.into())))
+        .with_require_stable(require_stable)
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(topic_name("a"))
+            .with_partition_indexes(vec![0])]));
+    let r = wire.call(&request, 7);
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.committed_offset)
+}
+
+fn add_offsets(wire: &mut WireClient, id: &str, pid: i64, epoch: i16, group: &str) -> i16 {
+    let request = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(tid(id))
+        .with_producer_id(ProducerId(pid))
+        .with_producer_epoch(epoch)
+        .with_group_id(GroupId(StrBytes::from_string(group.into())));
+    wire.call(&request, 3).error_code
+}
+
+#[test]
+fn transactional_offsets_are_pending_until_the_commit_and_dropped_by_an_abort() {
+    const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+    let broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(create(&mut wire, "a", 1, 1, &[], false), 0);
+    let (_, pid, e) = init(&mut wire, "t", 60_000, (-1, -1));
+    assert_eq!(add(&mut wire, 3, "t", pid, e, &[("a", 0)]), vec![0]);
+    // Without AddOffsetsToTxn, by version.
+    assert_eq!(txn_offset_commit(&mut wire, 3, "t", pid, e, "g", 7), INVALID_TXN_STATE);
+    assert_eq!(txn_offset_commit(&mut wire, 4, "t", pid, e, "g", 7), TRANSACTION_ABORTABLE);
+
+    assert_eq!(add_offsets(&mut wire, "t", pid, e, "g"), 0);
+    assert_eq!(txn_offset_commit(&mut wire, 3, "t", pid, e, "g", 7), 0);
+    assert_eq!(txn_offset_commit(&mut wire, 3, "t", pid, e + 1, "g", 7), INVALID_PRODUCER_EPOCH);
+    assert_eq!(fetch_offset(&mut wire, "g", true), (UNSTABLE_OFFSET_COMMIT, -1));
+    assert_eq!(fetch_offset(&mut wire, "g", false), (0, -1), "nothing committed yet");
+    assert_eq!(end_settled(&mut wire, "t", pid, e, true), 0);
+    assert_eq!(end_settled(&mut wire, "t", pid, e, true), 0);
+    assert_eq!(fetch_offset(&mut wire, "g", true), (0, 7));
+
+    // Aborted: the group keeps its offset.
+    assert_eq!(add_offsets(&mut wire, "t", pid, e, "g"), 0);
+    assert_eq!(txn_offset_commit(&mut wire, 3, "t", pid, e, "g", 9), 0);
+    assert_eq!(end_settled(&mut wire, "t", pid, e, false), 0);
+    assert_eq!(end_settled(&mut wire, "t", pid, e, false), 0);
+    assert_eq!(fetch_offset(&mut wire, "g", true), (0, 7));
+}
