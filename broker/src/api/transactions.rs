@@ -224,3 +224,88 @@ pub async fn txn_offset_commit(ctx: Arc<RequestContext>, req: TxnOffsetCommitReq
         .collect();
     Reply::Ready(TxnOffsetCommitResponse::default().with_topics(topics))
 }
+
+/// DescribeTransactions (v0): each transactional id's state as Kafka reports it.
+pub async fn describe_transactions(
+    ctx: Arc<RequestContext>,
+    req: DescribeTransactionsRequest,
+) -> Reply<DescribeTransactionsResponse> {
+    use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
+    let states = req
+        .transactional_ids
+        .iter()
+        .map(|id| {
+            let state = TransactionState::default().with_transactional_id(id.clone());
+            if id.0.is_empty() {
+                return state.with_error_code(ResponseError::InvalidRequest.code());
+            }
+            let Some(d) = ctx.broker.txn.describe(id.0.as_str()) else {
+                return state.with_error_code(BrokerError::Txn(TxnError::TransactionalIdNotFound).code());
+            };
+            let mut topics: Vec<TopicData> = Vec::new();
+            for (topic, partition) in d.partitions {
+                match topics.iter_mut().find(|t| t.topic.0.as_str() == topic) {
+                    Some(t) => t.partitions.push(partition),
+                    None => topics.push(
+                        TopicData::default()
+                            .with_topic(TopicName(super::str_bytes(topic)))
+                            .with_partitions(vec![partition]),
+                    ),
+                }
+            }
+            state
+                .with_transaction_state(super::str_bytes(d.state.name()))
+                .with_transaction_timeout_ms(d.timeout_ms)
+                .with_transaction_start_time_ms(d.start_timestamp)
+                .with_producer_id(ProducerId(d.producer_id))
+                .with_producer_epoch(d.producer_epoch)
+                .with_topics(topics)
+        })
+        .collect();
+    Reply::Ready(DescribeTransactionsResponse::default().with_transaction_states(states))
+}
+
+/// ListTransactions (v0-1): the transactional ids, filtered by state, producer id and (v1) by
+/// how long their transaction has run.
+pub async fn list_transactions(ctx: Arc<RequestContext>, req: ListTransactionsRequest) -> Reply<ListTransactionsResponse> {
+    use kafka_protocol::messages::list_transactions_response::TransactionState;
+    const STATES: &[&str] = &[
+        "Empty",
+        "Ongoing",
+        "PrepareCommit",
+        "PrepareAbort",
+        "CompleteCommit",
+        "CompleteAbort",
+        "Dead",
+        "PrepareEpochFence",
+    ];
+    let unknown: Vec<_> = req
+        .state_filters
+        .iter()
+        .filter(|s| !STATES.contains(&s.as_str()))
+        .cloned()
+        .collect();
+    let now = crate::clock::now_ms();
+    let listed = ctx
+        .broker
+        .txn
+        .list()
+        .into_iter()
+        .filter(|d| req.state_filters.is_empty() || req.state_filters.iter().any(|s| s.as_str() == d.state.name()))
+        .filter(|d| req.producer_id_filters.is_empty() || req.producer_id_filters.iter().any(|p| p.0 == d.producer_id))
+        // A transaction that has not started (start -1) counts as running since forever, as
+        // in Kafka.
+        .filter(|d| ctx.api_version < 1 || req.duration_filter < 0 || d.start_timestamp <= now - req.duration_filter)
+        .map(|d| {
+            TransactionState::default()
+                .with_transactional_id(TransactionalId(super::str_bytes(d.transactional_id)))
+                .with_producer_id(ProducerId(d.producer_id))
+                .with_transaction_state(super::str_bytes(d.state.name()))
+        })
+        .collect();
+    Reply::Ready(
+        ListTransactionsResponse::default()
+            .with_unknown_state_filters(unknown)
+            .with_transaction_states(listed),
+    )
+}

@@ -145,6 +145,19 @@ pub static SUPPORTED_APIS: &[ApiEntry] = &[
         api::producers::describe_producers
     ),
     api!(
+        DescribeTransactions,
+        0..=0,
+        DescribeTransactionsRequest,
+        api::transactions::describe_transactions
+    ),
+    // v2 (a transactional id pattern, KIP-1152) is not served.
+    api!(
+        ListTransactions,
+        0..=1,
+        ListTransactionsRequest,
+        api::transactions::list_transactions
+    ),
+    api!(
         DeleteRecords,
         0..=2,
         DeleteRecordsRequest,

@@ -219,3 +219,63 @@ async fn consume_transform_produce_is_exactly_once_across_a_crash() {
     let everything = read_all(broker.bootstrap(), "ctp-out", 2, "read_uncommitted", Duration::from_secs(3)).await;
     assert!(everything.len() > N, "the crashed transaction wrote {} records", everything.len() - N);
 }
+
+/// The records of transaction `n`: ten, tagged with whether it is meant to commit.
+async fn run_transaction(p: &FutureProducer, n: usize, commit: bool) {
+    p.begin_transaction().unwrap();
+    for i in 0..10 {
+        send(p, "crash", (i % 2) as i32, &format!("txn{n}-{}-{i}", if commit { "c" } else { "a" })).await;
+    }
+    if commit {
+        p.commit_transaction(Duration::from_secs(30)).unwrap();
+    } else {
+        p.abort_transaction(Duration::from_secs(30)).unwrap();
+    }
+}
+
+/// The transactions whose records a read_committed consumer sees, each checked to be whole.
+async fn committed_transactions(bootstrap: &str) -> Vec<usize> {
+    let seen = read_all(bootstrap, "crash", 2, "read_committed", Duration::from_secs(3)).await;
+    let mut counts = std::collections::BTreeMap::new();
+    for r in &seen {
+        let (txn, rest) = r.split_once('-').unwrap();
+        assert!(rest.starts_with("c-"), "an aborted record is visible: {r}");
+        *counts.entry(txn[3..].parse::<usize>().unwrap()).or_insert(0) += 1;
+    }
+    for (txn, n) in &counts {
+        assert_eq!(*n, 10, "transaction {txn} is not whole");
+    }
+    counts.into_keys().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_transactions_keeps_committed_ones_whole_and_aborted_ones_invisible() {
+    let mut broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(create(&mut wire, "crash", 2, 1, &[], false), 0);
+    let p = transactional(broker.bootstrap(), "txn-crash", &[]);
+    for n in 0..7 {
+        run_transaction(&p, n, n % 2 == 0).await;
+    }
+    // Killed right after the last commit was acknowledged: its markers may still be on their
+    // way, and the restarted coordinator must finish them.
+    broker.kill9();
+    drop(p);
+    broker.restart();
+    assert_eq!(committed_transactions(broker.bootstrap()).await, vec![0, 2, 4, 6]);
+
+    // Killed with a transaction open: its successor fences and aborts it.
+    let p = transactional(broker.bootstrap(), "txn-crash", &[]);
+    p.begin_transaction().unwrap();
+    for i in 0..10 {
+        send(&p, "crash", (i % 2) as i32, &format!("txn7-a-{i}")).await;
+    }
+    broker.kill9();
+    drop(p);
+    broker.restart();
+    let p = transactional(broker.bootstrap(), "txn-crash", &[]);
+    run_transaction(&p, 8, true).await;
+    assert_eq!(committed_transactions(broker.bootstrap()).await, vec![0, 2, 4, 6, 8]);
+    let everything = read_all(broker.bootstrap(), "crash", 2, "read_uncommitted", Duration::from_secs(3)).await;
+    assert!(everything.iter().any(|r| r.starts_with("txn7-")), "the open transaction's records were written");
+}

@@ -413,3 +413,49 @@ fn transactional_offsets_are_pending_until_the_commit_and_dropped_by_an_abort() 
     assert_eq!(end_settled(&mut wire, "t", pid, e, false), 0);
     assert_eq!(fetch_offset(&mut wire, "g", true), (0, 7));
 }
+
+#[test]
+fn describe_and_list_transactions_report_the_coordinators_state() {
+    const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
+    let broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(create(&mut wire, "a", 2, 1, &[], false), 0);
+    let (_, pid, e) = init(&mut wire, "open", 60_000, (-1, -1));
+    assert_eq!(add(&mut wire, 3, "open", pid, e, &[("a", 0), ("a", 1)]), vec![0, 0]);
+    assert_eq!(add_offsets(&mut wire, "open", pid, e, "g"), 0);
+    let (_, idle_pid, _) = init(&mut wire, "idle", 30_000, (-1, -1));
+
+    let request = DescribeTransactionsRequest::default().with_transactional_ids(vec![tid("open"), tid("idle"), tid("nosuch"), tid("")]);
+    let states = wire.call(&request, 0).transaction_states;
+    let open = &states[0];
+    assert_eq!(
+        (open.error_code, open.transaction_state.as_str(), open.producer_id.0, open.producer_epoch, open.transaction_timeout_ms),
+        (0, "Ongoing", pid, e, 60_000)
+    );
+    assert!(open.transaction_start_time_ms > 0);
+    let mut topics: Vec<(String, Vec<i32>)> = open.topics.iter().map(|t| (t.topic.0.to_string(), t.partitions.clone())).collect();
+    topics.sort();
+    assert_eq!(topics.len(), 2);
+    assert_eq!(topics[0].1.len(), 1, "the group's offsets partition");
+    assert!(topics[0].0 == "__consumer_offsets");
+    assert_eq!(topics[1], ("a".to_string(), vec![0, 1]));
+    assert_eq!((states[1].transaction_state.as_str(), states[1].transaction_start_time_ms), ("Empty", -1));
+    assert_eq!(states[2].error_code, TRANSACTIONAL_ID_NOT_FOUND);
+    assert_eq!(states[3].error_code, INVALID_REQUEST);
+
+    let list = |wire: &mut WireClient, states: &[&'static str], pids: &[i64], duration: i64| {
+        let request = ListTransactionsRequest::default()
+            .with_state_filters(states.iter().map(|s| StrBytes::from_static_str(s)).collect())
+            .with_producer_id_filters(pids.iter().map(|p| ProducerId(*p)).collect())
+            .with_duration_filter(duration);
+        let r = wire.call(&request, 1);
+        let mut ids: Vec<String> = r.transaction_states.iter().map(|t| t.transactional_id.0.to_string()).collect();
+        ids.sort();
+        (ids, r.unknown_state_filters.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    };
+    assert_eq!(list(&mut wire, &[], &[], -1).0, vec!["idle", "open"]);
+    assert_eq!(list(&mut wire, &["Ongoing", "Bogus"], &[], -1), (vec!["open".to_string()], vec!["Bogus".to_string()]));
+    assert_eq!(list(&mut wire, &[], &[idle_pid], -1).0, vec!["idle"]);
+    // Running for at least a minute: only the Empty one, whose start is -1.
+    assert_eq!(list(&mut wire, &[], &[], 60_000).0, vec!["idle"]);
+}
