@@ -224,7 +224,7 @@ async fn consume_transform_produce_is_exactly_once_across_a_crash() {
 async fn run_transaction(p: &FutureProducer, n: usize, commit: bool) {
     p.begin_transaction().unwrap();
     for i in 0..10 {
-        send(p, "crash", (i % 2) as i32, &format!("txn{n}-{}-{i}", if commit { "c" } else { "a" })).await;
+        send(p, "crash", i % 2, &format!("txn{n}-{}-{i}", if commit { "c" } else { "a" })).await;
     }
     if commit {
         p.commit_transaction(Duration::from_secs(30)).unwrap();
@@ -268,7 +268,7 @@ async fn kill_9_during_transactions_keeps_committed_ones_whole_and_aborted_ones_
     let p = transactional(broker.bootstrap(), "txn-crash", &[]);
     p.begin_transaction().unwrap();
     for i in 0..10 {
-        send(&p, "crash", (i % 2) as i32, &format!("txn7-a-{i}")).await;
+        send(&p, "crash", i % 2, &format!("txn7-a-{i}")).await;
     }
     broker.kill9();
     drop(p);
