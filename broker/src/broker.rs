@@ -93,8 +93,8 @@ impl Broker {
                 _ => None,
             })
             .collect();
-        let (txn, unfinished) = TransactionCoordinator::open(&meta, txn_settings(&config))
-            .map_err(StartError::Transactions)?;
+        let (txn, unfinished) =
+            TransactionCoordinator::open(&meta, txn_settings(&config)).map_err(StartError::Transactions)?;
         let groups = GroupCoordinator::open(
             meta.clone(),
             group_config(&config),
@@ -133,7 +133,9 @@ impl Broker {
         drop(crate::storage_task::run("txn_markers", move || {
             for id in ids {
                 // A failure leaves the Prepare state, which the timer completes later.
-                let _ = broker.txn.complete(&broker.meta, &broker.logs, &broker.groups, &id);
+                let _ = broker
+                    .txn
+                    .complete(&broker.meta, &broker.logs, &broker.groups, &id);
             }
             broker.appended.notify_waiters();
         }));
@@ -251,7 +253,12 @@ async fn expire_producers(broker: std::sync::Weak<Broker>, shutdown: Cancellatio
 }
 
 fn txn_settings(config: &Config) -> TxnSettings {
-    let int = |key: &str| config.value(key).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(1);
+    let int = |key: &str| {
+        config
+            .value(key)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(1)
+    };
     TxnSettings {
         max_timeout_ms: int("transaction.max.timeout.ms").clamp(1, i64::from(i32::MAX)) as i32,
         id_expiration_ms: int("transactional.id.expiration.ms"),

@@ -503,7 +503,9 @@ impl LogManager {
                     return;
                 }
                 if let Some(snapshot) = log.take_roll_snapshot() {
-                    if let Err(e) = meta.put_producer_snapshot(&topic_id, partition, snapshot.offset, &snapshot.encode()) {
+                    if let Err(e) =
+                        meta.put_producer_snapshot(&topic_id, partition, snapshot.offset, &snapshot.encode())
+                    {
                         tracing::warn!(dir = %log.dir().display(), error = %e, "cannot store a producer state snapshot");
                     }
                 }

@@ -23,7 +23,9 @@ pub struct ProducerIdManager {
 
 impl Default for ProducerIdManager {
     fn default() -> Self {
-        ProducerIdManager { block: Mutex::new((0, 0)) }
+        ProducerIdManager {
+            block: Mutex::new((0, 0)),
+        }
     }
 }
 

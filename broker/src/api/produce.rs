@@ -160,9 +160,9 @@ fn append_all(
             .verify_produce(id, h.producer_id(), h.producer_epoch(), topic, partition)
             .map_err(|e| match e {
                 TxnError::NotInTransaction(m) if version >= 11 => BrokerError::TransactionAbortable(m),
-                TxnError::ConcurrentTransactions if version <= 11 => BrokerError::NotEnoughReplicas(
-                    "The transaction is completing; retry".into(),
-                ),
+                TxnError::ConcurrentTransactions if version <= 11 => {
+                    BrokerError::NotEnoughReplicas("The transaction is completing; retry".into())
+                }
                 other => BrokerError::Txn(other),
             })
     };
@@ -171,19 +171,21 @@ fn append_all(
         .map(|b| {
             let outcome = match &topics[b.topic] {
                 Err(unknown) => Err(BrokerError::from(*unknown)),
-                Ok(topic) => broker.logs.append_records(
-                    topic,
-                    b.index,
-                    b.records.as_ref(),
-                    now,
-                    &check_transaction,
-                ),
+                Ok(topic) => {
+                    broker
+                        .logs
+                        .append_records(topic, b.index, b.records.as_ref(), now, &check_transaction)
+                }
             };
             match &outcome {
                 Err(e) => tracing::debug!(partition = b.index, error = %e, "produce refused"),
                 Ok((_, info)) if info.duplicate => {
                     metrics::counter!(crate::metrics::PRODUCE_DUPLICATE_BATCHES).increment(1);
-                    tracing::debug!(partition = b.index, base_offset = info.base_offset, "retried batch answered with its original offsets");
+                    tracing::debug!(
+                        partition = b.index,
+                        base_offset = info.base_offset,
+                        "retried batch answered with its original offsets"
+                    );
                 }
                 Ok(_) => {}
             }

@@ -32,7 +32,14 @@ pub async fn init_producer_id(
             let outcome = storage_task::try_run("init_producer_id", move || {
                 let now = crate::clock::now_ms();
                 let ids = &broker.producer_ids;
-                Ok::<_, BrokerError>(broker.txn.init_producer_id(&broker.meta, ids, &task_id, timeout, (pid, epoch), now)?)
+                Ok::<_, BrokerError>(broker.txn.init_producer_id(
+                    &broker.meta,
+                    ids,
+                    &task_id,
+                    timeout,
+                    (pid, epoch),
+                    now,
+                )?)
             })
             .await;
             match outcome {

@@ -50,7 +50,14 @@ pub async fn add_partitions_to_txn(
                 .collect();
             let added = storage_task::try_run("add_partitions_to_txn", move || {
                 let now = crate::clock::now_ms();
-                Ok::<_, BrokerError>(broker.txn.add_partitions(&broker.meta, &id, pid, epoch, &partitions, now)?)
+                Ok::<_, BrokerError>(broker.txn.add_partitions(
+                    &broker.meta,
+                    &id,
+                    pid,
+                    epoch,
+                    &partitions,
+                    now,
+                )?)
             })
             .await;
             match added {
@@ -93,14 +100,23 @@ pub async fn end_txn(ctx: Arc<RequestContext>, req: EndTxnRequest) -> Reply<EndT
     let version = ctx.api_version;
     let id = req.transactional_id.0.to_string();
     let outcome = if id.is_empty() {
-        Err(BrokerError::InvalidRequest("The transactional id must not be empty".into()))
+        Err(BrokerError::InvalidRequest(
+            "The transactional id must not be empty".into(),
+        ))
     } else {
         let broker = ctx.broker.clone();
         let (pid, epoch, commit) = (req.producer_id.0, req.producer_epoch, req.committed);
         let task_id = id.clone();
         storage_task::try_run("end_txn", move || {
             let now = crate::clock::now_ms();
-            Ok::<_, BrokerError>(broker.txn.end_transaction(&broker.meta, &task_id, pid, epoch, commit, now)?)
+            Ok::<_, BrokerError>(broker.txn.end_transaction(
+                &broker.meta,
+                &task_id,
+                pid,
+                epoch,
+                commit,
+                now,
+            )?)
         })
         .await
     };
@@ -121,17 +137,26 @@ pub async fn end_txn(ctx: Arc<RequestContext>, req: EndTxnRequest) -> Reply<EndT
 }
 
 /// AddOffsetsToTxn (v0-4): the group's offsets partition joins the transaction.
-pub async fn add_offsets_to_txn(ctx: Arc<RequestContext>, req: AddOffsetsToTxnRequest) -> Reply<AddOffsetsToTxnResponse> {
+pub async fn add_offsets_to_txn(
+    ctx: Arc<RequestContext>,
+    req: AddOffsetsToTxnRequest,
+) -> Reply<AddOffsetsToTxnResponse> {
     let version = ctx.api_version;
     let id = req.transactional_id.0.to_string();
     let outcome = if id.is_empty() {
-        Err(BrokerError::InvalidRequest("The transactional id must not be empty".into()))
+        Err(BrokerError::InvalidRequest(
+            "The transactional id must not be empty".into(),
+        ))
     } else {
         let broker = ctx.broker.clone();
         let (pid, epoch, group) = (req.producer_id.0, req.producer_epoch, req.group_id.0.to_string());
         storage_task::try_run("add_offsets_to_txn", move || {
             let now = crate::clock::now_ms();
-            Ok::<_, BrokerError>(broker.txn.add_offsets(&broker.meta, &id, pid, epoch, &group, now)?)
+            Ok::<_, BrokerError>(
+                broker
+                    .txn
+                    .add_offsets(&broker.meta, &id, pid, epoch, &group, now)?,
+            )
         })
         .await
     };
@@ -147,7 +172,10 @@ pub async fn add_offsets_to_txn(ctx: Arc<RequestContext>, req: AddOffsetsToTxnRe
 
 /// TxnOffsetCommit (v0-4): offsets committed as part of a transaction (KIP-447's group checks
 /// from v3), pending until the transaction commits.
-pub async fn txn_offset_commit(ctx: Arc<RequestContext>, req: TxnOffsetCommitRequest) -> Reply<TxnOffsetCommitResponse> {
+pub async fn txn_offset_commit(
+    ctx: Arc<RequestContext>,
+    req: TxnOffsetCommitRequest,
+) -> Reply<TxnOffsetCommitResponse> {
     let version = ctx.api_version;
     let broker = ctx.broker.clone();
     let group = req.group_id.0.to_string();
@@ -158,11 +186,18 @@ pub async fn txn_offset_commit(ctx: Arc<RequestContext>, req: TxnOffsetCommitReq
         let topic = broker.logs.topic(t.name.0.as_str());
         let mut row = Vec::new();
         for p in &t.partitions {
-            if topic.as_ref().is_some_and(|topic| topic.partition(p.partition_index).is_some()) {
+            if topic
+                .as_ref()
+                .is_some_and(|topic| topic.partition(p.partition_index).is_some())
+            {
                 let o = CommittedOffset {
                     offset: p.committed_offset,
                     leader_epoch: p.committed_leader_epoch,
-                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                    metadata: p
+                        .committed_metadata
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
                     commit_timestamp_ms: now,
                 };
                 known.push((t.name.0.to_string(), p.partition_index, o));
@@ -176,7 +211,12 @@ pub async fn txn_offset_commit(ctx: Arc<RequestContext>, req: TxnOffsetCommitReq
     let id = req.transactional_id.0.to_string();
     let checked = broker
         .groups
-        .validate_txn_offset_commit(&group, req.generation_id, req.member_id.as_str(), req.group_instance_id.as_deref())
+        .validate_txn_offset_commit(
+            &group,
+            req.generation_id,
+            req.member_id.as_str(),
+            req.group_instance_id.as_deref(),
+        )
         .map_err(BrokerError::from);
     let outcome = match checked {
         Err(e) => Err(e),
@@ -184,7 +224,14 @@ pub async fn txn_offset_commit(ctx: Arc<RequestContext>, req: TxnOffsetCommitReq
         Ok(()) => {
             let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
             storage_task::try_run("txn_offset_commit", move || {
-                Ok::<_, BrokerError>(broker.txn.txn_offset_commit(&broker.meta, &id, pid, epoch, &group, known)?)
+                Ok::<_, BrokerError>(broker.txn.txn_offset_commit(
+                    &broker.meta,
+                    &id,
+                    pid,
+                    epoch,
+                    &group,
+                    known,
+                )?)
             })
             .await
         }
@@ -267,7 +314,10 @@ pub async fn describe_transactions(
 
 /// ListTransactions (v0-1): the transactional ids, filtered by state, producer id and (v1) by
 /// how long their transaction has run.
-pub async fn list_transactions(ctx: Arc<RequestContext>, req: ListTransactionsRequest) -> Reply<ListTransactionsResponse> {
+pub async fn list_transactions(
+    ctx: Arc<RequestContext>,
+    req: ListTransactionsRequest,
+) -> Reply<ListTransactionsResponse> {
     use kafka_protocol::messages::list_transactions_response::TransactionState;
     const STATES: &[&str] = &[
         "Empty",
@@ -291,11 +341,17 @@ pub async fn list_transactions(ctx: Arc<RequestContext>, req: ListTransactionsRe
         .txn
         .list()
         .into_iter()
-        .filter(|d| req.state_filters.is_empty() || req.state_filters.iter().any(|s| s.as_str() == d.state.name()))
-        .filter(|d| req.producer_id_filters.is_empty() || req.producer_id_filters.iter().any(|p| p.0 == d.producer_id))
+        .filter(|d| {
+            req.state_filters.is_empty() || req.state_filters.iter().any(|s| s.as_str() == d.state.name())
+        })
+        .filter(|d| {
+            req.producer_id_filters.is_empty() || req.producer_id_filters.iter().any(|p| p.0 == d.producer_id)
+        })
         // A transaction that has not started (start -1) counts as running since forever, as
         // in Kafka.
-        .filter(|d| ctx.api_version < 1 || req.duration_filter < 0 || d.start_timestamp <= now - req.duration_filter)
+        .filter(|d| {
+            ctx.api_version < 1 || req.duration_filter < 0 || d.start_timestamp <= now - req.duration_filter
+        })
         .map(|d| {
             TransactionState::default()
                 .with_transactional_id(TransactionalId(super::str_bytes(d.transactional_id)))

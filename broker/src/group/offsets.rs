@@ -140,7 +140,8 @@ impl GroupCoordinator {
         }
         let state = self.lock();
         if let Some(group) = state.consumer_groups.get(group_id) {
-            if generation < 0 && (group.members.is_empty() || (member_id.is_empty() && instance_id.is_none())) {
+            if generation < 0 && (group.members.is_empty() || (member_id.is_empty() && instance_id.is_none()))
+            {
                 return Ok(());
             }
             let member = group.members.get(member_id).ok_or(GroupError::UnknownMemberId)?;

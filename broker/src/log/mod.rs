@@ -35,8 +35,7 @@ pub use log_dir::{read_partition_metadata, sync_dir, write_partition_metadata, L
 pub use offset_lookup::{FoundOffset, OffsetSpec};
 pub use partition_log::{AppendInfo, PartitionLog, ReadResult};
 pub use producer_state::{
-    BatchMetadata, CompletedTxn, ProducerSnapshot, ProducerStateEntry, ProducerStateTable,
-    BATCHES_TO_RETAIN,
+    BatchMetadata, CompletedTxn, ProducerSnapshot, ProducerStateEntry, ProducerStateTable, BATCHES_TO_RETAIN,
 };
 pub use segment::TimestampedBatch;
 pub use txn_index::AbortedTxn;

@@ -10,16 +10,16 @@ use bytes::Bytes;
 
 use super::batch::{rewrite_header, validate_produce_batch, BatchHeaders, BATCH_HEADER_SIZE};
 use super::control::TxnMarker;
-use super::producer_state::{
-    CompletedTxn, ProducerSnapshot, ProducerStateEntry, ProducerStateTable, SequenceCheck,
-};
-use super::txn_index::AbortedTxn;
 use super::log_dir::{
     delete_segment_files, list_segments, read_log_start_checkpoint, sync_dir, take_segments_below,
     write_log_start_checkpoint, LogDirHealth,
 };
+use super::producer_state::{
+    CompletedTxn, ProducerSnapshot, ProducerStateEntry, ProducerStateTable, SequenceCheck,
+};
 use super::recovery::{load_segment, LoadSpec};
 use super::segment::{BatchInfo, LogSegment, SegmentRead, TimestampedBatch};
+use super::txn_index::AbortedTxn;
 use super::{LogConfig, LogError, RecordBatchHeader, TimestampType};
 
 /// Where an append landed.
@@ -853,7 +853,11 @@ impl PartitionLog {
 
 /// Indexes a transaction that a marker in `segment` aborted, with the last stable offset once it
 /// ended (the next open transaction's first offset, or just past the marker).
-fn index_if_aborted(segment: &LogSegment, table: &ProducerStateTable, txn: CompletedTxn) -> Result<(), LogError> {
+fn index_if_aborted(
+    segment: &LogSegment,
+    table: &ProducerStateTable,
+    txn: CompletedTxn,
+) -> Result<(), LogError> {
     if txn.commit {
         return Ok(());
     }

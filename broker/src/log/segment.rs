@@ -140,7 +140,11 @@ impl LogSegment {
             file: Arc::new(file),
             size: AtomicU64::new(size),
             state: RwLock::new(state),
-            txn_index: Mutex::new(TransactionIndex::open(segment_file(dir, base_offset, "txnindex"))?),
+            txn_index: Mutex::new(TransactionIndex::open(segment_file(
+                dir,
+                base_offset,
+                "txnindex",
+            ))?),
         })
     }
 
@@ -181,7 +185,12 @@ impl LogSegment {
 
     /// Adds the aborted transactions of this segment overlapping `[start, upper_bound)` to
     /// `out`; true when no later segment can hold one (Kafka's `collectAbortedTxns`).
-    pub(crate) fn collect_aborted_txns(&self, start: i64, upper_bound: i64, out: &mut Vec<AbortedTxn>) -> bool {
+    pub(crate) fn collect_aborted_txns(
+        &self,
+        start: i64,
+        upper_bound: i64,
+        out: &mut Vec<AbortedTxn>,
+    ) -> bool {
         self.txn_index().collect(start, upper_bound, out)
     }
 

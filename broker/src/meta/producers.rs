@@ -131,7 +131,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = {
             let store = MetaStore::open(dir.path()).unwrap();
-            (store.reserve_producer_ids(1000).unwrap(), store.reserve_producer_ids(1000).unwrap())
+            (
+                store.reserve_producer_ids(1000).unwrap(),
+                store.reserve_producer_ids(1000).unwrap(),
+            )
         };
         assert_eq!((a, b), (0, 1000));
         let store = MetaStore::open(dir.path()).unwrap();
@@ -144,7 +147,9 @@ mod tests {
         let store = MetaStore::open(dir.path()).unwrap();
         let (t, other) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
         for offset in [10, 30, 20] {
-            store.put_producer_snapshot(&t, 0, offset, &[offset as u8]).unwrap();
+            store
+                .put_producer_snapshot(&t, 0, offset, &[offset as u8])
+                .unwrap();
         }
         store.put_producer_snapshot(&t, 1, 5, b"p1").unwrap();
         store.put_producer_snapshot(&other, 0, 7, b"other").unwrap();
@@ -154,13 +159,21 @@ mod tests {
             vec![(10, vec![10]), (20, vec![20])]
         );
         store.put_producer_snapshot(&t, 0, 40, b"40").unwrap();
-        let offsets: Vec<i64> = store.producer_snapshots(&t, 0).unwrap().iter().map(|s| s.0).collect();
+        let offsets: Vec<i64> = store
+            .producer_snapshots(&t, 0)
+            .unwrap()
+            .iter()
+            .map(|s| s.0)
+            .collect();
         assert_eq!(offsets, [20, 40]);
         store.delete_producer_snapshots_above(&t, 0, 20).unwrap();
         assert_eq!(store.producer_snapshots(&t, 0).unwrap().len(), 1);
         store.delete_producer_snapshots_above(&t, 0, -1).unwrap();
         assert!(store.producer_snapshots(&t, 0).unwrap().is_empty());
-        assert_eq!(store.producer_snapshots(&t, 1).unwrap(), vec![(5, b"p1".to_vec())]);
+        assert_eq!(
+            store.producer_snapshots(&t, 1).unwrap(),
+            vec![(5, b"p1".to_vec())]
+        );
         assert_eq!(store.producer_snapshots(&other, 0).unwrap().len(), 1);
     }
 }

@@ -113,7 +113,11 @@ impl MetaStore {
     }
 
     /// Stores a transactional id's new state, synced before it returns.
-    pub fn put_transaction(&self, transactional_id: &str, record: &TransactionRecord) -> Result<(), MetaError> {
+    pub fn put_transaction(
+        &self,
+        transactional_id: &str,
+        record: &TransactionRecord,
+    ) -> Result<(), MetaError> {
         self.db.put_cf_opt(
             self.cf(CF_TRANSACTIONS),
             transactional_id.as_bytes(),

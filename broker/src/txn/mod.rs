@@ -20,8 +20,8 @@ mod state;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
-pub use state::{TxnError, TxnState};
 use state::{offsets_partition, TxnMetadata, MAX_EPOCH, OFFSETS_TOPIC};
+pub use state::{TxnError, TxnState};
 
 use crate::group::GroupCoordinator;
 use crate::log::TxnMarker;
@@ -80,7 +80,11 @@ impl TransactionCoordinator {
             txns.insert(id, md);
         }
         if !txns.is_empty() {
-            tracing::info!(transactional_ids = txns.len(), unfinished = unfinished.len(), "transaction state loaded");
+            tracing::info!(
+                transactional_ids = txns.len(),
+                unfinished = unfinished.len(),
+                "transaction state loaded"
+            );
         }
         Ok((
             TransactionCoordinator {
@@ -156,11 +160,9 @@ impl TransactionCoordinator {
         // KIP-360: a producer that had an id may name it, with its epoch; both or neither.
         let expected = match (producer_id, producer_epoch) {
             (-1, -1) => None,
-            (-1, _) | (_, -1) => {
-                return Err(TxnError::InvalidRequest(format!(
-                    "Invalid producer id {producer_id} and epoch {producer_epoch}: both or neither must be set"
-                )))
-            }
+            (-1, _) | (_, -1) => return Err(TxnError::InvalidRequest(format!(
+                "Invalid producer id {producer_id} and epoch {producer_epoch}: both or neither must be set"
+            ))),
             pair => Some(pair),
         };
         if timeout_ms <= 0 || timeout_ms > self.settings.max_timeout_ms {
@@ -168,7 +170,10 @@ impl TransactionCoordinator {
         }
         // A new producer id, reserved before the mutex, is needed by a new transactional id and
         // by one whose epochs are exhausted.
-        let needs_id = self.lock().get(id).is_none_or(|m| m.producer_epoch >= MAX_EPOCH - 1);
+        let needs_id = self
+            .lock()
+            .get(id)
+            .is_none_or(|m| m.producer_epoch >= MAX_EPOCH - 1);
         let fresh = if needs_id {
             Some(ids.generate(meta).map_err(TxnError::storage)?)
         } else {
@@ -283,20 +288,30 @@ impl TransactionCoordinator {
     ) -> Result<bool, TxnError> {
         self.transition(meta, id, |current| {
             let m = state::check_producer(current, producer_id, producer_epoch)?;
-            let wrong = || TxnError::InvalidTxnState(format!(
-                "TransactionalId {id} cannot {} from state {}",
-                if commit { "commit" } else { "abort" },
-                m.state.name()
-            ));
+            let wrong = || {
+                TxnError::InvalidTxnState(format!(
+                    "TransactionalId {id} cannot {} from state {}",
+                    if commit { "commit" } else { "abort" },
+                    m.state.name()
+                ))
+            };
             match (m.state, commit) {
                 (TxnState::Ongoing, _) => {
                     let mut next = m.clone();
-                    next.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+                    next.state = if commit {
+                        TxnState::PrepareCommit
+                    } else {
+                        TxnState::PrepareAbort
+                    };
                     next.last_update_timestamp = now_ms;
                     Ok(Decision::Store(next, true))
                 }
-                (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(Decision::Unchanged(false)),
-                (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => Err(TxnError::ConcurrentTransactions),
+                (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
+                    Ok(Decision::Unchanged(false))
+                }
+                (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                    Err(TxnError::ConcurrentTransactions)
+                }
                 _ => Err(wrong()),
             }
         })
@@ -312,11 +327,19 @@ impl TransactionCoordinator {
         groups: &GroupCoordinator,
         id: &str,
     ) -> Result<(), TxnError> {
-        if !self.completing.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string()) {
+        if !self
+            .completing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string())
+        {
             return Ok(());
         }
         let result = self.write_markers_and_complete(meta, logs, groups, id);
-        self.completing.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.completing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         if let Err(e) = &result {
             tracing::error!(transactional_id = %id, error = %e, "cannot complete a transaction; it will be retried");
         }
@@ -353,8 +376,12 @@ impl TransactionCoordinator {
                 continue;
             }
             // A partition deleted meanwhile needs no marker.
-            let Ok(log) = logs.partition(topic, *partition) else { continue };
-            let info = log.append_marker(&marker, now).map_err(|e| TxnError::Marker(e.to_string()))?;
+            let Ok(log) = logs.partition(topic, *partition) else {
+                continue;
+            };
+            let info = log
+                .append_marker(&marker, now)
+                .map_err(|e| TxnError::Marker(e.to_string()))?;
             log.flush_until(info.last_offset + 1)
                 .map_err(|e| TxnError::Marker(e.to_string()))?;
         }
@@ -369,7 +396,11 @@ impl TransactionCoordinator {
         self.transition(meta, id, |current| match current {
             Some(m) if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) => {
                 let mut next = m.clone();
-                next.state = if marker.commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
+                next.state = if marker.commit {
+                    TxnState::CompleteCommit
+                } else {
+                    TxnState::CompleteAbort
+                };
                 next.partitions.clear();
                 next.offsets.clear();
                 next.last_update_timestamp = crate::clock::now_ms();
@@ -418,7 +449,9 @@ impl TransactionCoordinator {
                 .collect();
             let stuck = txns
                 .iter()
-                .filter(|(_, m)| !m.pending && matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
+                .filter(|(_, m)| {
+                    !m.pending && matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort)
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             (expired, stuck)
@@ -444,7 +477,13 @@ impl TransactionCoordinator {
         let idle: Vec<String> = self
             .lock()
             .iter()
-            .filter(|(_, m)| !m.pending && matches!(m.state, TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort))
+            .filter(|(_, m)| {
+                !m.pending
+                    && matches!(
+                        m.state,
+                        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                    )
+            })
             .filter(|(_, m)| now_ms.saturating_sub(m.last_update_timestamp) >= self.settings.id_expiration_ms)
             .map(|(id, _)| id.clone())
             .collect();
@@ -489,7 +528,13 @@ impl TxnMetadata {
             state: self.state,
             timeout_ms: self.timeout_ms,
             start_timestamp: self.start_timestamp,
-            partitions: self.partitions.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect(),
+            partitions: self
+                .partitions
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
         }
     }
 }

@@ -236,7 +236,10 @@ pub(super) fn decide_init(
                     }
                     // A retry of a bump that succeeded: the same answer again.
                     Some((_, e)) if e == m.last_producer_epoch => {
-                        return Ok(Decision::Unchanged(InitOutcome::Ready(m.producer_id, m.producer_epoch)));
+                        return Ok(Decision::Unchanged(InitOutcome::Ready(
+                            m.producer_id,
+                            m.producer_epoch,
+                        )));
                     }
                     Some(_) => return Err(TxnError::ProducerFenced),
                 }

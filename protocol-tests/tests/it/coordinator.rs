@@ -63,5 +63,8 @@ fn find_coordinator_v3_names_this_node_for_a_transactional_id() {
     );
     assert_eq!((r.error_code, r.node_id.0, r.port), (0, 1, port));
     let empty = wire.call(&FindCoordinatorRequest::default().with_key_type(1), 3);
-    assert_eq!(empty.error_code, 42, "an empty transactional id is INVALID_REQUEST");
+    assert_eq!(
+        empty.error_code, 42,
+        "an empty transactional id is INVALID_REQUEST"
+    );
 }

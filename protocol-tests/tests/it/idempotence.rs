@@ -30,7 +30,12 @@ const INVALID_PRODUCER_EPOCH: i16 = 47;
 const INVALID_REQUEST: i16 = 42;
 const INVALID_RECORD: i16 = 87;
 
-pub(crate) fn init_producer_id(wire: &mut WireClient, transactional_id: Option<&str>, pid: i64, epoch: i16) -> InitProducerIdResponse {
+pub(crate) fn init_producer_id(
+    wire: &mut WireClient,
+    transactional_id: Option<&str>,
+    pid: i64,
+    epoch: i16,
+) -> InitProducerIdResponse {
     let request = InitProducerIdRequest::default()
         .with_transactional_id(transactional_id.map(|t| TransactionalId(StrBytes::from_string(t.into()))))
         .with_transaction_timeout_ms(60_000)
@@ -67,7 +72,9 @@ fn produce(wire: &mut WireClient, topic: &str, batch: Bytes) -> PartitionProduce
 /// `n` records of producer `pid` at `epoch`, from sequence `seq`; the timestamp tells batches
 /// apart.
 fn batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Bytes {
-    let values: Vec<Vec<u8>> = (0..n).map(|i| format!("{pid}-{epoch}-{}", seq as usize + i).into_bytes()).collect();
+    let values: Vec<Vec<u8>> = (0..n)
+        .map(|i| format!("{pid}-{epoch}-{}", seq as usize + i).into_bytes())
+        .collect();
     let records: Vec<(&[u8], &[u8])> = values.iter().map(|v| (&b"k"[..], v.as_slice())).collect();
     idempotent_batch(&records, 1_700_000_000_000 + i64::from(seq), (pid, epoch, seq))
 }
@@ -109,7 +116,10 @@ fn init_producer_id_hands_out_ids_never_reused_across_restarts() {
     broker.restart();
     let mut wire = WireClient::connect(broker.bootstrap());
     let after_crash = new_producer(&mut wire);
-    assert!(after_crash > before_crash, "{after_crash} reuses an id up to {before_crash}");
+    assert!(
+        after_crash > before_crash,
+        "{after_crash} reuses an id up to {before_crash}"
+    );
     broker.restart();
     let mut wire = WireClient::connect(broker.bootstrap());
     let after_restart = new_producer(&mut wire);
@@ -133,9 +143,18 @@ fn sequences_are_checked_from_batch_headers_as_kafka_does() {
     assert_eq!(log_end(&mut wire, "seq"), 5);
 
     // Same start, another count; a gap; going back: all out of order, nothing written.
-    assert_eq!(sent(&mut wire, "seq", pid, 0, 3, 3).0, OUT_OF_ORDER_SEQUENCE_NUMBER);
-    assert_eq!(sent(&mut wire, "seq", pid, 0, 7, 1).0, OUT_OF_ORDER_SEQUENCE_NUMBER);
-    assert_eq!(sent(&mut wire, "seq", pid, 0, 2, 1).0, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    assert_eq!(
+        sent(&mut wire, "seq", pid, 0, 3, 3).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
+    assert_eq!(
+        sent(&mut wire, "seq", pid, 0, 7, 1).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
+    assert_eq!(
+        sent(&mut wire, "seq", pid, 0, 2, 1).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
     assert_eq!(log_end(&mut wire, "seq"), 5);
 
     // Six one-record batches: the oldest leaves the five-batch window.
@@ -143,16 +162,25 @@ fn sequences_are_checked_from_batch_headers_as_kafka_does() {
         assert_eq!(sent(&mut wire, "seq", pid, 0, seq, 1), (0, i64::from(seq)));
     }
     assert_eq!(sent(&mut wire, "seq", pid, 0, 6, 1), (0, 6));
-    assert_eq!(sent(&mut wire, "seq", pid, 0, 5, 1).0, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    assert_eq!(
+        sent(&mut wire, "seq", pid, 0, 5, 1).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
 
     // A new epoch starts at 0 and fences the old one.
-    assert_eq!(sent(&mut wire, "seq", pid, 1, 4, 1).0, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    assert_eq!(
+        sent(&mut wire, "seq", pid, 1, 4, 1).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
     assert_eq!(sent(&mut wire, "seq", pid, 1, 0, 1), (0, 11));
     assert_eq!(sent(&mut wire, "seq", pid, 0, 11, 1).0, INVALID_PRODUCER_EPOCH);
 
     // Kafka 4.1 accepts an unknown producer at any sequence, then holds it to it.
     assert_eq!(sent(&mut wire, "seq", 999_999, 0, 42, 1), (0, 12));
-    assert_eq!(sent(&mut wire, "seq", 999_999, 0, 44, 1).0, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    assert_eq!(
+        sent(&mut wire, "seq", 999_999, 0, 44, 1).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
     assert_eq!(sent(&mut wire, "seq", 999_999, 0, 43, 1), (0, 13));
 
     // A producer id with no sequence is malformed.
@@ -165,7 +193,14 @@ fn sequences_are_checked_from_batch_headers_as_kafka_does() {
     let producers: Vec<(i64, i32, i32, i64)> = described
         .active_producers
         .iter()
-        .map(|p| (p.producer_id.0, p.producer_epoch, p.last_sequence, p.current_txn_start_offset))
+        .map(|p| {
+            (
+                p.producer_id.0,
+                p.producer_epoch,
+                p.last_sequence,
+                p.current_txn_start_offset,
+            )
+        })
         .collect();
     assert_eq!(producers, vec![(pid, 1, 0, -1), (999_999, 0, 43, -1)]);
     let last_timestamp = described.active_producers[1].last_timestamp;
@@ -206,9 +241,16 @@ fn retries_are_recognised_after_a_clean_restart_and_after_kill_9() {
     let mut wire = WireClient::connect(broker.bootstrap());
     // Every batch of the window is still known (Kafka's own snapshot keeps only the last).
     for seq in (105..120).step_by(3) {
-        assert_eq!(sent(&mut wire, "state", pid, 0, seq, 3), (0, i64::from(seq)), "seq {seq}");
+        assert_eq!(
+            sent(&mut wire, "state", pid, 0, seq, 3),
+            (0, i64::from(seq)),
+            "seq {seq}"
+        );
     }
-    assert_eq!(sent(&mut wire, "state", pid, 0, 121, 1).0, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    assert_eq!(
+        sent(&mut wire, "state", pid, 0, 121, 1).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
     assert_eq!(sent(&mut wire, "state", pid, 0, 120, 2), (0, 120));
 
     // A crash leaves no snapshot at the log end: the tail is replayed from the log.
@@ -217,7 +259,10 @@ fn retries_are_recognised_after_a_clean_restart_and_after_kill_9() {
     let mut wire = WireClient::connect(broker.bootstrap());
     assert_eq!(sent(&mut wire, "state", pid, 0, 120, 2), (0, 120));
     assert_eq!(sent(&mut wire, "state", pid, 0, 117, 3), (0, 117));
-    assert_eq!(sent(&mut wire, "state", pid, 0, 123, 1).0, OUT_OF_ORDER_SEQUENCE_NUMBER);
+    assert_eq!(
+        sent(&mut wire, "state", pid, 0, 123, 1).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
     assert_eq!(sent(&mut wire, "state", pid, 0, 122, 1), (0, 122));
     assert_eq!(log_end(&mut wire, "state"), 123);
 }
@@ -285,7 +330,9 @@ impl ChaosProxy {
                 for client in listener.incoming() {
                     let Ok(client) = client else { continue };
                     let to = target.lock().unwrap().clone();
-                    let Ok(server) = TcpStream::connect(&to) else { continue };
+                    let Ok(server) = TcpStream::connect(&to) else {
+                        continue;
+                    };
                     let _ = client.set_nodelay(true);
                     let _ = server.set_nodelay(true);
                     open.lock().unwrap().push(client.try_clone().unwrap());
@@ -416,7 +463,9 @@ async fn rdkafka_idempotent_producer_lands_every_message_once_through_cut_connec
     for i in 0..PER_PARTITION {
         for partition in 0..3 {
             let payload = format!("{partition}:{i}");
-            let record = FutureRecord::<(), _>::to(topic).partition(partition).payload(&payload);
+            let record = FutureRecord::<(), _>::to(topic)
+                .partition(partition)
+                .payload(&payload);
             deliveries.push(producer.send_result(record).expect("queue message"));
         }
         if i % 25 == 24 {
@@ -431,7 +480,10 @@ async fn rdkafka_idempotent_producer_lands_every_message_once_through_cut_connec
     let cuts = proxy.cuts.load(Ordering::Relaxed);
     let dropped = proxy.dropped_responses.load(Ordering::Relaxed);
     assert!(cuts >= 5, "the proxy cut connections only {cuts} times");
-    assert!(dropped >= 3, "the proxy swallowed only {dropped} produce responses");
+    assert!(
+        dropped >= 3,
+        "the proxy swallowed only {dropped} produce responses"
+    );
     // Each swallowed response was of a batch the broker had written: its retry must have been
     // recognised (and every message below is still there once).
     let metrics = scrape(&metrics_address(&broker));
@@ -441,7 +493,10 @@ async fn rdkafka_idempotent_producer_lands_every_message_once_through_cut_connec
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     eprintln!("{cuts} cuts, {dropped} responses swallowed, {duplicates} retries recognised");
-    assert!(duplicates >= 1.0, "no retried batch was recognised as a duplicate");
+    assert!(
+        duplicates >= 1.0,
+        "no retried batch was recognised as a duplicate"
+    );
     proxy.calm();
 
     // Read back: each partition holds exactly its messages, once, in order.
@@ -450,7 +505,11 @@ async fn rdkafka_idempotent_producer_lands_every_message_once_through_cut_connec
     let mut seen: BTreeMap<i32, Vec<String>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.values().map(Vec::len).sum::<usize>() < 3 * PER_PARTITION {
-        assert!(Instant::now() < deadline, "consumed only {:?}", seen.iter().map(|(p, v)| (*p, v.len())).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "consumed only {:?}",
+            seen.iter().map(|(p, v)| (*p, v.len())).collect::<Vec<_>>()
+        );
         let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await else {
             continue;
         };

@@ -11,7 +11,9 @@ use crate::broker::TestBroker;
 fn run_script(script: &str, bootstrap: &str) -> String {
     // scripts/test.sh points KEEL_PYTHON at a venv with kafka-python and aiokafka installed.
     let python = std::env::var("KEEL_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python").join(script);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
     let output = Command::new(&python)
         .arg(&script)
         .arg(bootstrap)
@@ -44,13 +46,22 @@ fn kafka_python_creates_topics_and_round_trips_records() {
 fn aiokafka_idempotent_producer_writes_each_record_once_in_order() {
     let broker = TestBroker::start();
     let stdout = run_script("aiokafka_idempotent.py", broker.bootstrap());
-    assert!(stdout.contains("aiokafka idempotent ok: 1200 records"), "{stdout}");
+    assert!(
+        stdout.contains("aiokafka idempotent ok: 1200 records"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn kafka_python_and_aiokafka_transactions_commit_and_abort() {
     let broker = TestBroker::start();
     let stdout = run_script("transactions.py", broker.bootstrap());
-    assert!(stdout.contains("kafka-python transactions ok: 20 committed, 20 aborted"), "{stdout}");
-    assert!(stdout.contains("aiokafka transactions ok: 20 committed, 20 aborted"), "{stdout}");
+    assert!(
+        stdout.contains("kafka-python transactions ok: 20 committed, 20 aborted"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("aiokafka transactions ok: 20 committed, 20 aborted"),
+        "{stdout}"
+    );
 }

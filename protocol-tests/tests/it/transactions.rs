@@ -18,12 +18,15 @@ fn transactional(bootstrap: &str, id: &str, extra: &[(&str, &str)]) -> FuturePro
     let mut settings = vec![("transactional.id", id), ("enable.idempotence", "true")];
     settings.extend_from_slice(extra);
     let p = producer(bootstrap, &settings);
-    p.init_transactions(Duration::from_secs(30)).expect("init_transactions");
+    p.init_transactions(Duration::from_secs(30))
+        .expect("init_transactions");
     p
 }
 
 async fn send(p: &FutureProducer, topic: &str, partition: i32, payload: &str) {
-    let record = FutureRecord::<(), _>::to(topic).partition(partition).payload(payload);
+    let record = FutureRecord::<(), _>::to(topic)
+        .partition(partition)
+        .payload(payload);
     p.send(record, Duration::from_secs(30))
         .await
         .unwrap_or_else(|(e, _)| panic!("send {payload}: {e}"));
@@ -31,7 +34,13 @@ async fn send(p: &FutureProducer, topic: &str, partition: i32, payload: &str) {
 
 /// Every payload in `topic` (partitions `0..partitions`) a consumer with `isolation` reads
 /// until it has been idle for `idle`.
-async fn read_all(bootstrap: &str, topic: &str, partitions: i32, isolation: &str, idle: Duration) -> Vec<String> {
+async fn read_all(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    isolation: &str,
+    idle: Duration,
+) -> Vec<String> {
     let c: StreamConsumer = consumer(bootstrap, &[("isolation.level", isolation)]);
     assign(&c, topic, partitions, Offset::Beginning);
     let mut out = Vec::new();
@@ -66,16 +75,33 @@ async fn read_committed_sees_committed_transactions_whole_and_aborted_ones_never
             p.abort_transaction(Duration::from_secs(30)).unwrap();
         }
     }
-    let committed = read_all(broker.bootstrap(), "txn", 2, "read_committed", Duration::from_secs(3)).await;
+    let committed = read_all(
+        broker.bootstrap(),
+        "txn",
+        2,
+        "read_committed",
+        Duration::from_secs(3),
+    )
+    .await;
     let mut want = expected("first", 10);
     want.extend(expected("second", 10));
     want.sort();
     assert_eq!(committed, want);
-    let everything = read_all(broker.bootstrap(), "txn", 2, "read_uncommitted", Duration::from_secs(3)).await;
+    let everything = read_all(
+        broker.bootstrap(),
+        "txn",
+        2,
+        "read_uncommitted",
+        Duration::from_secs(3),
+    )
+    .await;
     let mut want_all = want.clone();
     want_all.extend(expected("aborted", 10));
     want_all.sort();
-    assert_eq!(everything, want_all, "read_uncommitted sees aborted records (and no markers)");
+    assert_eq!(
+        everything, want_all,
+        "read_uncommitted sees aborted records (and no markers)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +127,14 @@ async fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
         _ => false,
     };
     assert!(fatal, "a fenced producer's error is fatal: {err}");
-    let committed = read_all(broker.bootstrap(), "fenced", 1, "read_committed", Duration::from_secs(3)).await;
+    let committed = read_all(
+        broker.bootstrap(),
+        "fenced",
+        1,
+        "read_committed",
+        Duration::from_secs(3),
+    )
+    .await;
     assert_eq!(committed, vec!["live-000".to_string()]);
 }
 
@@ -112,7 +145,11 @@ async fn a_transaction_left_open_times_out_is_aborted_and_unblocks_read_committe
         .start();
     let mut wire = WireClient::connect(broker.bootstrap());
     assert_eq!(create(&mut wire, "stuck", 1, 1, &[], false), 0);
-    let abandoned = transactional(broker.bootstrap(), "txn-timeout", &[("transaction.timeout.ms", "1500"), ("message.timeout.ms", "1500")]);
+    let abandoned = transactional(
+        broker.bootstrap(),
+        "txn-timeout",
+        &[("transaction.timeout.ms", "1500"), ("message.timeout.ms", "1500")],
+    );
     abandoned.begin_transaction().unwrap();
     send(&abandoned, "stuck", 0, "abandoned-000").await;
     // A plain record after it: read_committed consumers cannot see it while the transaction is
@@ -126,8 +163,15 @@ async fn a_transaction_left_open_times_out_is_aborted_and_unblocks_read_committe
         .await
         .expect("the timed-out transaction is aborted and the LSO moves")
         .expect("a record");
-    assert_eq!(m.payload(), Some(&b"plain-000"[..]), "only the plain record is visible");
-    assert!(started.elapsed() >= Duration::from_millis(500), "it waited for the abort");
+    assert_eq!(
+        m.payload(),
+        Some(&b"plain-000"[..]),
+        "only the plain record is visible"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "it waited for the abort"
+    );
     // The abandoned producer was fenced by the timeout: it can no longer commit.
     assert!(abandoned.commit_transaction(Duration::from_secs(10)).is_err());
     c.unassign().unwrap();
@@ -137,11 +181,20 @@ async fn a_transaction_left_open_times_out_is_aborted_and_unblocks_read_committe
 /// copies to the output and the consumer's positions committed in one transaction. With
 /// `crash`, the transaction is left open and both clients dropped, as a process that dies
 /// would leave them.
-async fn transform_batch(consumer: &StreamConsumer, producer: &FutureProducer, max: usize, crash: bool) -> usize {
+async fn transform_batch(
+    consumer: &StreamConsumer,
+    producer: &FutureProducer,
+    max: usize,
+    crash: bool,
+) -> usize {
     let mut taken = Vec::new();
     while taken.len() < max {
         match tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await {
-            Ok(Ok(m)) => taken.push((m.partition(), m.offset(), m.payload().unwrap_or_default().to_vec())),
+            Ok(Ok(m)) => taken.push((
+                m.partition(),
+                m.offset(),
+                m.payload().unwrap_or_default().to_vec(),
+            )),
             _ => break,
         }
     }
@@ -183,7 +236,9 @@ fn ctp_clients(bootstrap: &str) -> (StreamConsumer, FutureProducer) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consume_transform_produce_is_exactly_once_across_a_crash() {
-    let broker = TestBroker::builder().with("group.initial.rebalance.delay.ms", 0).start();
+    let broker = TestBroker::builder()
+        .with("group.initial.rebalance.delay.ms", 0)
+        .start();
     let mut wire = WireClient::connect(broker.bootstrap());
     assert_eq!(create(&mut wire, "ctp-in", 2, 1, &[], false), 0);
     assert_eq!(create(&mut wire, "ctp-out", 2, 1, &[], false), 0);
@@ -210,21 +265,45 @@ async fn consume_transform_produce_is_exactly_once_across_a_crash() {
     while transform_batch(&c, &p, 50, false).await > 0 {}
     drop(c);
 
-    let output = read_all(broker.bootstrap(), "ctp-out", 2, "read_committed", Duration::from_secs(3)).await;
+    let output = read_all(
+        broker.bootstrap(),
+        "ctp-out",
+        2,
+        "read_committed",
+        Duration::from_secs(3),
+    )
+    .await;
     let mut want: Vec<String> = (0..N).map(|i| format!("RECORD-{i:03}")).collect();
     want.sort();
     assert_eq!(output.len(), N, "exactly once: no loss, no duplicate");
     assert_eq!(output, want);
     // The dead worker's output is in the log, aborted: read_uncommitted sees it twice.
-    let everything = read_all(broker.bootstrap(), "ctp-out", 2, "read_uncommitted", Duration::from_secs(3)).await;
-    assert!(everything.len() > N, "the crashed transaction wrote {} records", everything.len() - N);
+    let everything = read_all(
+        broker.bootstrap(),
+        "ctp-out",
+        2,
+        "read_uncommitted",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        everything.len() > N,
+        "the crashed transaction wrote {} records",
+        everything.len() - N
+    );
 }
 
 /// The records of transaction `n`: ten, tagged with whether it is meant to commit.
 async fn run_transaction(p: &FutureProducer, n: usize, commit: bool) {
     p.begin_transaction().unwrap();
     for i in 0..10 {
-        send(p, "crash", i % 2, &format!("txn{n}-{}-{i}", if commit { "c" } else { "a" })).await;
+        send(
+            p,
+            "crash",
+            i % 2,
+            &format!("txn{n}-{}-{i}", if commit { "c" } else { "a" }),
+        )
+        .await;
     }
     if commit {
         p.commit_transaction(Duration::from_secs(30)).unwrap();
@@ -275,7 +354,20 @@ async fn kill_9_during_transactions_keeps_committed_ones_whole_and_aborted_ones_
     broker.restart();
     let p = transactional(broker.bootstrap(), "txn-crash", &[]);
     run_transaction(&p, 8, true).await;
-    assert_eq!(committed_transactions(broker.bootstrap()).await, vec![0, 2, 4, 6, 8]);
-    let everything = read_all(broker.bootstrap(), "crash", 2, "read_uncommitted", Duration::from_secs(3)).await;
-    assert!(everything.iter().any(|r| r.starts_with("txn7-")), "the open transaction's records were written");
+    assert_eq!(
+        committed_transactions(broker.bootstrap()).await,
+        vec![0, 2, 4, 6, 8]
+    );
+    let everything = read_all(
+        broker.bootstrap(),
+        "crash",
+        2,
+        "read_uncommitted",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        everything.iter().any(|r| r.starts_with("txn7-")),
+        "the open transaction's records were written"
+    );
 }

@@ -45,12 +45,23 @@ fn init(wire: &mut WireClient, id: &str, timeout_ms: i32, expected: (i64, i16)) 
 }
 
 /// AddPartitionsToTxn at `version`: the error code of each (topic, partition), in order.
-fn add(wire: &mut WireClient, version: i16, id: &str, pid: i64, epoch: i16, partitions: &[(&str, i32)]) -> Vec<i16> {
+fn add(
+    wire: &mut WireClient,
+    version: i16,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    partitions: &[(&str, i32)],
+) -> Vec<i16> {
     let mut topics: Vec<AddPartitionsToTxnTopic> = Vec::new();
     for (t, p) in partitions {
         match topics.iter_mut().find(|x| x.name.0.as_str() == *t) {
             Some(x) => x.partitions.push(*p),
-            None => topics.push(AddPartitionsToTxnTopic::default().with_name(topic_name(t)).with_partitions(vec![*p])),
+            None => topics.push(
+                AddPartitionsToTxnTopic::default()
+                    .with_name(topic_name(t))
+                    .with_partitions(vec![*p]),
+            ),
         }
     }
     let request = AddPartitionsToTxnRequest::default()
@@ -141,7 +152,12 @@ fn produce(wire: &mut WireClient, version: i16, id: Option<&str>, topic: &str, b
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(0)
                 .with_records(Some(batch))])]);
-    let p = wire.call(&request, version).responses.remove(0).partition_responses.remove(0);
+    let p = wire
+        .call(&request, version)
+        .responses
+        .remove(0)
+        .partition_responses
+        .remove(0);
     (p.error_code, p.base_offset)
 }
 
@@ -212,13 +228,23 @@ fn init_producer_id_checks_timeouts_and_bumps_epochs_as_kafka_does() {
     let mut wire = WireClient::connect(broker.bootstrap());
     let find = FindCoordinatorRequest::default()
         .with_key_type(1)
-        .with_coordinator_keys(vec![StrBytes::from_static_str("t1"), StrBytes::from_static_str("")]);
+        .with_coordinator_keys(vec![
+            StrBytes::from_static_str("t1"),
+            StrBytes::from_static_str(""),
+        ]);
     let found = wire.call(&find, 4).coordinators;
-    assert_eq!((found[0].error_code, found[0].port), (0, broker.bootstrap().rsplit(':').next().unwrap().parse().unwrap()));
+    assert_eq!(
+        (found[0].error_code, found[0].port),
+        (0, broker.bootstrap().rsplit(':').next().unwrap().parse().unwrap())
+    );
     assert_eq!(found[1].error_code, INVALID_REQUEST);
 
     for timeout in [0, -5, 900_001, i32::MAX] {
-        assert_eq!(init(&mut wire, "t1", timeout, (-1, -1)).0, INVALID_TRANSACTION_TIMEOUT, "timeout {timeout}");
+        assert_eq!(
+            init(&mut wire, "t1", timeout, (-1, -1)).0,
+            INVALID_TRANSACTION_TIMEOUT,
+            "timeout {timeout}"
+        );
     }
     let (code, pid, epoch) = init(&mut wire, "t1", 900_000, (-1, -1));
     assert_eq!((code, epoch), (0, 0));
@@ -236,7 +262,10 @@ fn init_producer_id_checks_timeouts_and_bumps_epochs_as_kafka_does() {
         .with_producer_id(ProducerId(pid))
         .with_producer_epoch(0);
     assert_eq!(wire.call(&old, 3).error_code, INVALID_PRODUCER_EPOCH);
-    assert_eq!(init_producer_id(&mut wire, Some(""), -1, -1).error_code, INVALID_REQUEST);
+    assert_eq!(
+        init_producer_id(&mut wire, Some(""), -1, -1).error_code,
+        INVALID_REQUEST
+    );
 }
 
 #[test]
@@ -247,37 +276,82 @@ fn add_partitions_end_txn_and_produce_follow_kafkas_state_rules() {
     let (_, pid, e) = init(&mut wire, "t", 60_000, (-1, -1));
 
     // A transactional batch before its partition was added: refused, by version.
-    assert_eq!(produce(&mut wire, 10, Some("t"), "a", txn_batch(pid, e, 0, 1)).0, INVALID_TXN_STATE);
-    assert_eq!(produce(&mut wire, 11, Some("t"), "a", txn_batch(pid, e, 0, 1)).0, TRANSACTION_ABORTABLE);
-    assert_eq!(produce(&mut wire, 11, None, "a", txn_batch(pid, e, 0, 1)).0, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    assert_eq!(
+        produce(&mut wire, 10, Some("t"), "a", txn_batch(pid, e, 0, 1)).0,
+        INVALID_TXN_STATE
+    );
+    assert_eq!(
+        produce(&mut wire, 11, Some("t"), "a", txn_batch(pid, e, 0, 1)).0,
+        TRANSACTION_ABORTABLE
+    );
+    assert_eq!(
+        produce(&mut wire, 11, None, "a", txn_batch(pid, e, 0, 1)).0,
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    );
     assert_eq!(log_end(&mut wire, "a"), 0);
-    assert_eq!(end(&mut wire, 3, "t", pid, e, true), INVALID_TXN_STATE, "nothing to commit in Empty");
+    assert_eq!(
+        end(&mut wire, 3, "t", pid, e, true),
+        INVALID_TXN_STATE,
+        "nothing to commit in Empty"
+    );
 
-    assert_eq!(add(&mut wire, 3, "t", pid, e, &[("a", 0), ("nosuch", 0)]), vec![OPERATION_NOT_ATTEMPTED, UNKNOWN_TOPIC_OR_PARTITION]);
-    assert_eq!(add(&mut wire, 3, "t", pid + 1, e, &[("a", 0)]), vec![INVALID_PRODUCER_ID_MAPPING]);
-    assert_eq!(add(&mut wire, 3, "t", pid, e + 1, &[("a", 0)]), vec![PRODUCER_FENCED]);
-    assert_eq!(add(&mut wire, 1, "t", pid, e + 1, &[("a", 0)]), vec![INVALID_PRODUCER_EPOCH]);
-    assert_eq!(add(&mut wire, 3, "unknown", pid, e, &[("a", 0)]), vec![INVALID_PRODUCER_ID_MAPPING]);
+    assert_eq!(
+        add(&mut wire, 3, "t", pid, e, &[("a", 0), ("nosuch", 0)]),
+        vec![OPERATION_NOT_ATTEMPTED, UNKNOWN_TOPIC_OR_PARTITION]
+    );
+    assert_eq!(
+        add(&mut wire, 3, "t", pid + 1, e, &[("a", 0)]),
+        vec![INVALID_PRODUCER_ID_MAPPING]
+    );
+    assert_eq!(
+        add(&mut wire, 3, "t", pid, e + 1, &[("a", 0)]),
+        vec![PRODUCER_FENCED]
+    );
+    assert_eq!(
+        add(&mut wire, 1, "t", pid, e + 1, &[("a", 0)]),
+        vec![INVALID_PRODUCER_EPOCH]
+    );
+    assert_eq!(
+        add(&mut wire, 3, "unknown", pid, e, &[("a", 0)]),
+        vec![INVALID_PRODUCER_ID_MAPPING]
+    );
     assert_eq!(add(&mut wire, 3, "t", pid, e, &[("a", 0)]), vec![0]);
-    assert_eq!(add(&mut wire, 3, "t", pid, e, &[("a", 0)]), vec![0], "adding again changes nothing");
+    assert_eq!(
+        add(&mut wire, 3, "t", pid, e, &[("a", 0)]),
+        vec![0],
+        "adding again changes nothing"
+    );
 
-    assert_eq!(produce(&mut wire, 11, Some("t"), "a", txn_batch(pid, e, 0, 3)), (0, 0));
+    assert_eq!(
+        produce(&mut wire, 11, Some("t"), "a", txn_batch(pid, e, 0, 3)),
+        (0, 0)
+    );
     let (hw, lso, aborted, batches) = fetch_committed(&mut wire, "a", 0);
     assert_eq!((hw, lso, aborted, batches), (3, 0, vec![], vec![]));
 
     assert_eq!(end(&mut wire, 3, "t", pid, e + 1, true), PRODUCER_FENCED);
     assert_eq!(end(&mut wire, 1, "t", pid, e + 1, true), INVALID_PRODUCER_EPOCH);
-    assert_eq!(end(&mut wire, 3, "t", pid + 1, e, true), INVALID_PRODUCER_ID_MAPPING);
+    assert_eq!(
+        end(&mut wire, 3, "t", pid + 1, e, true),
+        INVALID_PRODUCER_ID_MAPPING
+    );
     assert_eq!(end(&mut wire, 3, "t", pid, e, true), 0);
     wait_for_lso(&mut wire, "a", 4);
     let (aborted, batches) = read_committed_all(&mut wire, "a");
     assert_eq!((aborted, batches), (vec![], vec![(0, false), (3, true)]));
     assert_eq!(end_settled(&mut wire, "t", pid, e, true), 0, "a retried commit");
-    assert_eq!(end(&mut wire, 3, "t", pid, e, false), INVALID_TXN_STATE, "abort after commit");
+    assert_eq!(
+        end(&mut wire, 3, "t", pid, e, false),
+        INVALID_TXN_STATE,
+        "abort after commit"
+    );
 
     // An aborted transaction: its records are listed for read_committed consumers to drop.
     assert_eq!(add(&mut wire, 3, "t", pid, e, &[("a", 0)]), vec![0]);
-    assert_eq!(produce(&mut wire, 11, Some("t"), "a", txn_batch(pid, e, 3, 2)), (0, 4));
+    assert_eq!(
+        produce(&mut wire, 11, Some("t"), "a", txn_batch(pid, e, 3, 2)),
+        (0, 4)
+    );
     assert_eq!(end(&mut wire, 3, "t", pid, e, false), 0);
     wait_for_lso(&mut wire, "a", 7);
     let (aborted, batches) = read_committed_all(&mut wire, "a");
@@ -292,7 +366,10 @@ fn a_new_producer_fences_the_open_transaction_of_the_old_one() {
     assert_eq!(create(&mut wire, "a", 1, 1, &[], false), 0);
     let (_, pid, e) = init(&mut wire, "t", 60_000, (-1, -1));
     assert_eq!(add(&mut wire, 3, "t", pid, e, &[("a", 0)]), vec![0]);
-    assert_eq!(produce(&mut wire, 11, Some("t"), "a", txn_batch(pid, e, 0, 2)), (0, 0));
+    assert_eq!(
+        produce(&mut wire, 11, Some("t"), "a", txn_batch(pid, e, 0, 2)),
+        (0, 0)
+    );
 
     // The new producer is told to retry while the old transaction is aborted with epoch e+1.
     assert_eq!(init(&mut wire, "t", 60_000, (-1, -1)).0, CONCURRENT_TRANSACTIONS);
@@ -308,12 +385,18 @@ fn a_new_producer_fences_the_open_transaction_of_the_old_one() {
     };
     assert_eq!((pid2, e2), (pid, e + 2));
     let (_, lso, aborted, batches) = fetch_committed(&mut wire, "a", 0);
-    assert_eq!((lso, aborted, batches), (3, vec![(pid, 0)], vec![(0, false), (2, true)]));
+    assert_eq!(
+        (lso, aborted, batches),
+        (3, vec![(pid, 0)], vec![(0, false), (2, true)])
+    );
 
     // The old producer is fenced everywhere.
     assert_eq!(end(&mut wire, 3, "t", pid, e, true), PRODUCER_FENCED);
     assert_eq!(add(&mut wire, 3, "t", pid, e, &[("a", 0)]), vec![PRODUCER_FENCED]);
-    assert_eq!(produce(&mut wire, 11, Some("t"), "a", txn_batch(pid, e, 2, 1)).0, INVALID_PRODUCER_EPOCH);
+    assert_eq!(
+        produce(&mut wire, 11, Some("t"), "a", txn_batch(pid, e, 2, 1)).0,
+        INVALID_PRODUCER_EPOCH
+    );
 }
 
 #[test]
@@ -323,7 +406,10 @@ fn an_open_transaction_survives_a_restart_and_a_crash_and_then_commits() {
     assert_eq!(create(&mut wire, "a", 1, 1, &[], false), 0);
     let (_, pid, e) = init(&mut wire, "t", 60_000, (-1, -1));
     assert_eq!(add(&mut wire, 3, "t", pid, e, &[("a", 0)]), vec![0]);
-    assert_eq!(produce(&mut wire, 11, Some("t"), "a", txn_batch(pid, e, 0, 2)), (0, 0));
+    assert_eq!(
+        produce(&mut wire, 11, Some("t"), "a", txn_batch(pid, e, 0, 2)),
+        (0, 0)
+    );
     let plain = crate::wire::record_batch(&[(b"k", b"plain")], 1_700_000_000_000);
     assert_eq!(produce(&mut wire, 11, None, "a", plain).0, 0);
     assert_eq!(fetch_committed(&mut wire, "a", 0).1, 0);
@@ -331,13 +417,20 @@ fn an_open_transaction_survives_a_restart_and_a_crash_and_then_commits() {
     broker.restart();
     let mut wire = WireClient::connect(broker.bootstrap());
     let (hw, lso, _, _) = fetch_committed(&mut wire, "a", 0);
-    assert_eq!((hw, lso), (3, 0), "the open transaction still pins the LSO after a restart");
+    assert_eq!(
+        (hw, lso),
+        (3, 0),
+        "the open transaction still pins the LSO after a restart"
+    );
     broker.kill9();
     broker.restart();
     let mut wire = WireClient::connect(broker.bootstrap());
     assert_eq!(fetch_committed(&mut wire, "a", 0).1, 0, "and after kill -9");
     // The transaction carries on: more data, then the commit.
-    assert_eq!(produce(&mut wire, 11, Some("t"), "a", txn_batch(pid, e, 2, 1)), (0, 3));
+    assert_eq!(
+        produce(&mut wire, 11, Some("t"), "a", txn_batch(pid, e, 2, 1)),
+        (0, 3)
+    );
     assert_eq!(end(&mut wire, 3, "t", pid, e, true), 0);
     wait_for_lso(&mut wire, "a", 5);
     // (The restart rolled the log: its first batch's timestamp is older than segment.ms.)
@@ -346,8 +439,18 @@ fn an_open_transaction_survives_a_restart_and_a_crash_and_then_commits() {
     assert_eq!(batches, vec![(0, false), (2, false), (3, false), (4, true)]);
 }
 
-fn txn_offset_commit(wire: &mut WireClient, version: i16, id: &str, pid: i64, epoch: i16, group: &str, offset: i64) -> i16 {
-    use kafka_protocol::messages::txn_offset_commit_request::{TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic};
+fn txn_offset_commit(
+    wire: &mut WireClient,
+    version: i16,
+    id: &str,
+    pid: i64,
+    epoch: i16,
+    group: &str,
+    offset: i64,
+) -> i16 {
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
     let request = TxnOffsetCommitRequest::default()
         .with_transactional_id(tid(id))
         .with_group_id(GroupId(StrBytes::from_string(group.into())))
@@ -394,14 +497,27 @@ fn transactional_offsets_are_pending_until_the_commit_and_dropped_by_an_abort() 
     let (_, pid, e) = init(&mut wire, "t", 60_000, (-1, -1));
     assert_eq!(add(&mut wire, 3, "t", pid, e, &[("a", 0)]), vec![0]);
     // Without AddOffsetsToTxn, by version.
-    assert_eq!(txn_offset_commit(&mut wire, 3, "t", pid, e, "g", 7), INVALID_TXN_STATE);
-    assert_eq!(txn_offset_commit(&mut wire, 4, "t", pid, e, "g", 7), TRANSACTION_ABORTABLE);
+    assert_eq!(
+        txn_offset_commit(&mut wire, 3, "t", pid, e, "g", 7),
+        INVALID_TXN_STATE
+    );
+    assert_eq!(
+        txn_offset_commit(&mut wire, 4, "t", pid, e, "g", 7),
+        TRANSACTION_ABORTABLE
+    );
 
     assert_eq!(add_offsets(&mut wire, "t", pid, e, "g"), 0);
     assert_eq!(txn_offset_commit(&mut wire, 3, "t", pid, e, "g", 7), 0);
-    assert_eq!(txn_offset_commit(&mut wire, 3, "t", pid, e + 1, "g", 7), INVALID_PRODUCER_EPOCH);
+    assert_eq!(
+        txn_offset_commit(&mut wire, 3, "t", pid, e + 1, "g", 7),
+        INVALID_PRODUCER_EPOCH
+    );
     assert_eq!(fetch_offset(&mut wire, "g", true), (UNSTABLE_OFFSET_COMMIT, -1));
-    assert_eq!(fetch_offset(&mut wire, "g", false), (0, -1), "nothing committed yet");
+    assert_eq!(
+        fetch_offset(&mut wire, "g", false),
+        (0, -1),
+        "nothing committed yet"
+    );
     assert_eq!(end_settled(&mut wire, "t", pid, e, true), 0);
     assert_eq!(end_settled(&mut wire, "t", pid, e, true), 0);
     assert_eq!(fetch_offset(&mut wire, "g", true), (0, 7));
@@ -421,25 +537,49 @@ fn describe_and_list_transactions_report_the_coordinators_state() {
     let mut wire = WireClient::connect(broker.bootstrap());
     assert_eq!(create(&mut wire, "a", 2, 1, &[], false), 0);
     let (_, pid, e) = init(&mut wire, "open", 60_000, (-1, -1));
-    assert_eq!(add(&mut wire, 3, "open", pid, e, &[("a", 0), ("a", 1)]), vec![0, 0]);
+    assert_eq!(
+        add(&mut wire, 3, "open", pid, e, &[("a", 0), ("a", 1)]),
+        vec![0, 0]
+    );
     assert_eq!(add_offsets(&mut wire, "open", pid, e, "g"), 0);
     let (_, idle_pid, _) = init(&mut wire, "idle", 30_000, (-1, -1));
 
-    let request = DescribeTransactionsRequest::default().with_transactional_ids(vec![tid("open"), tid("idle"), tid("nosuch"), tid("")]);
+    let request = DescribeTransactionsRequest::default().with_transactional_ids(vec![
+        tid("open"),
+        tid("idle"),
+        tid("nosuch"),
+        tid(""),
+    ]);
     let states = wire.call(&request, 0).transaction_states;
     let open = &states[0];
     assert_eq!(
-        (open.error_code, open.transaction_state.as_str(), open.producer_id.0, open.producer_epoch, open.transaction_timeout_ms),
+        (
+            open.error_code,
+            open.transaction_state.as_str(),
+            open.producer_id.0,
+            open.producer_epoch,
+            open.transaction_timeout_ms
+        ),
         (0, "Ongoing", pid, e, 60_000)
     );
     assert!(open.transaction_start_time_ms > 0);
-    let mut topics: Vec<(String, Vec<i32>)> = open.topics.iter().map(|t| (t.topic.0.to_string(), t.partitions.clone())).collect();
+    let mut topics: Vec<(String, Vec<i32>)> = open
+        .topics
+        .iter()
+        .map(|t| (t.topic.0.to_string(), t.partitions.clone()))
+        .collect();
     topics.sort();
     assert_eq!(topics.len(), 2);
     assert_eq!(topics[0].1.len(), 1, "the group's offsets partition");
     assert!(topics[0].0 == "__consumer_offsets");
     assert_eq!(topics[1], ("a".to_string(), vec![0, 1]));
-    assert_eq!((states[1].transaction_state.as_str(), states[1].transaction_start_time_ms), ("Empty", -1));
+    assert_eq!(
+        (
+            states[1].transaction_state.as_str(),
+            states[1].transaction_start_time_ms
+        ),
+        ("Empty", -1)
+    );
     assert_eq!(states[2].error_code, TRANSACTIONAL_ID_NOT_FOUND);
     assert_eq!(states[3].error_code, INVALID_REQUEST);
 
@@ -449,12 +589,25 @@ fn describe_and_list_transactions_report_the_coordinators_state() {
             .with_producer_id_filters(pids.iter().map(|p| ProducerId(*p)).collect())
             .with_duration_filter(duration);
         let r = wire.call(&request, 1);
-        let mut ids: Vec<String> = r.transaction_states.iter().map(|t| t.transactional_id.0.to_string()).collect();
+        let mut ids: Vec<String> = r
+            .transaction_states
+            .iter()
+            .map(|t| t.transactional_id.0.to_string())
+            .collect();
         ids.sort();
-        (ids, r.unknown_state_filters.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        (
+            ids,
+            r.unknown_state_filters
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
+        )
     };
     assert_eq!(list(&mut wire, &[], &[], -1).0, vec!["idle", "open"]);
-    assert_eq!(list(&mut wire, &["Ongoing", "Bogus"], &[], -1), (vec!["open".to_string()], vec!["Bogus".to_string()]));
+    assert_eq!(
+        list(&mut wire, &["Ongoing", "Bogus"], &[], -1),
+        (vec!["open".to_string()], vec!["Bogus".to_string()])
+    );
     assert_eq!(list(&mut wire, &[], &[idle_pid], -1).0, vec!["idle"]);
     // Running for at least a minute: only the Empty one, whose start is -1.
     assert_eq!(list(&mut wire, &[], &[], 60_000).0, vec!["idle"]);

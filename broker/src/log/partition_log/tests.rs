@@ -26,7 +26,10 @@ fn headers(records: &[u8]) -> Vec<RecordBatchHeader> {
             if !h.is_control() {
                 validate_produce_batch(batch).unwrap();
             }
-            assert!(crate::log::batch::crc_matches(&h, batch), "CRC of the batch at {pos}");
+            assert!(
+                crate::log::batch::crc_matches(&h, batch),
+                "CRC of the batch at {pos}"
+            );
             h
         })
         .collect();
@@ -445,17 +448,27 @@ fn concurrent_readers_only_see_whole_batches() {
 }
 
 mod producers;
-mod transactions;
 mod recovery;
+mod transactions;
 
 #[test]
 fn a_failed_fsync_takes_the_whole_log_directory_offline_and_is_never_retried() {
     let dir = tempfile::tempdir().unwrap();
     let health = LogDirHealth::new(dir.path());
-    let a =
-        PartitionLog::open_in(&dir.path().join("a-0"), LogConfig::default(), Arc::clone(&health), Vec::new()).unwrap();
-    let b =
-        PartitionLog::open_in(&dir.path().join("b-0"), LogConfig::default(), Arc::clone(&health), Vec::new()).unwrap();
+    let a = PartitionLog::open_in(
+        &dir.path().join("a-0"),
+        LogConfig::default(),
+        Arc::clone(&health),
+        Vec::new(),
+    )
+    .unwrap();
+    let b = PartitionLog::open_in(
+        &dir.path().join("b-0"),
+        LogConfig::default(),
+        Arc::clone(&health),
+        Vec::new(),
+    )
+    .unwrap();
     a.append(&batch(1), 0).unwrap();
     b.append(&batch(1), 0).unwrap();
     a.fail_fsyncs();

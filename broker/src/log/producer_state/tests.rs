@@ -98,11 +98,17 @@ fn epochs_fence_older_ones_and_restart_sequences() {
     let mut log = Log::new();
     log.appended(1, 0, 0, 2);
     log.appended(1, 1, 0, 1);
-    assert!(matches!(log.produce(1, 0, 2, 1), Err(LogError::InvalidProducerEpoch(_))));
+    assert!(matches!(
+        log.produce(1, 0, 2, 1),
+        Err(LogError::InvalidProducerEpoch(_))
+    ));
     assert_eq!(log.appended(1, 2, 0, 1), 3);
     assert!(out_of_order(log.produce(1, 3, 5, 1)), "a new epoch starts at 0");
     // The old epoch's batches are forgotten: its retry is no duplicate.
-    assert!(matches!(log.produce(1, 1, 0, 1), Err(LogError::InvalidProducerEpoch(_))));
+    assert!(matches!(
+        log.produce(1, 1, 0, 1),
+        Err(LogError::InvalidProducerEpoch(_))
+    ));
 }
 
 #[test]

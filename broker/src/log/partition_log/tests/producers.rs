@@ -4,7 +4,10 @@ use super::*;
 use crate::log::ProducerSnapshot;
 
 fn idempotent(pid: i64, epoch: i16, seq: i32, n: usize) -> Vec<u8> {
-    BatchSpec::new(n).producer(pid, epoch, seq).value_size(100).build()
+    BatchSpec::new(n)
+        .producer(pid, epoch, seq)
+        .value_size(100)
+        .build()
 }
 
 #[test]
@@ -43,12 +46,21 @@ fn producer_state_survives_a_clean_reopen_through_a_snapshot() {
         log.producer_snapshot()
     };
     assert_eq!(snapshot.offset, 7);
-    let log = PartitionLog::open_in(dir.path(), LogConfig::default(), LogDirHealth::new(dir.path()), vec![snapshot]).unwrap();
+    let log = PartitionLog::open_in(
+        dir.path(),
+        LogConfig::default(),
+        LogDirHealth::new(dir.path()),
+        vec![snapshot],
+    )
+    .unwrap();
     // Every batch of the window, not only the last one (as Kafka's snapshot keeps), is known.
     for (seq, b) in batches.iter().enumerate().skip(2) {
         assert!(log.append(b, 5).unwrap().duplicate, "seq {seq}");
     }
-    assert!(matches!(log.append(&batches[1], 5), Err(LogError::OutOfOrderSequence(_))));
+    assert!(matches!(
+        log.append(&batches[1], 5),
+        Err(LogError::OutOfOrderSequence(_))
+    ));
     assert_eq!(log.append(&idempotent(1, 0, 7, 1), 5).unwrap().base_offset, 7);
 }
 
@@ -89,11 +101,21 @@ fn a_roll_leaves_a_snapshot_of_the_state_below_the_new_segment() {
     let snapshot = log.take_roll_snapshot().expect("a snapshot at the roll");
     assert_eq!(snapshot.offset, rolled.base_offset);
     let entry = snapshot.table.get(4).unwrap();
-    assert_eq!(entry.last_seq(), seq - 3, "the batch that rolled the log is not in it");
+    assert_eq!(
+        entry.last_seq(),
+        seq - 3,
+        "the batch that rolled the log is not in it"
+    );
     assert!(log.take_roll_snapshot().is_none(), "taken once");
     // Reopened from that snapshot, the batch after it is replayed from the log.
     drop(log);
-    let log = PartitionLog::open_in(dir.path(), small(600), LogDirHealth::new(dir.path()), vec![snapshot]).unwrap();
+    let log = PartitionLog::open_in(
+        dir.path(),
+        small(600),
+        LogDirHealth::new(dir.path()),
+        vec![snapshot],
+    )
+    .unwrap();
     assert!(log.append(&idempotent(4, 0, seq - 2, 2), 5).unwrap().duplicate);
 }
 
@@ -111,7 +133,13 @@ fn a_snapshot_beyond_the_recovered_log_is_not_used() {
         table: Default::default(),
     };
     drop(log);
-    let log = PartitionLog::open_in(dir.path(), LogConfig::default(), LogDirHealth::new(dir.path()), vec![ahead, behind]).unwrap();
+    let log = PartitionLog::open_in(
+        dir.path(),
+        LogConfig::default(),
+        LogDirHealth::new(dir.path()),
+        vec![ahead, behind],
+    )
+    .unwrap();
     // The replay from the older snapshot knows both batches.
     assert!(log.append(&idempotent(5, 0, 1, 1), 5).unwrap().duplicate);
     assert!(!log.append(&idempotent(5, 0, 2, 1), 5).unwrap().duplicate);

@@ -48,10 +48,20 @@ fn an_open_transaction_holds_the_last_stable_offset_until_its_commit() {
     assert_eq!(committed.last_stable_offset, 0);
     assert_eq!(batches(&log.read(0, 1 << 20, true).unwrap()), vec![(0, false)]);
     // ListOffsets: LATEST is the LSO for read_committed, the high watermark otherwise.
-    let latest = |rc| log.fetch_offset_by_timestamp(OffsetSpec::Latest, rc).unwrap().unwrap().offset;
+    let latest = |rc| {
+        log.fetch_offset_by_timestamp(OffsetSpec::Latest, rc)
+            .unwrap()
+            .unwrap()
+            .offset
+    };
     assert_eq!((latest(true), latest(false)), (0, 3));
-    let by_time = log.fetch_offset_by_timestamp(OffsetSpec::Timestamp(0), true).unwrap();
-    assert_eq!(by_time, None, "a lookup landing beyond the LSO finds nothing for read_committed");
+    let by_time = log
+        .fetch_offset_by_timestamp(OffsetSpec::Timestamp(0), true)
+        .unwrap();
+    assert_eq!(
+        by_time, None,
+        "a lookup landing beyond the LSO finds nothing for read_committed"
+    );
 
     // A plain batch of the same producer inside its transaction is refused.
     let plain = BatchSpec::new(1).producer(1, 0, 3).build();
@@ -65,7 +75,10 @@ fn an_open_transaction_holds_the_last_stable_offset_until_its_commit() {
     assert!(committed.aborted_transactions.is_empty());
     // The stored marker is Kafka's: a control batch of the producer, sequence -1.
     let h = headers(&committed.records)[1];
-    assert_eq!((h.producer_id(), h.base_sequence(), h.is_transactional()), (1, -1, true));
+    assert_eq!(
+        (h.producer_id(), h.base_sequence(), h.is_transactional()),
+        (1, -1, true)
+    );
 }
 
 #[test]
@@ -86,26 +99,43 @@ fn aborted_transactions_are_indexed_and_handed_to_read_committed_readers() {
     assert_eq!((field(2), field(10), field(18), field(26)), (2, 2, 6, 7));
 
     let all = log.read_committed(0, 1 << 20, true).unwrap();
-    assert_eq!(all.records.len(), log.read(0, 1 << 20, true).unwrap().records.len());
+    assert_eq!(
+        all.records.len(),
+        log.read(0, 1 << 20, true).unwrap().records.len()
+    );
     assert_eq!(aborted(&all), vec![(2, 2)]);
     // A read that ends before the aborted transaction starts is not told of it.
     let first = log.read_committed(0, 1, true).unwrap();
     assert_eq!(batches(&first), vec![(0, false)]);
     assert!(first.aborted_transactions.is_empty());
     // One that starts after it ended is not either.
-    assert!(log.read_committed(7, 1 << 20, true).unwrap().aborted_transactions.is_empty());
+    assert!(log
+        .read_committed(7, 1 << 20, true)
+        .unwrap()
+        .aborted_transactions
+        .is_empty());
 }
 
 #[test]
 fn a_marker_from_an_older_epoch_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), LogConfig::default());
-    log.append(&BatchSpec::new(1).producer(4, 2, 0).attributes(TRANSACTIONAL).build(), 5).unwrap();
+    log.append(
+        &BatchSpec::new(1)
+            .producer(4, 2, 0)
+            .attributes(TRANSACTIONAL)
+            .build(),
+        5,
+    )
+    .unwrap();
     let stale = TxnMarker {
         producer_epoch: 1,
         ..marker(4, false)
     };
-    assert!(matches!(log.append_marker(&stale, 5), Err(LogError::InvalidProducerEpoch(_))));
+    assert!(matches!(
+        log.append_marker(&stale, 5),
+        Err(LogError::InvalidProducerEpoch(_))
+    ));
     // A newer epoch (the coordinator fenced the producer) ends it and becomes current.
     let fenced = TxnMarker {
         producer_epoch: 3,
@@ -113,8 +143,14 @@ fn a_marker_from_an_older_epoch_is_refused() {
     };
     log.append_marker(&fenced, 5).unwrap();
     assert_eq!(log.last_stable_offset(), 2);
-    let late = BatchSpec::new(1).producer(4, 2, 1).attributes(TRANSACTIONAL).build();
-    assert!(matches!(log.append(&late, 5), Err(LogError::InvalidProducerEpoch(_))));
+    let late = BatchSpec::new(1)
+        .producer(4, 2, 1)
+        .attributes(TRANSACTIONAL)
+        .build();
+    assert!(matches!(
+        log.append(&late, 5),
+        Err(LogError::InvalidProducerEpoch(_))
+    ));
 }
 
 #[test]
@@ -144,9 +180,14 @@ fn transactions_come_back_the_same_after_a_clean_reopen_and_after_a_crash() {
             Some((s, (lso, _))) => (vec![s], Some(lso)),
             None => (Vec::new(), None),
         };
-        let log = PartitionLog::open_in(dir.path(), small(700), LogDirHealth::new(dir.path()), snapshots).unwrap();
+        let log =
+            PartitionLog::open_in(dir.path(), small(700), LogDirHealth::new(dir.path()), snapshots).unwrap();
         let end = log.log_end_offset();
-        assert_eq!(log.last_stable_offset(), end - 1, "the open transaction still pins the LSO (clean: {clean})");
+        assert_eq!(
+            log.last_stable_offset(),
+            end - 1,
+            "the open transaction still pins the LSO (clean: {clean})"
+        );
         if let Some(lso) = expected_lso {
             assert_eq!(log.last_stable_offset(), lso);
         }
