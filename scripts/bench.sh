@@ -106,17 +106,31 @@ done
 echo "keel listening on $bootstrap (pid $broker_pid)" >&2
 
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
-rows=()
-failed=0
+# The matrix without idempotence, then the idempotent producer (enable.idempotence=true) on the
+# acks=-1, 8-partition rows, whose cost against the same rows is reported below.
+runs=()
 for size in "${sizes[@]}"; do
   for partitions in "${partition_counts[@]}"; do
     for acks in "${acks_values[@]}"; do
+      runs+=("$size $acks $partitions false")
+    done
+  done
+done
+for size in "${sizes[@]}"; do
+  runs+=("$size -1 8 true")
+done
+rows=()
+failed=0
+for run in "${runs[@]}"; do
+  read -r size acks partitions idempotence <<<"$run"
+  {
       count="${messages[$size]}"
-      echo "run: size=$size acks=$acks partitions=$partitions messages=$count" >&2
+      echo "run: size=$size acks=$acks partitions=$partitions idempotence=$idempotence messages=$count" >&2
       # Earlier runs' dirty pages are written back now, not during this run.
       sync
-      timeout 600 "$bench" --bootstrap "$bootstrap" --topic-prefix bench \
-        --size "$size" --acks "$acks" --partitions "$partitions" --messages "$count" "$@" \
+      timeout 600 "$bench" --bootstrap "$bootstrap" --topic-prefix "bench-idem$idempotence" \
+        --size "$size" --acks "$acks" --partitions "$partitions" --messages "$count" \
+        --idempotence "$idempotence" "$@" \
         >"$work/bench.out" 2>"$work/bench.err" &
       bench_pid=$!
       # librdkafka would retry a vanished broker until its timeouts; notice the death at once.
@@ -135,12 +149,11 @@ for size in "${sizes[@]}"; do
         broker_alive || fail "the broker died during the run size=$size acks=$acks partitions=$partitions"
         echo "bench.sh: run failed (exit $status):" >&2
         tail -n 20 "$work/bench.err" >&2
-        rows+=("size=$size acks=$acks partitions=$partitions messages=$count failed=exit-$status")
+        rows+=("size=$size acks=$acks partitions=$partitions idempotence=$idempotence messages=$count failed=exit-$status")
         failed=1
       fi
       broker_alive || fail "the broker died after the run size=$size acks=$acks partitions=$partitions"
-    done
-  done
+  }
 done
 
 # Clean shutdown: SIGTERM, then exit status 0 within 30 s.
@@ -163,17 +176,17 @@ echo
 echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores; data dir on $(df --output=source "$base" | tail -n 1) ($fstype)."
 echo "Load average before the runs: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running skews the figures)."
 echo
-echo "| size (B) | acks | partitions | messages | produce msg/s | produce MB/s | p50 ms | p99 ms | consume msg/s | consume MB/s |"
-echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+echo "| size (B) | acks | partitions | idempotence | messages | produce msg/s | produce MB/s | p50 ms | p99 ms | consume msg/s | consume MB/s |"
+echo "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"
 for line in "${rows[@]}"; do
   if [ -n "$(field "$line" failed)" ]; then
-    printf '| %s | %s | %s | %s | failed | failed | failed | failed | failed | failed |\n' \
+    printf '| %s | %s | %s | %s | %s | failed | failed | failed | failed | failed | failed |\n' \
       "$(field "$line" size)" "$(field "$line" acks)" "$(field "$line" partitions)" \
-      "$(field "$line" messages)"
+      "$(field "$line" idempotence)" "$(field "$line" messages)"
   else
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
       "$(field "$line" size)" "$(field "$line" acks)" "$(field "$line" partitions)" \
-      "$(field "$line" messages)" "$(field "$line" produce_msgs_s)" \
+      "$(field "$line" idempotence)" "$(field "$line" messages)" "$(field "$line" produce_msgs_s)" \
       "$(field "$line" produce_mb_s)" "$(field "$line" p50_ms)" "$(field "$line" p99_ms)" \
       "$(field "$line" consume_msgs_s)" "$(field "$line" consume_mb_s)"
   fi
@@ -186,7 +199,21 @@ for line in "${rows[@]}"; do
     [ -z "$(field "$line" failed)" ]; then
     mb_s="$(field "$line" produce_mb_s)"
     ratio="$(awk -v a="$mb_s" -v b="$dd_mb_s" 'BEGIN { printf "%.0f", 100 * a / b }')"
-    echo "- acks=-1, 1 KiB, $(field "$line" partitions) partition(s): produce $mb_s MB/s = **$ratio %** of dd's fdatasync bandwidth (aim: >= 70 %)."
+    echo "- acks=-1, 1 KiB, $(field "$line" partitions) partition(s), idempotence=$(field "$line" idempotence): produce $mb_s MB/s = **$ratio %** of dd's fdatasync bandwidth (aim: >= 70 %)."
+  fi
+done
+# The idempotent producer's cost: its produce rate against the same row without it (aim: at
+# most 5 % lower).
+for size in "${sizes[@]}"; do
+  plain="" idem=""
+  for line in "${rows[@]}"; do
+    [ "$(field "$line" size)" = "$size" ] && [ "$(field "$line" acks)" = -1 ] &&
+      [ "$(field "$line" partitions)" = 8 ] && [ -z "$(field "$line" failed)" ] || continue
+    if [ "$(field "$line" idempotence)" = true ]; then idem="$(field "$line" produce_msgs_s)"; else plain="$(field "$line" produce_msgs_s)"; fi
+  done
+  if [ -n "$plain" ] && [ -n "$idem" ]; then
+    cost="$(awk -v p="$plain" -v i="$idem" 'BEGIN { printf "%.1f", 100 * (p - i) / p }')"
+    echo "- idempotent producer, $size B, acks=-1, 8 partitions: $idem msg/s against $plain msg/s without: **$cost %** slower (aim: <= 5 %)."
   fi
 done
 for size in "${sizes[@]}"; do
@@ -194,7 +221,7 @@ for size in "${sizes[@]}"; do
     [ "$(field "$line" size)" = "$size" ] && field "$line" consume_mb_s
   done | sort -g | sed -n '1p;$p' | paste -sd'-')" || true
   met="$(for line in "${rows[@]}"; do
-    [ "$(field "$line" size)" = "$size" ] && field "$line" consume_mb_s
+    [ "$(field "$line" size)" = "$size" ] && [ "$(field "$line" idempotence)" = false ] && field "$line" consume_mb_s
   done | awk '$1 >= 500 { n++ } END { print n + 0 }')" || true
   echo "- consume, $size-byte messages: ${range:-no successful run} MB/s (lowest-highest); $met of $(( ${#partition_counts[@]} * ${#acks_values[@]} )) runs reach the aim of >= 500 MB/s."
 done

@@ -42,7 +42,8 @@ const DEFAULT_WINDOW_BYTES: usize = 16 << 20;
 
 const USAGE: &str = "usage: bench --bootstrap HOST:PORT --topic-prefix P --size BYTES \
                      --acks 1|-1|all --partitions N --messages M [--window W] \
-                     [--fetch-max-bytes B] [--partition-fetch-max-bytes B]";
+                     [--fetch-max-bytes B] [--partition-fetch-max-bytes B] \
+                     [--idempotence true|false]";
 
 struct Args {
     bootstrap: String,
@@ -55,6 +56,8 @@ struct Args {
     /// Most sends awaiting their delivery report at once.
     window: usize,
     fetch: FetchLimits,
+    /// enable.idempotence of the producer (off by default, for the base matrix).
+    idempotence: bool,
 }
 
 /// The consumer's fetch.max.bytes and max.partition.fetch.bytes.
@@ -69,6 +72,7 @@ impl Args {
         let (mut bootstrap, mut topic_prefix, mut size, mut acks) = (None, None, None, None);
         let (mut partitions, mut messages, mut window) = (None, None, None);
         let (mut fetch_max, mut partition_fetch_max) = (None, None);
+        let mut idempotence = false;
         while let Some(flag) = argv.next() {
             if flag == "-h" || flag == "--help" {
                 return Err(USAGE.into());
@@ -92,6 +96,13 @@ impl Args {
                 "--window" => window = Some(number(&flag, &value)?),
                 "--fetch-max-bytes" => fetch_max = Some(number(&flag, &value)?),
                 "--partition-fetch-max-bytes" => partition_fetch_max = Some(number(&flag, &value)?),
+                "--idempotence" => {
+                    idempotence = match value.as_str() {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(format!("--idempotence must be true or false, not {value}").into()),
+                    }
+                }
                 _ => return Err(format!("unknown argument {flag}\n{USAGE}").into()),
             }
         }
@@ -109,6 +120,7 @@ impl Args {
                 max_bytes: fetch_max.unwrap_or(50 << 20),
                 partition_max_bytes: partition_fetch_max.unwrap_or(10 << 20),
             },
+            idempotence,
         };
         if args.partitions < 1 || args.messages < 1 || args.window < 1 {
             return Err("--partitions, --messages and --window must be at least 1".into());
@@ -192,7 +204,7 @@ async fn run(args: Args) -> BenchResult<String> {
     let consume_s = consumed.elapsed.as_secs_f64();
     let ms = |q: f64| percentile(&produced.latencies, q).as_secs_f64() * 1e3;
     Ok(format!(
-        "size={} acks={} partitions={} messages={} window={} \
+        "size={} acks={} partitions={} idempotence={} messages={} window={} \
          fetch_max_bytes={} partition_fetch_max_bytes={} \
          produce_s={produce_s:.2} produce_msgs_s={:.0} produce_mb_s={:.1} \
          p50_ms={:.2} p99_ms={:.2} max_ms={:.2} \
@@ -200,6 +212,7 @@ async fn run(args: Args) -> BenchResult<String> {
         args.size,
         args.acks_number(),
         args.partitions,
+        args.idempotence,
         args.messages,
         args.window,
         args.fetch.max_bytes,
@@ -252,8 +265,10 @@ fn producer(args: &Args) -> BenchResult<FutureProducer> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap)
         .set("acks", args.acks)
-        // InitProducerId is not part of the broker yet.
-        .set("enable.idempotence", "false")
+        .set(
+            "enable.idempotence",
+            if args.idempotence { "true" } else { "false" },
+        )
         .set("compression.type", "none")
         .set("linger.ms", "5")
         .set("batch.size", "1000000")
