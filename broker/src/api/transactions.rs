@@ -23,9 +23,85 @@ pub async fn add_partitions_to_txn(
     ctx: Arc<RequestContext>,
     req: AddPartitionsToTxnRequest,
 ) -> Reply<AddPartitionsToTxnResponse> {
+    if ctx.api_version >= 4 {
+        return Reply::Ready(add_partitions_batched(&ctx, req).await);
+    }
+    let results = add_partitions_v3(
+        &ctx,
+        req.v3_and_below_transactional_id.0.to_string(),
+        req.v3_and_below_producer_id.0,
+        req.v3_and_below_producer_epoch,
+        &req.v3_and_below_topics,
+    )
+    .await;
+    Reply::Ready(AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results))
+}
+
+/// v4+: transactions batched, each either verified only (whether its partitions are in the
+/// ongoing transaction: Kafka's answer to a broker checking a produce) or added as in v3.
+async fn add_partitions_batched(
+    ctx: &Arc<RequestContext>,
+    req: AddPartitionsToTxnRequest,
+) -> AddPartitionsToTxnResponse {
+    use kafka_protocol::messages::add_partitions_to_txn_response::AddPartitionsToTxnResult;
+    let mut results = Vec::with_capacity(req.transactions.len());
+    for t in &req.transactions {
+        let id = t.transactional_id.0.to_string();
+        let topic_results = if t.verify_only {
+            let partitions: Vec<(String, i32)> = t
+                .topics
+                .iter()
+                .flat_map(|tp| tp.partitions.iter().map(move |&p| (tp.name.0.to_string(), p)))
+                .collect();
+            let mut codes = ctx
+                .broker
+                .txn
+                .verify_partitions(&id, t.producer_id.0, t.producer_epoch, &partitions)
+                .into_iter()
+                .map(|r| match r {
+                    Ok(()) => 0,
+                    Err(TxnError::NotInTransaction(_)) => ResponseError::TransactionAbortable.code(),
+                    Err(e) => BrokerError::Txn(e).code(),
+                });
+            t.topics
+                .iter()
+                .map(|tp| {
+                    AddPartitionsToTxnTopicResult::default()
+                        .with_name(tp.name.clone())
+                        .with_results_by_partition(
+                            tp.partitions
+                                .iter()
+                                .map(|&p| {
+                                    AddPartitionsToTxnPartitionResult::default()
+                                        .with_partition_index(p)
+                                        .with_partition_error_code(codes.next().unwrap_or(0))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect()
+        } else {
+            add_partitions_v3(ctx, id, t.producer_id.0, t.producer_epoch, &t.topics).await
+        };
+        results.push(
+            AddPartitionsToTxnResult::default()
+                .with_transactional_id(t.transactional_id.clone())
+                .with_topic_results(topic_results),
+        );
+    }
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(results)
+}
+
+/// The client's AddPartitionsToTxn (v0-3), for one transactional id.
+async fn add_partitions_v3(
+    ctx: &Arc<RequestContext>,
+    id: String,
+    pid: i64,
+    epoch: i16,
+    topics: &[kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic],
+) -> Vec<AddPartitionsToTxnTopicResult> {
     let version = ctx.api_version;
-    let requested: Vec<(TopicName, Vec<i32>)> = req
-        .v3_and_below_topics
+    let requested: Vec<(TopicName, Vec<i32>)> = topics
         .iter()
         .map(|t| (t.name.clone(), t.partitions.clone()))
         .collect();
@@ -38,12 +114,10 @@ pub async fn add_partitions_to_txn(
     let shared = if !unknown.is_empty() {
         None
     } else {
-        let id = req.v3_and_below_transactional_id.0.to_string();
         Some(if id.is_empty() {
             ResponseError::InvalidRequest.code()
         } else {
             let broker = ctx.broker.clone();
-            let (pid, epoch) = (req.v3_and_below_producer_id.0, req.v3_and_below_producer_epoch);
             let partitions: Vec<(String, i32)> = requested
                 .iter()
                 .flat_map(|(n, ps)| ps.iter().map(move |&p| (n.0.to_string(), p)))
@@ -76,7 +150,7 @@ pub async fn add_partitions_to_txn(
         }
         None => ResponseError::OperationNotAttempted.code(),
     };
-    let results = requested
+    requested
         .iter()
         .map(|(name, partitions)| {
             AddPartitionsToTxnTopicResult::default()
@@ -92,8 +166,7 @@ pub async fn add_partitions_to_txn(
                         .collect(),
                 )
         })
-        .collect();
-    Reply::Ready(AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results))
+        .collect()
 }
 
 pub async fn end_txn(ctx: Arc<RequestContext>, req: EndTxnRequest) -> Reply<EndTxnResponse> {

@@ -116,12 +116,12 @@ pub static SUPPORTED_APIS: &[ApiEntry] = &[
         InitProducerIdRequest,
         api::producers::init_producer_id
     ),
-    // Transaction version 1 (the transaction.version feature is not advertised): the client
-    // forms of AddPartitionsToTxn (v4+ is broker-to-coordinator), and EndTxn and
-    // TxnOffsetCommit before v5 (their transaction version 2 forms).
+    // Transaction version 1 (the transaction.version feature is not advertised): EndTxn and
+    // TxnOffsetCommit before v5 (their transaction version 2 forms). AddPartitionsToTxn v4-5
+    // (batched, verify-only) is served as Kafka answers a broker.
     api!(
         AddPartitionsToTxn,
-        0..=3,
+        0..=5,
         AddPartitionsToTxnRequest,
         api::transactions::add_partitions_to_txn
     ),

@@ -160,9 +160,11 @@ impl TransactionCoordinator {
         // KIP-360: a producer that had an id may name it, with its epoch; both or neither.
         let expected = match (producer_id, producer_epoch) {
             (-1, -1) => None,
-            (-1, _) | (_, -1) => return Err(TxnError::InvalidRequest(format!(
+            (-1, _) | (_, -1) => {
+                return Err(TxnError::InvalidRequest(format!(
                 "Invalid producer id {producer_id} and epoch {producer_epoch}: both or neither must be set"
-            ))),
+            )))
+            }
             pair => Some(pair),
         };
         if timeout_ms <= 0 || timeout_ms > self.settings.max_timeout_ms {
@@ -216,6 +218,37 @@ impl TransactionCoordinator {
             next.last_update_timestamp = now_ms;
             Ok(Decision::Store(next, ()))
         })
+    }
+
+    /// AddPartitionsToTxn v4+ with `verify_only` (Kafka's `handleVerifyPartitionsInTransaction`):
+    /// whether each partition is in the producer's ongoing transaction, changing nothing.
+    /// `NotInTransaction` stands for Kafka's TRANSACTION_ABORTABLE here.
+    pub fn verify_partitions(
+        &self,
+        id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Vec<Result<(), TxnError>> {
+        let txns = self.lock();
+        let outcome = state::check_producer(txns.get(id), producer_id, producer_epoch).and_then(|m| {
+            if matches!(m.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+                Err(TxnError::ConcurrentTransactions)
+            } else {
+                Ok(m)
+            }
+        });
+        partitions
+            .iter()
+            .map(|p| match &outcome {
+                Err(e) => Err(e.clone()),
+                Ok(m) if m.state == TxnState::Ongoing && m.partitions.contains(p) => Ok(()),
+                Ok(_) => Err(TxnError::NotInTransaction(format!(
+                    "{}-{} is not in the transaction of {id}",
+                    p.0, p.1
+                ))),
+            })
+            .collect()
     }
 
     /// AddOffsetsToTxn: the group's `__consumer_offsets` partition joins the transaction, as in

@@ -612,3 +612,66 @@ fn describe_and_list_transactions_report_the_coordinators_state() {
     // Running for at least a minute: only the Empty one, whose start is -1.
     assert_eq!(list(&mut wire, &[], &[], 60_000).0, vec!["idle"]);
 }
+
+#[test]
+fn add_partitions_v4_verifies_without_changing_and_adds_in_batches() {
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction;
+    let broker = TestBroker::start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(create(&mut wire, "a", 2, 1, &[], false), 0);
+    let (_, pid, e) = init(&mut wire, "t", 60_000, (-1, -1));
+    assert_eq!(add(&mut wire, 3, "t", pid, e, &[("a", 0)]), vec![0]);
+    let txn = |id: &str, pid: i64, epoch: i16, verify_only: bool, partitions: Vec<i32>| {
+        AddPartitionsToTxnTransaction::default()
+            .with_transactional_id(tid(id))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_verify_only(verify_only)
+            .with_topics(vec![AddPartitionsToTxnTopic::default()
+                .with_name(topic_name("a"))
+                .with_partitions(partitions)])
+    };
+    let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+        txn("t", pid, e, true, vec![0, 1]),
+        txn("t", pid, e + 1, true, vec![0]),
+        txn("nosuch", pid, e, true, vec![0]),
+    ]);
+    let codes: Vec<Vec<i16>> = wire
+        .call(&request, 5)
+        .results_by_transaction
+        .iter()
+        .map(|r| {
+            r.topic_results[0]
+                .results_by_partition
+                .iter()
+                .map(|p| p.partition_error_code)
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            vec![0, TRANSACTION_ABORTABLE],
+            vec![PRODUCER_FENCED],
+            vec![INVALID_PRODUCER_ID_MAPPING]
+        ]
+    );
+    // Verifying changed nothing: a-1 is still outside the transaction; adding it (not
+    // verify-only) puts it in.
+    let request =
+        AddPartitionsToTxnRequest::default().with_transactions(vec![txn("t", pid, e, false, vec![1])]);
+    let added = wire.call(&request, 4);
+    assert_eq!(
+        added.results_by_transaction[0].topic_results[0].results_by_partition[0].partition_error_code,
+        0
+    );
+    let request =
+        AddPartitionsToTxnRequest::default().with_transactions(vec![txn("t", pid, e, true, vec![0, 1])]);
+    let verified = wire.call(&request, 4);
+    let codes: Vec<i16> = verified.results_by_transaction[0].topic_results[0]
+        .results_by_partition
+        .iter()
+        .map(|p| p.partition_error_code)
+        .collect();
+    assert_eq!(codes, vec![0, 0]);
+}
