@@ -14,10 +14,34 @@ use kafka_protocol::messages::*;
 
 use super::producers::fenced_as_epoch;
 use super::{Reply, RequestContext};
+use crate::broker::Broker;
 use crate::error::BrokerError;
 use crate::meta::CommittedOffset;
 use crate::storage_task;
 use crate::txn::TxnError;
+
+/// Runs a coordinator call for one transactional id on a storage thread (it stores the new
+/// state with a synced write), after Kafka's first check: an empty id is INVALID_REQUEST. An
+/// error comes back as its code, PRODUCER_FENCED as INVALID_PRODUCER_EPOCH before v2.
+async fn coordinate<T: Send + 'static>(
+    ctx: &RequestContext,
+    task: &'static str,
+    id: String,
+    call: impl FnOnce(&Broker, &str, i64) -> Result<T, TxnError> + Send + 'static,
+) -> Result<T, i16> {
+    if id.is_empty() {
+        return Err(ResponseError::InvalidRequest.code());
+    }
+    let broker = ctx.broker.clone();
+    let outcome = storage_task::try_run(task, move || {
+        Ok::<_, BrokerError>(call(&broker, &id, crate::clock::now_ms())?)
+    })
+    .await;
+    outcome.map_err(|e| {
+        tracing::debug!(error = %e, task, "transactional request refused");
+        fenced_as_epoch(e.code(), ctx.api_version < 2)
+    })
+}
 
 pub async fn add_partitions_to_txn(
     ctx: Arc<RequestContext>,
@@ -100,7 +124,6 @@ async fn add_partitions_v3(
     epoch: i16,
     topics: &[kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic],
 ) -> Vec<AddPartitionsToTxnTopicResult> {
-    let version = ctx.api_version;
     let requested: Vec<(TopicName, Vec<i32>)> = topics
         .iter()
         .map(|t| (t.name.clone(), t.partitions.clone()))
@@ -114,34 +137,15 @@ async fn add_partitions_v3(
     let shared = if !unknown.is_empty() {
         None
     } else {
-        Some(if id.is_empty() {
-            ResponseError::InvalidRequest.code()
-        } else {
-            let broker = ctx.broker.clone();
-            let partitions: Vec<(String, i32)> = requested
-                .iter()
-                .flat_map(|(n, ps)| ps.iter().map(move |&p| (n.0.to_string(), p)))
-                .collect();
-            let added = storage_task::try_run("add_partitions_to_txn", move || {
-                let now = crate::clock::now_ms();
-                Ok::<_, BrokerError>(broker.txn.add_partitions(
-                    &broker.meta,
-                    &id,
-                    pid,
-                    epoch,
-                    &partitions,
-                    now,
-                )?)
-            })
-            .await;
-            match added {
-                Ok(()) => 0,
-                Err(e) => {
-                    tracing::debug!(error = %e, "AddPartitionsToTxn refused");
-                    fenced_as_epoch(e.code(), version < 2)
-                }
-            }
+        let partitions: Vec<(String, i32)> = requested
+            .iter()
+            .flat_map(|(n, ps)| ps.iter().map(move |&p| (n.0.to_string(), p)))
+            .collect();
+        let added = coordinate(ctx, "add_partitions_to_txn", id, move |b, id, now| {
+            b.txn.add_partitions(&b.meta, id, pid, epoch, &partitions, now)
         })
+        .await;
+        Some(added.err().unwrap_or(0))
     };
     let code_for = |name: &TopicName, p: i32| match shared {
         Some(code) => code,
@@ -170,30 +174,13 @@ async fn add_partitions_v3(
 }
 
 pub async fn end_txn(ctx: Arc<RequestContext>, req: EndTxnRequest) -> Reply<EndTxnResponse> {
-    let version = ctx.api_version;
     let id = req.transactional_id.0.to_string();
-    let outcome = if id.is_empty() {
-        Err(BrokerError::InvalidRequest(
-            "The transactional id must not be empty".into(),
-        ))
-    } else {
-        let broker = ctx.broker.clone();
-        let (pid, epoch, commit) = (req.producer_id.0, req.producer_epoch, req.committed);
-        let task_id = id.clone();
-        storage_task::try_run("end_txn", move || {
-            let now = crate::clock::now_ms();
-            Ok::<_, BrokerError>(broker.txn.end_transaction(
-                &broker.meta,
-                &task_id,
-                pid,
-                epoch,
-                commit,
-                now,
-            )?)
-        })
-        .await
-    };
-    let code = match outcome {
+    let (pid, epoch, commit) = (req.producer_id.0, req.producer_epoch, req.committed);
+    let ended = coordinate(&ctx, "end_txn", id.clone(), move |b, id, now| {
+        b.txn.end_transaction(&b.meta, id, pid, epoch, commit, now)
+    })
+    .await;
+    let code = match ended {
         Ok(markers_due) => {
             if markers_due {
                 // Answered once the Prepare state is stored, as Kafka does; the markers follow.
@@ -201,10 +188,7 @@ pub async fn end_txn(ctx: Arc<RequestContext>, req: EndTxnRequest) -> Reply<EndT
             }
             0
         }
-        Err(e) => {
-            tracing::debug!(error = %e, "EndTxn refused");
-            fenced_as_epoch(e.code(), version < 2)
-        }
+        Err(code) => code,
     };
     Reply::Ready(EndTxnResponse::default().with_error_code(code))
 }
@@ -214,33 +198,15 @@ pub async fn add_offsets_to_txn(
     ctx: Arc<RequestContext>,
     req: AddOffsetsToTxnRequest,
 ) -> Reply<AddOffsetsToTxnResponse> {
-    let version = ctx.api_version;
-    let id = req.transactional_id.0.to_string();
-    let outcome = if id.is_empty() {
-        Err(BrokerError::InvalidRequest(
-            "The transactional id must not be empty".into(),
-        ))
-    } else {
-        let broker = ctx.broker.clone();
-        let (pid, epoch, group) = (req.producer_id.0, req.producer_epoch, req.group_id.0.to_string());
-        storage_task::try_run("add_offsets_to_txn", move || {
-            let now = crate::clock::now_ms();
-            Ok::<_, BrokerError>(
-                broker
-                    .txn
-                    .add_offsets(&broker.meta, &id, pid, epoch, &group, now)?,
-            )
-        })
-        .await
-    };
-    let code = match outcome {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::debug!(error = %e, "AddOffsetsToTxn refused");
-            fenced_as_epoch(e.code(), version < 2)
-        }
-    };
-    Reply::Ready(AddOffsetsToTxnResponse::default().with_error_code(code))
+    let (pid, epoch, group) = (req.producer_id.0, req.producer_epoch, req.group_id.0.to_string());
+    let added = coordinate(
+        &ctx,
+        "add_offsets_to_txn",
+        req.transactional_id.0.to_string(),
+        move |b, id, now| b.txn.add_offsets(&b.meta, id, pid, epoch, &group, now),
+    )
+    .await;
+    Reply::Ready(AddOffsetsToTxnResponse::default().with_error_code(added.err().unwrap_or(0)))
 }
 
 /// TxnOffsetCommit (v0-4): offsets committed as part of a transaction (KIP-447's group checks
