@@ -7,11 +7,10 @@ use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnT
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
 use crate::broker::TestBroker;
 use crate::idempotence::{init_producer_id, log_end};
-use crate::wire::{fetch_request, WireClient};
+use crate::wire::{fetch_request, transactional_batch, WireClient};
 use crate::wire_apis::create;
 
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -112,34 +111,9 @@ fn end(wire: &mut WireClient, version: i16, id: &str, pid: i64, epoch: i16, comm
 
 /// One transactional batch of `n` records from (pid, epoch) starting at `seq`.
 fn txn_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Bytes {
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: true,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: pid,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: seq + i as i32,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(format!("txn-{seq}-{i}"))),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    let values: Vec<Vec<u8>> = (0..n).map(|i| format!("txn-{seq}-{i}").into_bytes()).collect();
+    let records: Vec<(&[u8], &[u8])> = values.iter().map(|v| (&b"k"[..], v.as_slice())).collect();
+    transactional_batch(&records, 1_700_000_000_000, (pid, epoch, seq))
 }
 
 fn produce(wire: &mut WireClient, version: i16, id: Option<&str>, topic: &str, batch: Bytes) -> (i16, i64) {

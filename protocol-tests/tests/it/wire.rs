@@ -209,13 +209,18 @@ pub fn compressed_record_batch(
     timestamp: i64,
     compression: Compression,
 ) -> Bytes {
-    producer_batch(records, timestamp, compression, (-1, -1, -1))
+    producer_batch(records, timestamp, compression, (-1, -1, -1), false)
 }
 
 /// One uncompressed v2 batch of an idempotent producer: its id, epoch and the sequence number
 /// of the first record.
 pub fn idempotent_batch(records: &[(&[u8], &[u8])], timestamp: i64, producer: (i64, i16, i32)) -> Bytes {
-    producer_batch(records, timestamp, Compression::None, producer)
+    producer_batch(records, timestamp, Compression::None, producer, false)
+}
+
+/// `idempotent_batch` with the transactional bit set: a transactional producer's batch.
+pub fn transactional_batch(records: &[(&[u8], &[u8])], timestamp: i64, producer: (i64, i16, i32)) -> Bytes {
+    producer_batch(records, timestamp, Compression::None, producer, true)
 }
 
 fn producer_batch(
@@ -223,12 +228,13 @@ fn producer_batch(
     timestamp: i64,
     compression: Compression,
     (producer_id, producer_epoch, base_sequence): (i64, i16, i32),
+    transactional: bool,
 ) -> Bytes {
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, (key, value))| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
