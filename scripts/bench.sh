@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
-# Measures Keel's produce and consume throughput with librdkafka (protocol-tests/examples/bench.rs)
-# against one broker on an ephemeral port, next to the disk's own fdatasync bandwidth (dd), and
-# prints a Markdown table. See docs/benchmarks.md.
+# Measures what Keel itself costs: produce and consume throughput driven by librdkafka's own
+# `rdkafka_performance` (a light C client), with the broker's CPU seconds per GB and peak RSS
+# beside every row, the disk's fdatasync bandwidth (dd) and the load average from the same run,
+# the idempotent producer against the same rows without it (alternated), produce and
+# end-to-end latency at half the peak rate, and the Rust example's per-message latency
+# percentiles. Prints Markdown tables. See docs/benchmarks.md.
+#
+#   scripts/bench.sh            the whole matrix (about 15 minutes)
+#   scripts/bench.sh --smoke    a few small runs of every kind, to check the script and the
+#                               broker work (scripts/test.sh runs this; its figures mean nothing)
 #
 # Environment:
 #   KEEL_BENCH_DIR        where the broker's data and the dd file go (default: $TMPDIR or /tmp);
 #                         it must be on the disk you mean to measure, not a tmpfs.
-#   BENCH_MESSAGES_100    messages per run of 100-byte messages  (default 1500000)
-#   BENCH_MESSAGES_1024   messages per run of 1 KiB messages     (default 1000000)
-# Arguments go to every bench run, e.g. `scripts/bench.sh --partition-fetch-max-bytes 1048576`.
-# Exits non-zero if the broker dies, fails to start or stop cleanly, or any run fails.
+#   BENCH_MESSAGES_100    messages per throughput run of 100-byte messages  (default 10000000)
+#   BENCH_MESSAGES_1024   messages per throughput run of 1 KiB messages     (default 3000000)
+# Exits non-zero if the broker dies, fails to start or stop cleanly, or any run fails (a run
+# fails when fewer messages than sent are delivered or read back).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export LC_ALL=C
+
+smoke=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) smoke=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$ d'; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
 
 # One target dir and one build command line for every script, so RocksDB compiles once.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/keel/target}"
@@ -20,24 +37,36 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/keel/target}"
 scripts/setup.sh
 cargo build --workspace --all-targets
 
+# rdkafka_performance from the librdkafka sources the rdkafka-sys crate vendors, built in the
+# tree the compat harness keeps (the library is built there already; the example takes seconds).
+rdk="$(KEEL_COMPAT_BUILD_ONLY=1 scripts/compat/librdkafka.sh | tail -n 1)"
+[ -d "$rdk/examples" ] || { echo "bench.sh: no librdkafka tree at $rdk" >&2; exit 1; }
+make -C "$rdk/examples" rdkafka_performance >"$rdk/keel-perf-build.log" 2>&1 ||
+  { tail -n 20 "$rdk/keel-perf-build.log" >&2; echo "bench.sh: building rdkafka_performance failed" >&2; exit 1; }
+perf="$rdk/examples/rdkafka_performance"
+
 keel="$CARGO_TARGET_DIR/debug/keel"
 bench="$CARGO_TARGET_DIR/debug/examples/bench"
-sizes=(100 1024)
-partition_counts=(1 8)
-acks_values=(1 -1)
-declare -A messages=([100]="${BENCH_MESSAGES_100:-1500000}" [1024]="${BENCH_MESSAGES_1024:-1000000}")
+clk_tck="$(getconf CLK_TCK)"
+
+if [ -n "$smoke" ]; then
+  sizes=(100 1024); partition_counts=(1 8); acks_values=(0 -1)
+  declare -A messages=([100]=200000 [1024]=50000)
+  idem_rounds=1; latency_seconds=1; rust_messages_100=20000; rust_messages_1024=5000; dd_count=16
+else
+  sizes=(100 1024); partition_counts=(1 8 64); acks_values=(0 1 -1)
+  declare -A messages=([100]="${BENCH_MESSAGES_100:-10000000}" [1024]="${BENCH_MESSAGES_1024:-3000000}")
+  idem_rounds=3; latency_seconds=5; rust_messages_100=1000000; rust_messages_1024=300000; dd_count=512
+fi
 
 base="${KEEL_BENCH_DIR:-${TMPDIR:-/tmp}}"
 mkdir -p "$base"
 work="$(mktemp -d "$base/keel-bench.XXXXXX")"
 broker_pid=""
-bench_pid=""
+client_pids=()
 
 cleanup() {
-  if [ -n "$bench_pid" ]; then
-    kill -TERM "$bench_pid" 2>/dev/null || true
-    wait "$bench_pid" 2>/dev/null || true
-  fi
+  for pid in "${client_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
     kill -KILL "$broker_pid" 2>/dev/null || true
     wait "$broker_pid" 2>/dev/null || true
@@ -55,14 +84,42 @@ fail() {
   exit 1
 }
 
-broker_alive() {
-  kill -0 "$broker_pid" 2>/dev/null
+broker_alive() { kill -0 "$broker_pid" 2>/dev/null; }
+
+# The broker's CPU time so far (user + system), in clock ticks, from /proc/<pid>/stat.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$broker_pid/stat"; }
+# Resets the broker's peak RSS (VmHWM) so the next reading is the peak of one run.
+reset_peak_rss() { echo 5 >"/proc/$broker_pid/clear_refs"; }
+peak_rss_mb() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$broker_pid/status"; }
+rss_mb() { awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$broker_pid/status"; }
+# CPU seconds per GB of payload: ticks over bytes.
+per_gb() { awk -v t="$1" -v hz="$clk_tck" -v b="$2" 'BEGIN { printf "%.2f", t / hz / (b / 1e9) }'; }
+
+# Runs a client in the background and waits for it, failing at once if the broker dies (a
+# librdkafka client would retry a vanished broker until its own timeouts).
+run_client() {
+  local what="$1"; shift
+  timeout 600 "$@" &
+  local pid=$!
+  client_pids=("$pid")
+  while kill -0 "$pid" 2>/dev/null; do
+    broker_alive || fail "the broker died during $what"
+    sleep 0.1
+  done
+  local status=0
+  wait "$pid" || status=$?
+  client_pids=()
+  broker_alive || fail "the broker died during $what"
+  [ "$status" -eq 0 ] || fail "$what failed (exit $status)"
 }
 
-# The value of key=value in a bench line.
-field() {
-  tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"
-}
+create_topic() { run_client "creating $1" "$bench" create-topic --bootstrap "$bootstrap" --topic "$1" --partitions "$2"; }
+delete_topic() { run_client "deleting $1" "$bench" delete-topic --bootstrap "$bootstrap" --topic "$1"; }
+partition_flags() { local p; for ((p = 0; p < $1; p++)); do printf -- '-p %d ' "$p"; done; }
+
+# rdkafka_performance's producer settings for every run: librdkafka's defaults except a fixed
+# linger and large batches (rdkafka_performance itself would linger for 1000 ms).
+producer_conf=(-X linger.ms=5 -X batch.size=1000000 -X compression.type=none)
 
 fstype="$(df --output=fstype "$work" | tail -n 1 | tr -d ' ')"
 if [ "$fstype" = tmpfs ]; then
@@ -74,7 +131,7 @@ fi
 dd_runs=()
 for _ in 1 2 3; do
   sync
-  dd_out="$(dd if=/dev/zero of="$work/dd.bin" bs=1M count=512 conv=fdatasync 2>&1)"
+  dd_out="$(dd if=/dev/zero of="$work/dd.bin" bs=1M count="$dd_count" conv=fdatasync 2>&1)"
   rm -f "$work/dd.bin"
   # "536870912 bytes (537 MB, 512 MiB) copied, 1.23 s, 436 MB/s": bytes over seconds, 10^6 B/s.
   mb_s="$(awk '/copied/ {
@@ -83,7 +140,7 @@ for _ in 1 2 3; do
       if (secs > 0) printf "%.1f", bytes / secs / 1e6
     }' <<<"$dd_out")"
   [ -n "$mb_s" ] || fail "could not read dd's output: $dd_out"
-  echo "dd bs=1M count=512 conv=fdatasync in $work: $mb_s MB/s" >&2
+  echo "dd bs=1M count=$dd_count conv=fdatasync in $work: $mb_s MB/s" >&2
   dd_runs+=("$mb_s")
 done
 dd_mb_s="$(printf '%s\n' "${dd_runs[@]}" | sort -g | sed -n 2p)"
@@ -104,66 +161,162 @@ for _ in $(seq 300); do
 done
 [ -n "$bootstrap" ] || fail "the broker printed no 'listener bound ... bound=' line within 30 s"
 echo "keel listening on $bootstrap (pid $broker_pid)" >&2
-
+sleep 1
+idle_rss="$(rss_mb)"
 load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
-# The matrix without idempotence, then the idempotent producer (enable.idempotence=true) on the
-# acks=-1, 8-partition rows, whose cost against the same rows is reported below.
-runs=()
+run_no=0
+
+# One throughput run: a fresh topic, rdkafka_performance producing COUNT messages, then reading
+# them all back from the beginning; the broker's CPU and peak RSS around each half. Appends a
+# `key=value` line to $rows_file.
+throughput_run() {
+  local size="$1" acks="$2" partitions="$3" idempotence="$4" count="$5" rows_file="$6"
+  run_no=$((run_no + 1))
+  local topic="perf-$run_no-${size}b-${partitions}p" bytes=$((size * count))
+  echo "run $run_no: size=$size acks=$acks partitions=$partitions idempotence=$idempotence messages=$count" >&2
+  create_topic "$topic" "$partitions"
+  # Earlier runs' dirty pages are written back now, not during this run.
+  sync
+  local t0 t1 t2 rss_in rss_out
+  reset_peak_rss
+  t0="$(cpu_ticks)"
+  run_client "producing ($topic)" "$perf" -P -t "$topic" -b "$bootstrap" -s "$size" -c "$count" \
+    -a "$acks" "${producer_conf[@]}" -X "enable.idempotence=$idempotence" -q \
+    >"$work/produce.out" 2>"$work/produce.err"
+  t1="$(cpu_ticks)"
+  rss_in="$(peak_rss_mb)"
+  reset_peak_rss
+  # shellcheck disable=SC2046
+  run_client "consuming ($topic)" "$perf" -C -t "$topic" -b "$bootstrap" $(partition_flags "$partitions") \
+    -o beginning -c "$count" -q >"$work/consume.out" 2>"$work/consume.err"
+  t2="$(cpu_ticks)"
+  rss_out="$(peak_rss_mb)"
+  delete_topic "$topic"
+
+  # "% 2000000 messages produced (200000000 bytes), 2000000 delivered (offset 1999999, 0 failed)
+  #  in 1271ms: 1573259 msgs/s and 157.33 MB/s, ..."
+  local p c
+  p="$(grep 'messages produced' "$work/produce.out" | tail -n 1)"
+  c="$(grep 'consumed in' "$work/consume.out" | tail -n 1)"
+  [ -n "$p" ] || fail "no summary from the producer of $topic: $(tail -n 5 "$work/produce.out" "$work/produce.err")"
+  [ -n "$c" ] || fail "no summary from the consumer of $topic: $(tail -n 5 "$work/consume.out" "$work/consume.err")"
+  local delivered failed consumed
+  delivered="$(sed -E 's/.*, ([0-9]+) delivered.*/\1/' <<<"$p")"
+  failed="$(sed -E 's/.*, ([0-9]+) failed\).*/\1/' <<<"$p")"
+  consumed="$(sed -E 's/^% ([0-9]+) messages \(([0-9]+) bytes\) consumed.*/\1 \2/' <<<"$c")"
+  [ "$delivered" = "$count" ] && [ "$failed" = 0 ] ||
+    fail "$topic: $delivered of $count messages delivered, $failed failed: $p"
+  [ "$consumed" = "$count $bytes" ] || fail "$topic: read back '$consumed' (messages bytes), produced $count $bytes: $c"
+  local p_msgs p_mb c_msgs c_mb
+  p_msgs="$(sed -E 's/.*: ([0-9]+) msgs\/s and.*/\1/' <<<"$p")"
+  p_mb="$(sed -E 's/.*msgs\/s and ([0-9.]+) MB\/s.*/\1/' <<<"$p")"
+  c_msgs="$(sed -E 's/.*: ([0-9]+) msgs\/s \(.*/\1/' <<<"$c")"
+  c_mb="$(sed -E 's/.*msgs\/s \(([0-9.]+) MB\/s\).*/\1/' <<<"$c")"
+  local line="size=$size acks=$acks partitions=$partitions idempotence=$idempotence messages=$count"
+  line+=" produce_msgs_s=$p_msgs produce_mb_s=$p_mb cpu_in=$(per_gb $((t1 - t0)) "$bytes") rss_in=$rss_in"
+  line+=" consume_msgs_s=$c_msgs consume_mb_s=$c_mb cpu_out=$(per_gb $((t2 - t1)) "$bytes") rss_out=$rss_out"
+  echo "$line" >&2
+  echo "$line" >>"$rows_file"
+}
+
+# The value of key=value in a row.
+field() { tr ' ' '\n' <<<"$1" | sed -n "s/^$2=//p"; }
+
+: >"$work/matrix"
 for size in "${sizes[@]}"; do
   for partitions in "${partition_counts[@]}"; do
     for acks in "${acks_values[@]}"; do
-      runs+=("$size $acks $partitions false")
+      throughput_run "$size" "$acks" "$partitions" false "${messages[$size]}" "$work/matrix"
     done
   done
 done
+
+# The idempotent producer's cost: the acks=-1, 8-partition rows with and without
+# enable.idempotence, alternated so that neither side always runs on a fuller disk and page cache.
+: >"$work/idempotence"
 for size in "${sizes[@]}"; do
-  runs+=("$size -1 8 true")
+  for ((round = 1; round <= idem_rounds; round++)); do
+    for idempotence in false true; do
+      throughput_run "$size" -1 8 "$idempotence" "${messages[$size]}" "$work/idempotence"
+    done
+  done
 done
-rows=()
-failed=0
-for run in "${runs[@]}"; do
-  read -r size acks partitions idempotence <<<"$run"
-  {
-      count="${messages[$size]}"
-      echo "run: size=$size acks=$acks partitions=$partitions idempotence=$idempotence messages=$count" >&2
-      # Earlier runs' dirty pages are written back now, not during this run.
-      sync
-      timeout 600 "$bench" --bootstrap "$bootstrap" --topic-prefix "bench-idem$idempotence" \
-        --size "$size" --acks "$acks" --partitions "$partitions" --messages "$count" \
-        --idempotence "$idempotence" "$@" \
-        >"$work/bench.out" 2>"$work/bench.err" &
-      bench_pid=$!
-      # librdkafka would retry a vanished broker until its timeouts; notice the death at once.
-      while kill -0 "$bench_pid" 2>/dev/null; do
-        broker_alive || fail "the broker died during the run size=$size acks=$acks partitions=$partitions"
-        sleep 0.2
-      done
-      status=0
-      wait "$bench_pid" || status=$?
-      bench_pid=""
-      if [ "$status" -eq 0 ]; then
-        line="$(cat "$work/bench.out")"
-        echo "$line" >&2
-        rows+=("$line")
-      else
-        broker_alive || fail "the broker died during the run size=$size acks=$acks partitions=$partitions"
-        echo "bench.sh: run failed (exit $status):" >&2
-        tail -n 20 "$work/bench.err" >&2
-        rows+=("size=$size acks=$acks partitions=$partitions idempotence=$idempotence messages=$count failed=exit-$status")
-        failed=1
-      fi
-      broker_alive || fail "the broker died after the run size=$size acks=$acks partitions=$partitions"
-  }
+
+# Latency at half the peak rate: rdkafka_performance's producer with -l stamps each payload
+# with the send time and records each delivery report's delay (-A writes one figure per message,
+# in microseconds); a consumer started first records each message's delay from send to receipt
+# (end to end). One partition, acks 1 and -1.
+percentiles() {  # FILE -> "p50 p99 max" in ms
+  sort -n "$1" | awk '{ v[NR] = $1 } END {
+    if (NR == 0) { print "none none none"; exit }
+    i50 = int(NR * 0.50 + 0.999999); i99 = int(NR * 0.99 + 0.999999)
+    printf "%.2f %.2f %.2f", v[i50] / 1000, v[i99] / 1000, v[NR] / 1000 }'
+}
+: >"$work/latency"
+for size in "${sizes[@]}"; do
+  for acks in 1 -1; do
+    # The matrix's one-partition produce rate for this size and acks.
+    peak="$(awk -v size="$size" -v acks="$acks" '
+      { delete f; for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] } }
+      f["size"] == size && f["acks"] == acks && f["partitions"] == 1 { print f["produce_msgs_s"]; exit }
+    ' "$work/matrix")"
+    [ -n "$peak" ] || peak=$((${messages[$size]} / 5))
+    rate=$((peak / 2))
+    count=$((rate * latency_seconds))
+    run_no=$((run_no + 1))
+    topic="latency-$run_no-${size}b"
+    echo "latency run $run_no: size=$size acks=$acks rate=$rate msg/s messages=$count" >&2
+    create_topic "$topic" 1
+    sync
+    rm -f "$work/lat_produce" "$work/lat_e2e"
+    timeout 600 "$perf" -C -t "$topic" -b "$bootstrap" -p 0 -o beginning -c "$count" -l \
+      -A "$work/lat_e2e" -q >"$work/lat_consume.out" 2>&1 &
+    consumer_pid=$!
+    sleep 2
+    run_client "latency producer ($topic)" "$perf" -P -t "$topic" -b "$bootstrap" -s "$size" \
+      -c "$count" -a "$acks" -r "$rate" -l -A "$work/lat_produce" "${producer_conf[@]}" -q \
+      >"$work/lat_produce.out" 2>&1
+    status=0
+    wait "$consumer_pid" || status=$?
+    [ "$status" -eq 0 ] || fail "the latency consumer of $topic failed (exit $status)"
+    delete_topic "$topic"
+    [ "$(wc -l <"$work/lat_produce")" = "$count" ] ||
+      fail "$topic: $(wc -l <"$work/lat_produce") produce latencies for $count messages"
+    [ "$(wc -l <"$work/lat_e2e")" = "$count" ] ||
+      fail "$topic: $(wc -l <"$work/lat_e2e") end-to-end latencies for $count messages"
+    read -r p50 p99 pmax <<<"$(percentiles "$work/lat_produce")"
+    read -r e50 e99 emax <<<"$(percentiles "$work/lat_e2e")"
+    line="size=$size acks=$acks rate=$rate messages=$count p50=$p50 p99=$p99 max=$pmax e2e_p50=$e50 e2e_p99=$e99 e2e_max=$emax"
+    echo "$line" >&2
+    echo "$line" >>"$work/latency"
+  done
 done
+
+# The Rust example (rdkafka FutureProducer, one future per message, 16 MiB in flight): the
+# latency a heavier client sees at its own full speed, one partition.
+: >"$work/rust"
+for size in "${sizes[@]}"; do
+  for acks in 1 -1; do
+    count="$rust_messages_100"
+    [ "$size" = 1024 ] && count="$rust_messages_1024"
+    echo "rust example: size=$size acks=$acks messages=$count" >&2
+    sync
+    run_client "the Rust example (size=$size acks=$acks)" "$bench" --bootstrap "$bootstrap" \
+      --topic-prefix rust --size "$size" --acks "$acks" --partitions 1 --messages "$count" \
+      >"$work/rust.out" 2>"$work/rust.err"
+    cat "$work/rust.out" >&2
+    cat "$work/rust.out" >>"$work/rust"
+  done
+done
+
+end_rss="$(rss_mb)"
+load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # Clean shutdown: SIGTERM, then exit status 0 within 30 s.
 kill -TERM "$broker_pid"
 stopped=""
 for _ in $(seq 300); do
-  if ! broker_alive; then
-    stopped=1
-    break
-  fi
+  if ! broker_alive; then stopped=1; break; fi
   sleep 0.1
 done
 [ -n "$stopped" ] || fail "the broker did not exit within 30 s of SIGTERM"
@@ -172,62 +325,78 @@ wait "$broker_pid" || broker_status=$?
 broker_pid=""
 [ "$broker_status" -eq 0 ] || fail "the broker exited with status $broker_status after SIGTERM"
 
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || commit="$commit (with uncommitted changes)"
 echo
-echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores; data dir on $(df --output=source "$base" | tail -n 1) ($fstype)."
-echo "Load average before the runs: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg) (anything else running skews the figures)."
+[ -n "$smoke" ] && echo "**Smoke run: tiny message counts; these figures mean nothing.**" && echo
+echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, Keel $commit; data dir on $(df --output=source "$base" | tail -n 1) ($fstype)."
+echo "Load average before the runs: $load_before; after: $load_after (anything else running skews the figures)."
+echo "Disk, dd bs=1M count=$dd_count conv=fdatasync, median of three: **$dd_mb_s MB/s** (runs: ${dd_runs[*]} MB/s)."
+echo "Broker RSS: $idle_rss MB idle after start, $end_rss MB after the runs (their topics deleted)."
 echo
-echo "| size (B) | acks | partitions | idempotence | messages | produce msg/s | produce MB/s | p50 ms | p99 ms | consume msg/s | consume MB/s |"
-echo "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"
-for line in "${rows[@]}"; do
-  if [ -n "$(field "$line" failed)" ]; then
-    printf '| %s | %s | %s | %s | %s | failed | failed | failed | failed | failed | failed |\n' \
-      "$(field "$line" size)" "$(field "$line" acks)" "$(field "$line" partitions)" \
-      "$(field "$line" idempotence)" "$(field "$line" messages)"
-  else
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
-      "$(field "$line" size)" "$(field "$line" acks)" "$(field "$line" partitions)" \
-      "$(field "$line" idempotence)" "$(field "$line" messages)" "$(field "$line" produce_msgs_s)" \
-      "$(field "$line" produce_mb_s)" "$(field "$line" p50_ms)" "$(field "$line" p99_ms)" \
-      "$(field "$line" consume_msgs_s)" "$(field "$line" consume_mb_s)"
+echo "Throughput (rdkafka_performance; CPU = the broker's user+system seconds per GB of payload; RSS = the broker's peak during the produce / consume half):"
+echo
+print_throughput() {
+  echo "| size (B) | acks | partitions | idempotence | messages | produce msg/s | produce MB/s | CPU s/GB in | RSS MB | consume msg/s | consume MB/s | CPU s/GB out | RSS MB |"
+  echo "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  while read -r row; do
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+      "$(field "$row" size)" "$(field "$row" acks)" "$(field "$row" partitions)" \
+      "$(field "$row" idempotence)" "$(field "$row" messages)" "$(field "$row" produce_msgs_s)" \
+      "$(field "$row" produce_mb_s)" "$(field "$row" cpu_in)" "$(field "$row" rss_in)" \
+      "$(field "$row" consume_msgs_s)" "$(field "$row" consume_mb_s)" "$(field "$row" cpu_out)" \
+      "$(field "$row" rss_out)"
+  done <"$1"
+}
+print_throughput "$work/matrix"
+echo
+while read -r row; do
+  if [ "$(field "$row" size)" = 1024 ] && [ "$(field "$row" acks)" = -1 ]; then
+    mb_s="$(field "$row" produce_mb_s)"
+    echo "- acks=-1, 1 KiB, $(field "$row" partitions) partition(s): produce $mb_s MB/s = **$(awk -v a="$mb_s" -v b="$dd_mb_s" 'BEGIN { printf "%.0f", 100 * a / b }') %** of dd's fdatasync figure."
   fi
-done
+done <"$work/matrix"
 echo
-echo "Disk, dd bs=1M count=512 conv=fdatasync, median of three: **$dd_mb_s MB/s** (runs: ${dd_runs[*]} MB/s)."
+echo "The idempotent producer (acks=-1, 8 partitions), alternated with the same run without it:"
 echo
-for line in "${rows[@]}"; do
-  if [ "$(field "$line" size)" = 1024 ] && [ "$(field "$line" acks)" = -1 ] &&
-    [ -z "$(field "$line" failed)" ]; then
-    mb_s="$(field "$line" produce_mb_s)"
-    ratio="$(awk -v a="$mb_s" -v b="$dd_mb_s" 'BEGIN { printf "%.0f", 100 * a / b }')"
-    echo "- acks=-1, 1 KiB, $(field "$line" partitions) partition(s), idempotence=$(field "$line" idempotence): produce $mb_s MB/s = **$ratio %** of dd's fdatasync bandwidth (aim: >= 70 %)."
-  fi
-done
-# The idempotent producer's cost: its produce rate against the same row without it (aim: at
-# most 5 % lower).
+print_throughput "$work/idempotence"
+echo
 for size in "${sizes[@]}"; do
-  plain="" idem=""
-  for line in "${rows[@]}"; do
-    [ "$(field "$line" size)" = "$size" ] && [ "$(field "$line" acks)" = -1 ] &&
-      [ "$(field "$line" partitions)" = 8 ] && [ -z "$(field "$line" failed)" ] || continue
-    if [ "$(field "$line" idempotence)" = true ]; then idem="$(field "$line" produce_msgs_s)"; else plain="$(field "$line" produce_msgs_s)"; fi
-  done
-  if [ -n "$plain" ] && [ -n "$idem" ]; then
-    cost="$(awk -v p="$plain" -v i="$idem" 'BEGIN { printf "%.1f", 100 * (p - i) / p }')"
-    echo "- idempotent producer, $size B, acks=-1, 8 partitions: $idem msg/s against $plain msg/s without: **$cost %** slower (aim: <= 5 %)."
-  fi
+  awk -v size="$size" '
+    { delete f; for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] } }
+    f["size"] == size { k = f["idempotence"]; n[k]++; msgs[k] += f["produce_msgs_s"]; cpu[k] += f["cpu_in"] }
+    END {
+      if (n["false"] && n["true"]) {
+        a = msgs["false"] / n["false"]; b = msgs["true"] / n["true"]
+        printf "- %s B: %.0f msg/s with idempotence against %.0f without (mean of %d runs each): **%.1f %%** %s (aim: at most 5 %% slower); broker CPU %.2f against %.2f s/GB in.\n", \
+          size, b, a, n["true"], (a > b ? 100 * (a - b) / a : 100 * (b - a) / a), (a > b ? "slower" : "faster"), \
+          cpu["true"] / n["true"], cpu["false"] / n["false"]
+      }
+    }' "$work/idempotence"
 done
-for size in "${sizes[@]}"; do
-  range="$(for line in "${rows[@]}"; do
-    [ "$(field "$line" size)" = "$size" ] && field "$line" consume_mb_s
-  done | sort -g | sed -n '1p;$p' | paste -sd'-')" || true
-  met="$(for line in "${rows[@]}"; do
-    [ "$(field "$line" size)" = "$size" ] && [ "$(field "$line" idempotence)" = false ] && field "$line" consume_mb_s
-  done | awk '$1 >= 500 { n++ } END { print n + 0 }')" || true
-  echo "- consume, $size-byte messages: ${range:-no successful run} MB/s (lowest-highest); $met of $(( ${#partition_counts[@]} * ${#acks_values[@]} )) runs reach the aim of >= 500 MB/s."
-done
+echo
+echo "Latency at half the peak rate (rdkafka_performance -l, one partition; produce = send to delivery report, end to end = send to receipt by a consumer):"
+echo
+echo "| size (B) | acks | rate msg/s | messages | produce p50 ms | p99 ms | max ms | end-to-end p50 ms | p99 ms | max ms |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+while read -r row; do
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+    "$(field "$row" size)" "$(field "$row" acks)" "$(field "$row" rate)" "$(field "$row" messages)" \
+    "$(field "$row" p50)" "$(field "$row" p99)" "$(field "$row" max)" \
+    "$(field "$row" e2e_p50)" "$(field "$row" e2e_p99)" "$(field "$row" e2e_max)"
+done <"$work/latency"
+echo
+echo "The Rust example (protocol-tests/examples/bench.rs: a FutureProducer, one future per message, 16 MiB in flight, one partition):"
+echo
+echo "| size (B) | acks | messages | produce msg/s | produce MB/s | p50 ms | p99 ms | consume msg/s | consume MB/s |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+while read -r row; do
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+    "$(field "$row" size)" "$(field "$row" acks)" "$(field "$row" messages)" \
+    "$(field "$row" produce_msgs_s)" "$(field "$row" produce_mb_s)" "$(field "$row" p50_ms)" \
+    "$(field "$row" p99_ms)" "$(field "$row" consume_msgs_s)" "$(field "$row" consume_mb_s)"
+done <"$work/rust"
 echo
 echo "Raw lines:"
 echo
-printf '    %s\n' "${rows[@]}"
-
-exit "$failed"
+cat "$work/matrix" "$work/idempotence" "$work/latency" "$work/rust" | sed 's/^/    /'

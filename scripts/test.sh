@@ -30,5 +30,8 @@ cargo test --workspace --no-fail-fast -- --test-threads=2 "$@" || status=$?
 # allow-list is `scripts/compat/librdkafka.sh`. Skipped when a test filter was given.
 if [ $# -eq 0 ]; then
   scripts/compat/librdkafka.sh --quick --no-build || status=$?
+  # The benchmark's short version: every kind of run once with tiny counts, so the script and
+  # what it checks (every message delivered and read back, a clean stop) keep working.
+  scripts/bench.sh --smoke >/dev/null || status=$?
 fi
 exit $status

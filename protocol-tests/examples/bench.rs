@@ -4,7 +4,13 @@
 //! bench --bootstrap HOST:PORT --topic-prefix P --size BYTES --acks 1|-1|all \
 //!       --partitions N --messages M [--window W] \
 //!       [--fetch-max-bytes B] [--partition-fetch-max-bytes B]
+//! bench create-topic --bootstrap HOST:PORT --topic T --partitions N
+//! bench delete-topic --bootstrap HOST:PORT --topic T
 //! ```
+//!
+//! The two subcommands are for `scripts/bench.sh`'s runs of librdkafka's `rdkafka_performance`,
+//! which produces to and consumes from a topic but cannot create one with N partitions; deleting
+//! each run's topic keeps the matrix from filling the disk.
 //!
 //! Build it with `cargo build --workspace --all-targets` (it is `target/debug/examples/bench`);
 //! `scripts/bench.sh` runs the whole matrix against a fresh broker.
@@ -43,7 +49,9 @@ const DEFAULT_WINDOW_BYTES: usize = 16 << 20;
 const USAGE: &str = "usage: bench --bootstrap HOST:PORT --topic-prefix P --size BYTES \
                      --acks 1|-1|all --partitions N --messages M [--window W] \
                      [--fetch-max-bytes B] [--partition-fetch-max-bytes B] \
-                     [--idempotence true|false]";
+                     [--idempotence true|false]\n       \
+                     bench create-topic --bootstrap HOST:PORT --topic T --partitions N\n       \
+                     bench delete-topic --bootstrap HOST:PORT --topic T";
 
 struct Args {
     bootstrap: String,
@@ -157,7 +165,22 @@ struct ConsumeFigures {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match Args::parse(std::env::args().skip(1)) {
+    let mut argv = std::env::args().skip(1).peekable();
+    let subcommand = match argv.peek().map(String::as_str) {
+        Some(name @ ("create-topic" | "delete-topic")) => Some(name.to_string()),
+        _ => None,
+    };
+    if let Some(name) = subcommand {
+        argv.next();
+        return match topic_command(&name, argv).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench {name} failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let args = match Args::parse(argv) {
         Ok(args) => args,
         Err(e) => {
             eprintln!("{e}");
@@ -225,6 +248,37 @@ async fn run(args: Args) -> BenchResult<String> {
         args.messages as f64 / consume_s,
         bytes / consume_s / 1e6,
     ))
+}
+
+/// `create-topic` / `delete-topic`: `--bootstrap`, `--topic` and (to create) `--partitions`.
+async fn topic_command(name: &str, mut argv: impl Iterator<Item = String>) -> BenchResult<()> {
+    let (mut bootstrap, mut topic, mut partitions) = (None, None, None);
+    while let Some(flag) = argv.next() {
+        let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--bootstrap" => bootstrap = Some(value),
+            "--topic" => topic = Some(value),
+            "--partitions" => partitions = Some(number::<i32>(&flag, &value)?),
+            _ => return Err(format!("unknown argument {flag} for {name}").into()),
+        }
+    }
+    let missing = |flag: &str| format!("{flag} is required for {name}");
+    let bootstrap = bootstrap.ok_or_else(|| missing("--bootstrap"))?;
+    let topic = topic.ok_or_else(|| missing("--topic"))?;
+    if name == "create-topic" {
+        let partitions = partitions.ok_or_else(|| missing("--partitions"))?;
+        return create_topic(&bootstrap, &topic, partitions).await;
+    }
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()?;
+    let options = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(30)));
+    for result in admin.delete_topics(&[topic.as_str()], &options).await? {
+        result.map_err(|(name, code)| format!("DeleteTopics {name}: {code}"))?;
+    }
+    Ok(())
 }
 
 /// Creates `topic` with replication factor 1, then waits until every partition has a leader, so
