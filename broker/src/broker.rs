@@ -110,7 +110,7 @@ impl Broker {
             producer_ids: ProducerIdManager::default(),
             txn,
             meta,
-            flusher: Flusher::spawn(shutdown.clone()),
+            flusher: Flusher::new(),
             appended: Notify::new(),
             broker_config_writes: Mutex::new(()),
             connection_limit,

@@ -26,8 +26,9 @@ pub const STORAGE_TASKS: &str = "keel_storage_tasks_total";
 pub const LOG_DIR_OFFLINE: &str = "keel_log_dir_offline";
 /// Client connections open now (each is a reader task and a writer task).
 pub const CONNECTIONS_OPEN: &str = "keel_connections_open";
-/// Rounds of the acks=-1 group-commit flusher (each fsyncs every log in it once).
-pub const LOG_FLUSH_ROUNDS: &str = "keel_log_flush_rounds_total";
+/// fsync passes of the acks=-1 flusher (one per log per pass; each covers every acks=-1 produce
+/// to that log queued before it started).
+pub const LOG_FLUSHES: &str = "keel_log_flushes_total";
 /// Ticks of the group coordinator's timer task.
 pub const GROUP_TIMER_TICKS: &str = "keel_group_timer_ticks_total";
 /// Synced writes of group state and committed offsets (each may carry many changes).

@@ -1,36 +1,46 @@
-//! Group commit for acks=-1: concurrent flush requests are batched into rounds, and each round
-//! fsyncs every distinct log once, so producers share fsyncs instead of queueing for their own.
-
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+//! Group commit for acks=-1, pipelined per log: a log has at most one fsync in flight, and the
+//! flush requests that arrive while it runs wait together for the next one, so concurrent
+//! producers share fsyncs; logs never wait for each other's fsyncs (no global rounds).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use std::time::Duration;
-
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use super::{LogError, PartitionLog};
 use crate::storage_task;
 
-/// Upper bound on requests gathered into one round, to bound the round's latency.
-const MAX_ROUND: usize = 4096;
+type Waiter = oneshot::Sender<Result<(), LogError>>;
 
-struct Request {
-    log: Arc<PartitionLog>,
-    /// Exclusive, as `PartitionLog::flush_until` takes it.
-    offset: i64,
-    done: oneshot::Sender<Result<(), LogError>>,
+/// One log's flush requests: those waiting for the next fsync, and whether a driver task is
+/// running for this log (it takes the waiters, fsyncs, answers them, and repeats until none
+/// are left). Lives in the `PartitionLog` it belongs to.
+#[derive(Default)]
+pub(crate) struct FlushQueue {
+    state: Mutex<QueueState>,
 }
 
-/// Handle to the flusher task. Cloneable; the task stops once every handle is dropped.
-#[derive(Clone, Debug)]
+#[derive(Default)]
+struct QueueState {
+    driving: bool,
+    /// Exclusive: the highest offset a waiter needs durable.
+    target: i64,
+    waiters: Vec<Waiter>,
+}
+
+impl FlushQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Handle to the acks=-1 flushes. Cloneable; holds no task of its own: each log's driver runs
+/// only while that log has waiters.
+#[derive(Clone, Debug, Default)]
 pub struct Flusher {
-    tx: mpsc::UnboundedSender<Request>,
-    rounds: Arc<AtomicU64>,
+    flushes: Arc<AtomicU64>,
 }
 
 fn stopped() -> LogError {
@@ -38,133 +48,87 @@ fn stopped() -> LogError {
 }
 
 impl Flusher {
-    /// Starts the flusher task on the current tokio runtime (panics outside one). At
-    /// `shutdown` it keeps serving for `DRAIN`, the longest the connections may still drain
-    /// (their acks=-1 produces need their fsyncs), then stops; the final flush of every log at
-    /// shutdown covers whatever comes later.
-    pub fn spawn(shutdown: CancellationToken) -> Flusher {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let rounds = Arc::new(AtomicU64::new(0));
-        tokio::spawn(
-            flusher_task(rx, Arc::clone(&rounds), shutdown).instrument(tracing::info_span!("log_flusher")),
-        );
-        Flusher { tx, rounds }
+    pub fn new() -> Flusher {
+        Flusher::default()
     }
 
     /// Resolves once every offset up to and including `last_offset` in `log` is durable (or the
-    /// fsync that was to make it so failed; then all waiters of that round get the error).
+    /// fsync that was to make it so failed; then all waiters of that fsync get the error).
     /// Inclusive, because callers hold an appended batch's last offset: the one offset that
     /// must be durable before its producer hears so. The request is queued at once, before the
-    /// returned future is polled, so a caller can queue several partitions into one round and
-    /// then wait for each.
+    /// returned future is polled, so a caller can queue several partitions and then wait for
+    /// each. Must be called inside a tokio runtime (the log's driver is a task).
     pub fn flush_through(
         &self,
         log: Arc<PartitionLog>,
         last_offset: i64,
     ) -> impl Future<Output = Result<(), LogError>> + Send + 'static {
         let offset = last_offset + 1;
-        let queued = if offset <= log.recovery_point() {
+        let wait = if offset <= log.recovery_point() {
             None
         } else {
             let (done, wait) = oneshot::channel();
-            Some(
-                self.tx
-                    .send(Request { log, offset, done })
-                    .map(|()| wait)
-                    .map_err(|_| stopped()),
-            )
+            let start_driver = {
+                let mut queue = log.flush_queue().lock();
+                queue.target = queue.target.max(offset);
+                queue.waiters.push(done);
+                !std::mem::replace(&mut queue.driving, true)
+            };
+            if start_driver {
+                let flushes = Arc::clone(&self.flushes);
+                tokio::spawn(drive(log, flushes).instrument(tracing::info_span!("log_flusher")));
+            }
+            Some(wait)
         };
         async move {
-            match queued {
+            match wait {
                 None => Ok(()),
-                Some(Err(e)) => Err(e),
-                Some(Ok(wait)) => wait.await.map_err(|_| stopped())?,
+                Some(wait) => wait.await.map_err(|_| stopped())?,
             }
         }
     }
 
-    /// Rounds completed so far (each round fsyncs each log in it at most once).
-    pub fn rounds(&self) -> u64 {
-        self.rounds.load(Ordering::Acquire)
+    /// fsync passes made so far, over all logs (each covers every waiter of its log queued
+    /// before it started).
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Acquire)
     }
 }
 
-/// One log's share of a round.
-struct Group {
-    log: Arc<PartitionLog>,
-    /// Exclusive: every offset below it is to be made durable.
-    offset: i64,
-    waiters: Vec<oneshot::Sender<Result<(), LogError>>>,
-}
-
-/// Merges a round's requests per log (by identity), keeping the highest offset asked for.
-fn group(requests: impl Iterator<Item = Request>) -> Vec<Group> {
-    let mut groups: HashMap<*const PartitionLog, Group> = HashMap::new();
-    for req in requests {
-        let group = groups.entry(Arc::as_ptr(&req.log)).or_insert_with(|| Group {
-            log: Arc::clone(&req.log),
-            offset: req.offset,
-            waiters: Vec::new(),
-        });
-        group.offset = group.offset.max(req.offset);
-        group.waiters.push(req.done);
-    }
-    groups.into_values().collect()
-}
-
-/// How long the flusher serves after shutdown: longer than the server's drain of connections.
-const DRAIN: Duration = Duration::from_secs(15);
-
-async fn flusher_task(
-    mut rx: mpsc::UnboundedReceiver<Request>,
-    rounds: Arc<AtomicU64>,
-    shutdown: CancellationToken,
-) {
-    let mut batch = Vec::new();
-    let drained = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(DRAIN).await;
-    };
-    tokio::pin!(drained);
-    // Requests arriving while a round's fsyncs run queue up and form the next round.
+/// A log's driver: while the log has waiters, takes them all, makes their offsets durable with
+/// one storage task, and answers them. Requests queued during an fsync form the next pass.
+async fn drive(log: Arc<PartitionLog>, flushes: Arc<AtomicU64>) {
     loop {
-        let received = tokio::select! {
-            n = rx.recv_many(&mut batch, MAX_ROUND) => n,
-            () = &mut drained => {
-                tracing::debug!("log flusher stopped after the shutdown drain");
+        let (target, waiters) = {
+            let mut queue = log.flush_queue().lock();
+            if queue.waiters.is_empty() {
+                queue.driving = false;
                 return;
             }
+            (queue.target, std::mem::take(&mut queue.waiters))
         };
-        if received == 0 {
-            return;
-        }
-        let syncs: Vec<_> = group(batch.drain(..))
-            .into_iter()
-            .map(|g| {
-                let (log, offset) = (Arc::clone(&g.log), g.offset);
-                let sync = storage_task::run("log_flush", move || log.flush_until(offset));
-                (sync, g.waiters)
-            })
-            .collect();
-        for (sync, waiters) in syncs {
-            let result = sync.await.unwrap_or_else(|e| {
+        let flushed = Arc::clone(&log);
+        let result = storage_task::run("log_flush", move || flushed.flush_until(target))
+            .await
+            .unwrap_or_else(|e| {
                 Err(LogError::Io(Arc::new(std::io::Error::other(format!(
                     "flush task failed: {e}"
                 )))))
             });
-            for waiter in waiters {
-                // A producer that gave up waiting is no concern of ours.
-                let _ = waiter.send(result.clone());
-            }
+        for waiter in waiters {
+            // A producer that gave up waiting is no concern of ours.
+            let _ = waiter.send(result.clone());
         }
-        rounds.fetch_add(1, Ordering::AcqRel);
-        metrics::counter!(crate::metrics::LOG_FLUSH_ROUNDS).increment(1);
+        flushes.fetch_add(1, Ordering::AcqRel);
+        metrics::counter!(crate::metrics::LOG_FLUSHES).increment(1);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use crate::log::testutil::batch;
     use crate::log::LogConfig;
 
@@ -203,7 +167,7 @@ mod tests {
     #[tokio::test]
     async fn a_single_record_batch_is_fsynced_before_it_is_acknowledged() {
         let (_dir, log) = open(LogConfig::default());
-        let flusher = Flusher::spawn(CancellationToken::new());
+        let flusher = Flusher::new();
         // Open sets the recovery point to the log end, 0: the first batch ends exactly there.
         assert_eq!(
             produce_durably(&flusher, &log, 1).await,
@@ -233,10 +197,7 @@ mod tests {
         }
         let log = Arc::new(PartitionLog::open(&path, LogConfig::default()).unwrap());
         assert_eq!(log.recovery_point(), 2);
-        assert_eq!(
-            produce_durably(&Flusher::spawn(CancellationToken::new()), &log, 1).await,
-            1
-        );
+        assert_eq!(produce_durably(&Flusher::new(), &log, 1).await, 1);
     }
 
     #[tokio::test]
@@ -246,7 +207,7 @@ mod tests {
             ..LogConfig::default()
         };
         let (_dir, log) = open(config);
-        let flusher = Flusher::spawn(CancellationToken::new());
+        let flusher = Flusher::new();
         produce_durably(&flusher, &log, 1).await;
         // This append rolls. The old segment was durable already; the new batch, the first of
         // the new segment, is fsynced before it is acknowledged.
@@ -271,9 +232,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn concurrent_flushes_share_rounds() {
+    async fn concurrent_flushes_share_fsyncs() {
         let (_dir, log) = log_with(0);
-        let flusher = Flusher::spawn(CancellationToken::new());
+        let flusher = Flusher::new();
         let mut tasks = Vec::new();
         for _ in 0..200 {
             let (flusher, log) = (flusher.clone(), Arc::clone(&log));
@@ -286,23 +247,23 @@ mod tests {
             t.await.unwrap().unwrap();
         }
         assert_eq!(log.recovery_point(), 200);
-        let rounds = flusher.rounds();
+        let passes = flusher.flushes();
         // On one thread all 200 requests queue before the flusher runs: one shared fsync.
-        assert!((1..=2).contains(&rounds), "{rounds} rounds for 200 flushes");
+        assert!((1..=2).contains(&passes), "{passes} fsync passes for 200 flushes");
         assert!(
             (1..=2).contains(&log.data_syncs()),
             "{} fsyncs for 200 flushes",
             log.data_syncs()
         );
-        // Already durable: answered without a round.
+        // Already durable: answered without a pass.
         flusher.flush_through(Arc::clone(&log), 199).await.unwrap();
-        assert_eq!(flusher.rounds(), rounds);
+        assert_eq!(flusher.flushes(), passes);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_produces_on_threads_share_fsyncs() {
         let (_dir, log) = log_with(0);
-        let flusher = Flusher::spawn(CancellationToken::new());
+        let flusher = Flusher::new();
         let tasks: Vec<_> = (0..400)
             .map(|_| {
                 let (flusher, log) = (flusher.clone(), Arc::clone(&log));
@@ -320,7 +281,7 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(log.recovery_point(), 400);
-        // Group commit: a round's fsync covers every append made before it started.
+        // Group commit: a pass's fsync covers every append made before it started.
         assert!(
             log.data_syncs() < 400,
             "{} fsyncs for 400 produces",
@@ -329,10 +290,10 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn rounds_cover_several_logs() {
+    async fn several_logs_flush_at_once() {
         let (_d1, a) = log_with(3);
         let (_d2, b) = log_with(5);
-        let flusher = Flusher::spawn(CancellationToken::new());
+        let flusher = Flusher::new();
         a.append(&batch(1), 0).unwrap();
         b.append(&batch(1), 0).unwrap();
         let (ra, rb) = tokio::join!(
@@ -349,7 +310,7 @@ mod tests {
         let (_dir, log) = log_with(0);
         log.append(&batch(1), 0).unwrap();
         log.delete().unwrap();
-        let flusher = Flusher::spawn(CancellationToken::new());
+        let flusher = Flusher::new();
         let waits: Vec<_> = (0..5)
             .map(|_| tokio::spawn(flusher.flush_through(Arc::clone(&log), 0)))
             .collect();
@@ -358,18 +319,56 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn after_shutdown_the_drain_is_still_flushed() {
-        let (_dir, log) = log_with(0);
-        let shutdown = CancellationToken::new();
-        let flusher = Flusher::spawn(shutdown.clone());
-        shutdown.cancel();
-        tokio::task::yield_now().await;
-        let info = log.append(&batch(1), 0).unwrap();
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_fsync_of_one_log_does_not_hold_back_another() {
+        let (_d1, slow) = log_with(0);
+        let (_d2, fast) = log_with(0);
+        slow.make_fsync_slow(Duration::from_secs(3));
+        let flusher = Flusher::new();
+        let s = slow.append(&batch(1), 0).unwrap();
+        let f = fast.append(&batch(1), 0).unwrap();
+        let slow_wait = tokio::spawn(flusher.flush_through(Arc::clone(&slow), s.last_offset));
+        let started = std::time::Instant::now();
         flusher
-            .flush_through(Arc::clone(&log), info.last_offset)
+            .flush_through(Arc::clone(&fast), f.last_offset)
             .await
             .unwrap();
-        assert_eq!(log.recovery_point(), 1);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the fast log waited {:?} for the slow one",
+            started.elapsed()
+        );
+        assert_eq!(fast.recovery_point(), 1);
+        assert!(!slow_wait.is_finished(), "the slow log's fsync is still running");
+        slow_wait.await.unwrap().unwrap();
+        assert_eq!(slow.recovery_point(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_queued_during_an_fsync_share_the_next_one() {
+        let (_dir, log) = log_with(0);
+        log.make_fsync_slow(Duration::from_millis(500));
+        let flusher = Flusher::new();
+        let first = log.append(&batch(1), 0).unwrap();
+        let first_wait = tokio::spawn(flusher.flush_through(Arc::clone(&log), first.last_offset));
+        // Let the first fsync start, then queue ten more behind it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let later: Vec<_> = (0..10)
+            .map(|_| {
+                let info = log.append(&batch(1), 0).unwrap();
+                tokio::spawn(flusher.flush_through(Arc::clone(&log), info.last_offset))
+            })
+            .collect();
+        first_wait.await.unwrap().unwrap();
+        for wait in later {
+            wait.await.unwrap().unwrap();
+        }
+        assert_eq!(log.recovery_point(), 11);
+        assert_eq!(
+            flusher.flushes(),
+            2,
+            "one pass for the first, one shared by the ten"
+        );
+        assert_eq!(log.data_syncs(), 2);
     }
 }

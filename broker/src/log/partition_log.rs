@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::batch::{rewrite_header, validate_produce_batch, BatchHeaders, BATCH_HEADER_SIZE};
 use super::control::TxnMarker;
+use super::flusher::FlushQueue;
 use super::log_dir::{
     delete_segment_files, list_segments, read_log_start_checkpoint, sync_dir, take_segments_below,
     write_log_start_checkpoint, LogDirHealth,
@@ -92,6 +93,8 @@ pub struct PartitionLog {
     roll_snapshot: Mutex<Option<ProducerSnapshot>>,
     /// The health of the log directory this partition lives in, shared with its neighbours.
     health: Arc<LogDirHealth>,
+    /// acks=-1 produces waiting for an fsync of this log (the `Flusher`'s per-log queue).
+    flush_queue: FlushQueue,
     /// Tests make the next fsyncs of this log fail, as a dying disk's would.
     #[cfg(test)]
     failing_fsyncs: AtomicBool,
@@ -99,6 +102,9 @@ pub struct PartitionLog {
     /// as a slow write would.
     #[cfg(test)]
     slow_disk: Mutex<std::time::Duration>,
+    /// Tests make this log's fsyncs slow: each `flush_until` waits this long before its fsyncs.
+    #[cfg(test)]
+    slow_fsync: Mutex<std::time::Duration>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -192,10 +198,13 @@ impl PartitionLog {
             sealed_unflushed: Mutex::new(Vec::new()),
             roll_snapshot: Mutex::new(None),
             health,
+            flush_queue: FlushQueue::default(),
             #[cfg(test)]
             failing_fsyncs: AtomicBool::new(false),
             #[cfg(test)]
             slow_disk: Mutex::new(std::time::Duration::ZERO),
+            #[cfg(test)]
+            slow_fsync: Mutex::new(std::time::Duration::ZERO),
         };
         // Records were deleted up to an offset the log no longer reaches (a crash lost
         // unflushed acks=1 data above it): start over empty there, as Kafka's loader does, so
@@ -332,6 +341,16 @@ impl PartitionLog {
     }
 
     /// Makes the next fsyncs of this log fail, for tests.
+    #[cfg(test)]
+    pub(crate) fn make_fsync_slow(&self, delay: std::time::Duration) {
+        *lock(&self.slow_fsync) = delay;
+    }
+
+    /// The acks=-1 produces waiting for this log's next fsync.
+    pub(super) fn flush_queue(&self) -> &FlushQueue {
+        &self.flush_queue
+    }
+
     #[cfg(test)]
     pub(crate) fn fail_fsyncs(&self) {
         self.failing_fsyncs.store(true, Ordering::Release);
@@ -733,6 +752,9 @@ impl PartitionLog {
             .take_while(|(_, s)| s.next_offset() > recovery_point)
             .map(|(_, s)| Arc::clone(s))
             .collect();
+        // A slow disk's fsync: what it covers was decided above, before the wait.
+        #[cfg(test)]
+        std::thread::sleep(*lock(&self.slow_fsync));
         for segment in sealed.iter().chain(std::iter::once(&active)) {
             #[cfg(test)]
             if self.failing_fsyncs.load(Ordering::Acquire) {
