@@ -32,10 +32,12 @@ pub struct Broker {
     pub producer_ids: ProducerIdManager,
     /// The transaction coordinator.
     pub txn: TransactionCoordinator,
-    /// Group commit of acks=-1 produces.
+    /// Group commit of acks=-1 produces and the background fsyncs of the others.
     pub flusher: Flusher,
-    /// Woken after every append, so long-polling fetches wait on data rather than on a timer.
-    pub appended: Notify,
+    /// Woken when records may have become readable (after an append, or with
+    /// `log.flush.before.visible` after an fsync), so long-polling fetches wait on data rather
+    /// than on a timer.
+    pub appended: Arc<Notify>,
     /// Serialises changes to the dynamic broker settings (read, change, persist, apply).
     broker_config_writes: Mutex<()>,
     /// `max.connections`, which AlterConfigs may change.
@@ -101,6 +103,11 @@ impl Broker {
             group_configs,
             shutdown.clone(),
         )?;
+        let appended = Arc::new(Notify::new());
+        let flusher = Flusher::new(
+            std::time::Duration::from_millis(config.flush_background_interval_ms),
+            Arc::clone(&appended),
+        );
         let broker = Arc::new(Broker {
             dynamic_config,
             node_id: id.node_id,
@@ -110,8 +117,8 @@ impl Broker {
             producer_ids: ProducerIdManager::default(),
             txn,
             meta,
-            flusher: Flusher::new(),
-            appended: Notify::new(),
+            flusher,
+            appended,
             broker_config_writes: Mutex::new(()),
             connection_limit,
             config,

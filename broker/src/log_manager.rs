@@ -410,6 +410,7 @@ impl LogManager {
             timestamp_type,
             timestamp_before_max_ms: num("message.timestamp.before.max.ms").max(0),
             timestamp_after_max_ms: num("message.timestamp.after.max.ms").max(0),
+            flush_before_visible: self.config.static_config().flush_before_visible,
             ..LogConfig::default()
         }
     }

@@ -109,18 +109,30 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
         }
     };
     let appended: usize = results.iter().map(|r| r.bytes).sum();
+    let waits_for_fsync = acks == -1 && broker.config.flush_acks_all;
     if appended > 0 {
-        broker.appended.notify_waiters();
         metrics::counter!(crate::metrics::PRODUCE_BYTES).increment(appended as u64);
+        if broker.config.flush_before_visible {
+            // Readable only once durable: the flusher wakes the fetches after the fsync.
+            if !waits_for_fsync {
+                for (log, info) in results.iter().filter_map(|r| r.outcome.as_ref().ok()) {
+                    broker
+                        .flusher
+                        .flush_in_background(Arc::clone(log), info.last_offset);
+                }
+            }
+        } else {
+            broker.appended.notify_waiters();
+        }
     }
     if acks == 0 {
         return Reply::Nothing;
     }
-    if acks == -1 && broker.config.flush_acks_all {
+    if waits_for_fsync {
         return Reply::Deferred(Box::pin(async move {
-            // The group-commit flusher shares one fsync among all concurrent acks=-1 produces.
-            // Every partition's request is submitted before any is awaited, so a multi-partition
-            // produce joins one flush round rather than one round per partition.
+            // The flusher shares each partition's fsync among all concurrent acks=-1 produces.
+            // Every partition's request is queued before any is awaited, so the fsyncs of a
+            // multi-partition produce run at once.
             let pending: Vec<_> = results
                 .iter()
                 .map(|r| {

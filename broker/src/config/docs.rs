@@ -25,6 +25,17 @@ pub fn markdown() -> String {
          static layers: this broker's value, then the cluster default, then the static value. A name \
          Keel does not know is kept as a custom setting without effect, as Kafka does; a *read-only* \
          one is refused with INVALID_REQUEST.\n\n\
+         ## Durability and visibility\n\n\
+         By default Keel answers an acks=-1 produce only after its records are fsynced \
+         (`log.flush.acks.all`), and lets consumers read only fsynced records \
+         (`log.flush.before.visible`): the high watermark and the last stable offset stop at the \
+         offset below which the log is on stable storage, and records produced with acks=0 or \
+         acks=1 are fsynced by a background flush within `log.flush.background.interval.ms` (5 ms) \
+         of their append, then become readable. So a consumer never reads, processes and commits a \
+         record that a power loss then takes back (and whose offset the log would then give to a \
+         different record). fsyncs are shared: each partition has at most one in flight, and it \
+         covers everything appended before it started. To behave as Kafka does (records readable \
+         once written, fsync left to the OS), set both to false.\n\n\
          ## Broker settings\n\n| Setting | Type | Default | Dynamic | Description |\n|---|---|---|---|---|\n",
     );
     for d in BROKER_CONFIGS {

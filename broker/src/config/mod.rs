@@ -63,6 +63,10 @@ pub struct Config {
     pub connections_max_idle_ms: u64,
     pub max_connections: usize,
     pub flush_acks_all: bool,
+    /// `log.flush.before.visible`: consumers read only fsynced records.
+    pub flush_before_visible: bool,
+    /// `log.flush.background.interval.ms`.
+    pub flush_background_interval_ms: u64,
     /// CLUSTER_ID from the environment (apache/kafka image convention), used on first start.
     pub cluster_id: Option<String>,
 }
@@ -183,6 +187,8 @@ impl Config {
             connections_max_idle_ms: int("connections.max.idle.ms")?.max(1) as u64,
             max_connections: int("max.connections")? as usize,
             flush_acks_all: boolean("log.flush.acks.all"),
+            flush_before_visible: boolean("log.flush.before.visible"),
+            flush_background_interval_ms: int("log.flush.background.interval.ms")?.max(1) as u64,
             cluster_id,
             explicit: explicit.clone(),
         };

@@ -74,14 +74,14 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Kind::Long,
         None,
         LONG_MAX,
-        "Messages between forced fsyncs (Keel fsyncs per log.flush.acks.all).",
+        "Messages between forced fsyncs. Accepted and without effect: Keel fsyncs per log.flush.acks.all and log.flush.before.visible.",
     ),
     t(
         "flush.ms",
         Kind::Long,
         None,
         LONG_MAX,
-        "Time between forced fsyncs (Keel fsyncs per log.flush.acks.all).",
+        "Time between forced fsyncs. Accepted and without effect: Keel fsyncs per log.flush.acks.all and log.flush.before.visible.",
     ),
     t(
         "index.interval.bytes",

@@ -27,6 +27,9 @@ pub struct LogConfig {
     pub timestamp_after_max_ms: i64,
     /// Written into each appended batch's partitionLeaderEpoch field.
     pub leader_epoch: i32,
+    /// `log.flush.before.visible`: the high watermark stops at the recovery point, so readers
+    /// see only fsynced records; otherwise it follows the log end at each append.
+    pub flush_before_visible: bool,
 }
 
 impl Default for LogConfig {
@@ -40,6 +43,7 @@ impl Default for LogConfig {
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: 3_600_000,
             leader_epoch: 0,
+            flush_before_visible: false,
         }
     }
 }

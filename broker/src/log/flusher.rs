@@ -1,12 +1,15 @@
-//! Group commit for acks=-1, pipelined per log: a log has at most one fsync in flight, and the
-//! flush requests that arrive while it runs wait together for the next one, so concurrent
-//! producers share fsyncs; logs never wait for each other's fsyncs (no global rounds).
+//! Group commit, pipelined per log: a log has at most one fsync in flight, and the flush
+//! requests that arrive while it runs wait together for the next one, so concurrent producers
+//! share fsyncs; logs never wait for each other's fsyncs (no global rounds). acks=-1 produces
+//! wait for their fsync; other appends ask for a background fsync within an interval, after
+//! which (with `log.flush.before.visible`) consumers can read them.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tracing::Instrument;
 
 use super::{LogError, PartitionLog};
@@ -14,18 +17,21 @@ use crate::storage_task;
 
 type Waiter = oneshot::Sender<Result<(), LogError>>;
 
-/// One log's flush requests: those waiting for the next fsync, and whether a driver task is
-/// running for this log (it takes the waiters, fsyncs, answers them, and repeats until none
-/// are left). Lives in the `PartitionLog` it belongs to.
+/// One log's flush requests: those waiting for the next fsync, the offset a background flush
+/// is to reach, and whether a driver task is running for this log (it takes the waiters,
+/// fsyncs, answers them, and repeats until nothing is left). Lives in the `PartitionLog` it
+/// belongs to.
 #[derive(Default)]
 pub(crate) struct FlushQueue {
     state: Mutex<QueueState>,
+    /// Cuts a driver's background wait short when a producer starts waiting.
+    waiter_arrived: Notify,
 }
 
 #[derive(Default)]
 struct QueueState {
     driving: bool,
-    /// Exclusive: the highest offset a waiter needs durable.
+    /// Exclusive: the highest offset a waiter or a background request needs durable.
     target: i64,
     waiters: Vec<Waiter>,
 }
@@ -36,11 +42,16 @@ impl FlushQueue {
     }
 }
 
-/// Handle to the acks=-1 flushes. Cloneable; holds no task of its own: each log's driver runs
-/// only while that log has waiters.
-#[derive(Clone, Debug, Default)]
+/// Handle to the flushes. Cloneable; holds no task of its own: each log's driver runs only
+/// while that log has something to make durable.
+#[derive(Clone, Debug)]
 pub struct Flusher {
     flushes: Arc<AtomicU64>,
+    /// How long a background request may wait, so that one fsync covers what comes meanwhile.
+    background_interval: Duration,
+    /// Woken after every fsync pass: with `log.flush.before.visible` the high watermark may
+    /// have moved, and fetches long-polling for data wait on it.
+    durable: Arc<Notify>,
 }
 
 fn stopped() -> LogError {
@@ -48,8 +59,12 @@ fn stopped() -> LogError {
 }
 
 impl Flusher {
-    pub fn new() -> Flusher {
-        Flusher::default()
+    pub fn new(background_interval: Duration, durable: Arc<Notify>) -> Flusher {
+        Flusher {
+            flushes: Arc::default(),
+            background_interval,
+            durable,
+        }
     }
 
     /// Resolves once every offset up to and including `last_offset` in `log` is durable (or the
@@ -68,16 +83,7 @@ impl Flusher {
             None
         } else {
             let (done, wait) = oneshot::channel();
-            let start_driver = {
-                let mut queue = log.flush_queue().lock();
-                queue.target = queue.target.max(offset);
-                queue.waiters.push(done);
-                !std::mem::replace(&mut queue.driving, true)
-            };
-            if start_driver {
-                let flushes = Arc::clone(&self.flushes);
-                tokio::spawn(drive(log, flushes).instrument(tracing::info_span!("log_flusher")));
-            }
+            self.enqueue(log, offset, Some(done));
             Some(wait)
         };
         async move {
@@ -88,39 +94,87 @@ impl Flusher {
         }
     }
 
+    /// Asks for every offset up to and including `last_offset` in `log` to be made durable
+    /// within the background interval, without waiting (acks=0 and acks=1 appends).
+    pub fn flush_in_background(&self, log: Arc<PartitionLog>, last_offset: i64) {
+        let offset = last_offset + 1;
+        if offset > log.recovery_point() {
+            self.enqueue(log, offset, None);
+        }
+    }
+
+    fn enqueue(&self, log: Arc<PartitionLog>, offset: i64, waiter: Option<Waiter>) {
+        let queue = log.flush_queue();
+        let start_driver = {
+            let mut state = queue.lock();
+            state.target = state.target.max(offset);
+            if let Some(waiter) = waiter {
+                state.waiters.push(waiter);
+                queue.waiter_arrived.notify_one();
+            }
+            !std::mem::replace(&mut state.driving, true)
+        };
+        if start_driver {
+            let flusher = self.clone();
+            tokio::spawn(flusher.drive(log).instrument(tracing::info_span!("log_flusher")));
+        }
+    }
+
+    /// A log's driver: while the log has something to make durable, takes every waiter and the
+    /// highest offset asked for, makes it durable with one storage task, and answers the
+    /// waiters. A pass with no producer waiting first waits up to the background interval, so
+    /// that it covers what is appended meanwhile. Requests queued during an fsync form the
+    /// next pass.
+    async fn drive(self, log: Arc<PartitionLog>) {
+        let queue = log.flush_queue();
+        let mut failed = false;
+        loop {
+            if queue.lock().waiters.is_empty() {
+                tokio::select! {
+                    () = tokio::time::sleep(self.background_interval) => {}
+                    () = queue.waiter_arrived.notified() => {}
+                }
+            }
+            let (target, waiters) = {
+                let mut state = queue.lock();
+                // After a failed pass only waiters are served: a background request would
+                // retry the failing fsync forever. A target past the log end was truncated away.
+                let reached =
+                    failed || state.target <= log.recovery_point() || state.target > log.log_end_offset();
+                if state.waiters.is_empty() && reached {
+                    state.driving = false;
+                    return;
+                }
+                (state.target, std::mem::take(&mut state.waiters))
+            };
+            let flushed = Arc::clone(&log);
+            let result = storage_task::run("log_flush", move || flushed.flush_until(target))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(LogError::Io(Arc::new(std::io::Error::other(format!(
+                        "flush task failed: {e}"
+                    )))))
+                });
+            failed = result.is_err();
+            if let Err(e) = &result {
+                if waiters.is_empty() {
+                    tracing::error!(dir = %log.dir().display(), error = %e, "background flush failed");
+                }
+            }
+            for waiter in waiters {
+                // A producer that gave up waiting is no concern of ours.
+                let _ = waiter.send(result.clone());
+            }
+            self.flushes.fetch_add(1, Ordering::AcqRel);
+            metrics::counter!(crate::metrics::LOG_FLUSHES).increment(1);
+            self.durable.notify_waiters();
+        }
+    }
+
     /// fsync passes made so far, over all logs (each covers every waiter of its log queued
     /// before it started).
     pub fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::Acquire)
-    }
-}
-
-/// A log's driver: while the log has waiters, takes them all, makes their offsets durable with
-/// one storage task, and answers them. Requests queued during an fsync form the next pass.
-async fn drive(log: Arc<PartitionLog>, flushes: Arc<AtomicU64>) {
-    loop {
-        let (target, waiters) = {
-            let mut queue = log.flush_queue().lock();
-            if queue.waiters.is_empty() {
-                queue.driving = false;
-                return;
-            }
-            (queue.target, std::mem::take(&mut queue.waiters))
-        };
-        let flushed = Arc::clone(&log);
-        let result = storage_task::run("log_flush", move || flushed.flush_until(target))
-            .await
-            .unwrap_or_else(|e| {
-                Err(LogError::Io(Arc::new(std::io::Error::other(format!(
-                    "flush task failed: {e}"
-                )))))
-            });
-        for waiter in waiters {
-            // A producer that gave up waiting is no concern of ours.
-            let _ = waiter.send(result.clone());
-        }
-        flushes.fetch_add(1, Ordering::AcqRel);
-        metrics::counter!(crate::metrics::LOG_FLUSHES).increment(1);
     }
 }
 
@@ -131,6 +185,10 @@ mod tests {
 
     use crate::log::testutil::batch;
     use crate::log::LogConfig;
+
+    fn flusher() -> Flusher {
+        Flusher::new(Duration::from_millis(5), Arc::new(Notify::new()))
+    }
 
     fn open(config: LogConfig) -> (tempfile::TempDir, Arc<PartitionLog>) {
         let dir = tempfile::tempdir().unwrap();
@@ -167,7 +225,7 @@ mod tests {
     #[tokio::test]
     async fn a_single_record_batch_is_fsynced_before_it_is_acknowledged() {
         let (_dir, log) = open(LogConfig::default());
-        let flusher = Flusher::new();
+        let flusher = flusher();
         // Open sets the recovery point to the log end, 0: the first batch ends exactly there.
         assert_eq!(
             produce_durably(&flusher, &log, 1).await,
@@ -197,7 +255,7 @@ mod tests {
         }
         let log = Arc::new(PartitionLog::open(&path, LogConfig::default()).unwrap());
         assert_eq!(log.recovery_point(), 2);
-        assert_eq!(produce_durably(&Flusher::new(), &log, 1).await, 1);
+        assert_eq!(produce_durably(&flusher(), &log, 1).await, 1);
     }
 
     #[tokio::test]
@@ -207,7 +265,7 @@ mod tests {
             ..LogConfig::default()
         };
         let (_dir, log) = open(config);
-        let flusher = Flusher::new();
+        let flusher = flusher();
         produce_durably(&flusher, &log, 1).await;
         // This append rolls. The old segment was durable already; the new batch, the first of
         // the new segment, is fsynced before it is acknowledged.
@@ -234,7 +292,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_flushes_share_fsyncs() {
         let (_dir, log) = log_with(0);
-        let flusher = Flusher::new();
+        let flusher = flusher();
         let mut tasks = Vec::new();
         for _ in 0..200 {
             let (flusher, log) = (flusher.clone(), Arc::clone(&log));
@@ -263,7 +321,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_produces_on_threads_share_fsyncs() {
         let (_dir, log) = log_with(0);
-        let flusher = Flusher::new();
+        let flusher = flusher();
         let tasks: Vec<_> = (0..400)
             .map(|_| {
                 let (flusher, log) = (flusher.clone(), Arc::clone(&log));
@@ -293,7 +351,7 @@ mod tests {
     async fn several_logs_flush_at_once() {
         let (_d1, a) = log_with(3);
         let (_d2, b) = log_with(5);
-        let flusher = Flusher::new();
+        let flusher = flusher();
         a.append(&batch(1), 0).unwrap();
         b.append(&batch(1), 0).unwrap();
         let (ra, rb) = tokio::join!(
@@ -310,7 +368,7 @@ mod tests {
         let (_dir, log) = log_with(0);
         log.append(&batch(1), 0).unwrap();
         log.delete().unwrap();
-        let flusher = Flusher::new();
+        let flusher = flusher();
         let waits: Vec<_> = (0..5)
             .map(|_| tokio::spawn(flusher.flush_through(Arc::clone(&log), 0)))
             .collect();
@@ -324,7 +382,7 @@ mod tests {
         let (_d1, slow) = log_with(0);
         let (_d2, fast) = log_with(0);
         slow.make_fsync_slow(Duration::from_secs(3));
-        let flusher = Flusher::new();
+        let flusher = flusher();
         let s = slow.append(&batch(1), 0).unwrap();
         let f = fast.append(&batch(1), 0).unwrap();
         let slow_wait = tokio::spawn(flusher.flush_through(Arc::clone(&slow), s.last_offset));
@@ -348,7 +406,7 @@ mod tests {
     async fn requests_queued_during_an_fsync_share_the_next_one() {
         let (_dir, log) = log_with(0);
         log.make_fsync_slow(Duration::from_millis(500));
-        let flusher = Flusher::new();
+        let flusher = flusher();
         let first = log.append(&batch(1), 0).unwrap();
         let first_wait = tokio::spawn(flusher.flush_through(Arc::clone(&log), first.last_offset));
         // Let the first fsync start, then queue ten more behind it.
@@ -370,5 +428,50 @@ mod tests {
             "one pass for the first, one shared by the ten"
         );
         assert_eq!(log.data_syncs(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_background_flush_makes_records_durable_and_visible_then_wakes_readers() {
+        let (_dir, log) = open(LogConfig {
+            flush_before_visible: true,
+            ..LogConfig::default()
+        });
+        let durable = Arc::new(Notify::new());
+        let flusher = Flusher::new(Duration::from_millis(20), Arc::clone(&durable));
+        let woken = durable.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        for _ in 0..5 {
+            let info = log.append(&batch(2), 0).unwrap();
+            flusher.flush_in_background(Arc::clone(&log), info.last_offset);
+        }
+        assert_eq!(log.high_watermark(), 0, "not durable, not visible");
+        tokio::time::timeout(Duration::from_secs(5), woken)
+            .await
+            .expect("readers woken after the background fsync");
+        assert_eq!((log.recovery_point(), log.high_watermark()), (10, 10));
+        assert_eq!(
+            (flusher.flushes(), log.data_syncs()),
+            (1, 1),
+            "one fsync for the five appends"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_producer_waiting_cuts_the_background_wait_short() {
+        let (_dir, log) = log_with(0);
+        let flusher = Flusher::new(Duration::from_secs(60), Arc::new(Notify::new()));
+        let first = log.append(&batch(1), 0).unwrap();
+        flusher.flush_in_background(Arc::clone(&log), first.last_offset);
+        tokio::task::yield_now().await;
+        let second = log.append(&batch(1), 0).unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            flusher.flush_through(Arc::clone(&log), second.last_offset),
+        )
+        .await
+        .expect("an acks=-1 produce does not wait for the background interval")
+        .unwrap();
+        assert_eq!(log.recovery_point(), 2);
     }
 }

@@ -266,6 +266,15 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Moves the high watermark forward to `hw` (never back).
+    fn advance_high_watermark(&self, hw: HighWatermark) {
+        let mut current = write(&self.high_watermark);
+        if hw.offset > current.offset {
+            *current = hw;
+            self.hw_offset.store(hw.offset, Ordering::Release);
+        }
+    }
+
     /// Recomputes the last stable offset after the open transactions or the high watermark
     /// changed: the first open transaction's first offset, bounded by the high watermark and
     /// never below the log start.
@@ -475,13 +484,16 @@ impl PartitionLog {
         );
         self.on_io_error("append", written)?;
         self.log_end_offset.store(last_offset + 1, Ordering::Release);
-        // A single node commits on append: the high watermark follows the log end.
-        *write(&self.high_watermark) = HighWatermark {
-            offset: last_offset + 1,
-            segment_base: active.base_offset(),
-            position: active.size(),
-        };
-        self.hw_offset.store(last_offset + 1, Ordering::Release);
+        // A single node commits on append: without the flush-before-visible policy the high
+        // watermark follows the log end; with it, `flush_until` moves it once the data is
+        // durable.
+        if !config.flush_before_visible {
+            self.advance_high_watermark(HighWatermark {
+                offset: last_offset + 1,
+                segment_base: active.base_offset(),
+                position: active.size(),
+            });
+        }
         let info = AppendInfo {
             base_offset,
             last_offset,
@@ -737,10 +749,19 @@ impl PartitionLog {
             return Ok(());
         }
         self.check_open()?;
-        let (active, log_end) = {
+        // The log end and its place in the active segment, read together under the writer
+        // lock: what this flush makes durable, and so where the high watermark may then go.
+        let (active, durable_hw) = {
             let writer = lock(&self.writer);
-            (Arc::clone(&writer.active), self.log_end_offset())
+            let active = Arc::clone(&writer.active);
+            let hw = HighWatermark {
+                offset: self.log_end_offset(),
+                segment_base: active.base_offset(),
+                position: active.size(),
+            };
+            (active, hw)
         };
+        let log_end = durable_hw.offset;
         if log_end <= recovery_point {
             return Ok(());
         }
@@ -767,6 +788,11 @@ impl PartitionLog {
             self.on_io_error("transaction index fsync", index_synced)?;
         }
         self.recovery_point.fetch_max(log_end, Ordering::AcqRel);
+        if read(&self.config).flush_before_visible {
+            let writer = lock(&self.writer);
+            self.advance_high_watermark(durable_hw);
+            self.update_last_stable_offset(&writer);
+        }
         Ok(())
     }
 

@@ -154,8 +154,21 @@ fn consumer_group_lag_is_reported_with_kafka_exporter_names() {
         wire.call(&request, version).responses[0].partition_responses[0].error_code,
         0
     );
-    let text = scrape(&metrics_address(&broker));
-    assert_eq!(value(&text, "kafka_consumergroup_lag", &g("1")), Some(2.0));
+    // acks=1 records count once their background fsync makes them readable (within
+    // log.flush.background.interval.ms, 5 ms by default).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = scrape(&metrics_address(&broker));
+        let lag = value(&text, "kafka_consumergroup_lag", &g("1"));
+        if lag == Some(2.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lag {lag:?}, not 2, after 5 s:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -541,3 +541,82 @@ fn incremental_alter_configs_sets_appends_and_deletes_topic_settings_durably() {
     assert_eq!(value("cleanup.policy"), Some(("delete,compact".to_string(), 1)));
     assert_eq!(value("retention.ms"), Some(("604800000".to_string(), 5)));
 }
+
+/// `log.flush.before.visible` (the default): an acks=1 record is acknowledged at once but is
+/// readable, and counted by ListOffsets LATEST, only after its background fsync; a fetch
+/// long-polling for it is woken by that fsync, not by its own timeout. The interval is set long
+/// here so the gap can be seen.
+#[test]
+fn acks_1_records_become_readable_when_their_background_fsync_makes_them_durable() {
+    let broker = TestBroker::builder()
+        .with("log.flush.background.interval.ms", 1500)
+        .start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(create(&mut wire, "visible", 1, 1, &[], false), 0);
+    let request = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name("visible"))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(record_batch(&[(b"k", b"v")], 1_000)))])]);
+    let version = wire.version::<ProduceRequest>(12);
+    let produced = std::time::Instant::now();
+    let r = wire
+        .call(&request, version)
+        .responses
+        .remove(0)
+        .partition_responses
+        .remove(0);
+    assert_eq!((r.error_code, r.base_offset), (0, 0));
+    assert!(
+        produced.elapsed() < std::time::Duration::from_millis(1000),
+        "acks=1 does not wait for the fsync"
+    );
+
+    // Not durable yet: not readable, not counted.
+    let data = fetch_partition(&mut wire, "visible", 0, 0, 0);
+    assert_eq!(data.high_watermark, 0);
+    assert!(data.records.as_ref().is_none_or(|r| r.is_empty()));
+    assert_eq!(list_offset(&mut wire, "visible", -1).1, 0);
+
+    // A fetch waiting up to 10 s returns once the background fsync ran (1.5 s after the append).
+    let data = fetch_partition(&mut wire, "visible", 0, 0, 10_000);
+    let waited = produced.elapsed();
+    assert_eq!(data.high_watermark, 1);
+    assert!(data.records.as_ref().is_some_and(|r| !r.is_empty()));
+    assert!(
+        waited >= std::time::Duration::from_millis(1400) && waited < std::time::Duration::from_secs(8),
+        "readable after {waited:?}"
+    );
+    assert_eq!(list_offset(&mut wire, "visible", -1).1, 1);
+}
+
+/// With `log.flush.before.visible=false` (Kafka's behaviour) an acks=1 record is readable as
+/// soon as it is acknowledged.
+#[test]
+fn without_the_visibility_policy_acks_1_records_are_readable_at_once() {
+    let broker = TestBroker::builder()
+        .with("log.flush.before.visible", false)
+        .with("log.flush.background.interval.ms", 60_000)
+        .start();
+    let mut wire = WireClient::connect(broker.bootstrap());
+    assert_eq!(create(&mut wire, "at-once", 1, 1, &[], false), 0);
+    let request = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name("at-once"))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(record_batch(&[(b"k", b"v")], 1_000)))])]);
+    let version = wire.version::<ProduceRequest>(12);
+    assert_eq!(
+        wire.call(&request, version).responses[0].partition_responses[0].error_code,
+        0
+    );
+    let data = fetch_partition(&mut wire, "at-once", 0, 0, 0);
+    assert_eq!(data.high_watermark, 1);
+    assert!(data.records.as_ref().is_some_and(|r| !r.is_empty()));
+}

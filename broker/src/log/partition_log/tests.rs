@@ -450,6 +450,7 @@ fn concurrent_readers_only_see_whole_batches() {
 mod producers;
 mod recovery;
 mod transactions;
+mod visibility;
 
 #[test]
 fn a_failed_fsync_takes_the_whole_log_directory_offline_and_is_never_retried() {
