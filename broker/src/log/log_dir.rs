@@ -57,10 +57,7 @@ impl LogDirHealth {
     }
 }
 
-/// Makes file creations and deletions in `dir` durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub use super::durable::sync_dir;
 
 /// The partition's log start offset when records were deleted ahead of the segments (Kafka
 /// keeps the same number in its log dir's `log-start-offset-checkpoint`).
@@ -88,7 +85,7 @@ pub(super) fn write_log_start_checkpoint(dir: &Path, offset: i64) -> std::io::Re
     {
         let mut f = File::create(&tmp)?;
         std::io::Write::write_all(&mut f, format!("{offset}\n").as_bytes())?;
-        f.sync_all()?;
+        super::durable::sync_all(&f)?;
     }
     std::fs::rename(&tmp, dir.join(LOG_START_CHECKPOINT))?;
     sync_dir(dir)
@@ -128,7 +125,7 @@ pub fn write_partition_metadata(dir: &Path, topic_id: [u8; 16]) -> std::io::Resu
             crate::kafka_uuid::to_string(topic_id)
         );
         std::io::Write::write_all(&mut f, text.as_bytes())?;
-        f.sync_all()?;
+        super::durable::sync_all(&f)?;
     }
     std::fs::rename(&tmp, dir.join(PARTITION_METADATA))?;
     sync_dir(dir)

@@ -8,6 +8,7 @@
 mod batch;
 mod config;
 mod control;
+mod durable;
 mod flusher;
 mod index;
 mod log_dir;

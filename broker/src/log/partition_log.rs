@@ -167,7 +167,7 @@ impl PartitionLog {
         };
         // What survived an unclean stop may sit only in the page cache; make it durable so the
         // recovery point below is true.
-        active.file().sync_data()?;
+        super::durable::sync_data(&active.file())?;
         let log_end = active.next_offset();
         let first_base = segments.keys().next().copied().unwrap_or(0);
         let checkpoint = read_log_start_checkpoint(dir)?;
@@ -782,7 +782,8 @@ impl PartitionLog {
                 let injected = Err(std::io::Error::other("injected fsync failure").into());
                 return self.on_io_error("fsync", injected);
             }
-            self.on_io_error("fsync", segment.file().sync_data().map_err(LogError::from))?;
+            let synced = super::durable::sync_data(&segment.file()).map_err(LogError::from);
+            self.on_io_error("fsync", synced)?;
             self.data_syncs.fetch_add(1, Ordering::Relaxed);
             let index_synced = segment.flush_txn_index().map_err(LogError::from);
             self.on_io_error("transaction index fsync", index_synced)?;

@@ -159,7 +159,7 @@ fn scan(spec: &LoadSpec<'_>, file: &File, size: u64) -> Result<(SegmentState, u6
             "truncating log segment at the first invalid batch"
         );
         file.set_len(pos)?;
-        file.sync_data()?;
+        super::durable::sync_data(file)?;
     }
     Ok((state, pos))
 }

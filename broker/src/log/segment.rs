@@ -360,7 +360,7 @@ impl LogSegment {
     /// on disk never describes data that is not.
     pub(crate) fn flush(&self) -> io::Result<()> {
         self.seal();
-        self.file.sync_data()?;
+        super::durable::sync_data(&self.file)?;
         self.flush_txn_index()?;
         let mut st = self.write_state();
         st.offset_index.persist()?;

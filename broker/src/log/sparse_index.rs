@@ -78,7 +78,7 @@ fn read_index_file(path: &Path, entry_size: usize) -> Result<Vec<u8>, String> {
 fn append_and_sync(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut f = OpenOptions::new().append(true).create(true).open(path)?;
     f.write_all(bytes)?;
-    f.sync_data()
+    super::durable::sync_data(&f)
 }
 
 impl<E: IndexEntry> SparseIndex<E> {

@@ -142,7 +142,7 @@ impl TransactionIndex {
     pub(crate) fn flush(&mut self) -> io::Result<()> {
         if self.dirty {
             if let Some(file) = &self.file {
-                file.sync_data()?;
+                super::durable::sync_data(file)?;
             }
             self.dirty = false;
         }

@@ -447,6 +447,7 @@ fn concurrent_readers_only_see_whole_batches() {
     assert_eq!(read_all(&log).len(), 200);
 }
 
+mod power_loss;
 mod producers;
 mod recovery;
 mod transactions;
