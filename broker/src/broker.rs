@@ -124,7 +124,8 @@ impl Broker {
             config,
         });
         tokio::spawn(expire_producers(Arc::downgrade(&broker), shutdown.clone()));
-        tokio::spawn(transaction_timers(Arc::downgrade(&broker), shutdown));
+        tokio::spawn(transaction_timers(Arc::downgrade(&broker), shutdown.clone()));
+        tokio::spawn(checkpoint_recovery_points(Arc::downgrade(&broker), shutdown));
         // Transactions a crash left between their Prepare state and their markers.
         broker.complete_transactions(unfinished);
         Ok(broker)
@@ -205,6 +206,11 @@ impl Broker {
                     first_failure.get_or_insert(BrokerError::Log(e));
                     continue;
                 }
+                if let Err(e) = log.persist_active_indexes() {
+                    tracing::error!(topic = %topic.name, error = %e, "index flush at shutdown failed");
+                    first_failure.get_or_insert(BrokerError::Log(e));
+                    continue;
+                }
                 // The producer state as of the (now durable) log end: the next start replays
                 // nothing.
                 let snapshot = log.producer_snapshot();
@@ -216,6 +222,18 @@ impl Broker {
         if let Err(e) = self.meta.close() {
             tracing::error!(error = %e, "metadata store flush at shutdown failed");
             first_failure.get_or_insert(BrokerError::Meta(e));
+        }
+        // Only a shutdown that made everything durable says so: the next start then trusts
+        // every segment and index without scanning.
+        if first_failure.is_none() {
+            let marked = self
+                .logs
+                .checkpoint_recovery_points()
+                .and_then(|()| self.logs.mark_clean_shutdown());
+            if let Err(e) = marked {
+                tracing::error!(error = %e, "cannot record the clean shutdown");
+                first_failure = Some(BrokerError::Log(e));
+            }
         }
         first_failure.map_or(Ok(()), Err)
     }
@@ -255,6 +273,38 @@ async fn expire_producers(broker: std::sync::Weak<Broker>, shutdown: Cancellatio
         .unwrap_or(0);
         if expired > 0 {
             tracing::info!(expired, "expired idle producer state");
+        }
+    }
+}
+
+/// Every `log.flush.offset.checkpoint.interval.ms`, writes each partition's recovery point to
+/// the log directory's checkpoint (Kafka's recovery-point-offset-checkpoint), until shutdown
+/// (which writes it once more, after the final flush).
+async fn checkpoint_recovery_points(broker: std::sync::Weak<Broker>, shutdown: CancellationToken) {
+    let Some(every) = broker.upgrade().map(|b| {
+        b.config
+            .value("log.flush.offset.checkpoint.interval.ms")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(60_000)
+            .max(1)
+    }) else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(every));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let Some(b) = broker.upgrade() else { return };
+        let written = crate::storage_task::try_run("recovery_point_checkpoint", move || {
+            b.logs.checkpoint_recovery_points().map_err(BrokerError::Log)
+        })
+        .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot write the recovery point checkpoint");
         }
     }
 }

@@ -17,6 +17,10 @@ use crate::config::topic::{effective, validate_topic_config};
 use crate::config::DynamicBrokerConfig;
 use crate::error::BrokerError;
 use crate::log::{
+    clear_clean_shutdown, had_clean_shutdown, mark_clean_shutdown, read_recovery_points,
+    write_recovery_points, RecoveryHint,
+};
+use crate::log::{
     read_partition_metadata, sync_dir, validate_produce_batch, validate_records, write_partition_metadata,
     AppendInfo, LogConfig, LogDirHealth, LogError, PartitionLog, ProducerSnapshot, RecordBatchHeader,
     TimestampType,
@@ -184,7 +188,14 @@ impl LogManager {
             health: LogDirHealth::new(dir),
         };
         let records = manager.meta.topics()?;
-        let mut opened = manager.open_all_partitions(&records)?;
+        let clean_shutdown = had_clean_shutdown(dir);
+        let recovery_points = read_recovery_points(dir);
+        tracing::info!(
+            clean_shutdown,
+            checkpointed_partitions = recovery_points.len(),
+            "recovering the log directory"
+        );
+        let mut opened = manager.open_all_partitions(&records, clean_shutdown, &recovery_points)?;
         let mut topics = HashMap::new();
         for record in records {
             let partitions = opened.remove(&record.name).unwrap_or_default();
@@ -201,7 +212,32 @@ impl LogManager {
         }
         manager.clean_up_partition_dirs(&topics)?;
         *manager.topics.write().unwrap_or_else(|e| e.into_inner()) = topics;
+        // From here a crash is an unclean stop.
+        clear_clean_shutdown(dir).map_err(LogError::from)?;
         Ok(manager)
+    }
+
+    /// Writes every partition's recovery point to the log directory's checkpoint, so that a
+    /// start after a crash scans only what came after.
+    pub fn checkpoint_recovery_points(&self) -> Result<(), LogError> {
+        let points: Vec<(String, i32, i64)> = self
+            .topics()
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(p, log)| (t.name.clone(), p as i32, log.recovery_point()))
+            })
+            .collect();
+        write_recovery_points(&self.dir, &points)?;
+        Ok(())
+    }
+
+    /// The last step of a clean shutdown, after every log is flushed and checkpointed.
+    pub fn mark_clean_shutdown(&self) -> Result<(), LogError> {
+        mark_clean_shutdown(&self.dir)?;
+        Ok(())
     }
 
     /// Opens (recovers) every partition of `records`, on as many threads as the machine has
@@ -211,6 +247,8 @@ impl LogManager {
     fn open_all_partitions(
         &self,
         records: &[TopicRecord],
+        clean_shutdown: bool,
+        recovery_points: &HashMap<(String, i32), i64>,
     ) -> Result<HashMap<String, Vec<Arc<PartitionLog>>>, BrokerError> {
         let work: Vec<(usize, i32, u64)> = records
             .iter()
@@ -235,8 +273,17 @@ impl LogManager {
                         return;
                     };
                     let record = &records[t];
-                    let log =
-                        self.open_partition(&record.name, p, self.log_config(&record.configs), record.id);
+                    let hint = RecoveryHint {
+                        clean_shutdown,
+                        recovery_point: recovery_points.get(&(record.name.clone(), p)).copied(),
+                    };
+                    let log = self.open_partition(
+                        &record.name,
+                        p,
+                        self.log_config(&record.configs),
+                        record.id,
+                        hint,
+                    );
                     results
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -333,6 +380,7 @@ impl LogManager {
         partition: i32,
         config: LogConfig,
         topic_id: uuid::Uuid,
+        hint: RecoveryHint,
     ) -> Result<Arc<PartitionLog>, BrokerError> {
         let dir = self.partition_dir(topic, partition);
         let recorded = read_partition_metadata(&dir)?;
@@ -346,7 +394,13 @@ impl LogManager {
             sync_dir(&self.dir).map_err(LogError::from)?;
         }
         let snapshots = self.producer_snapshots(&topic_id, partition)?;
-        let log = PartitionLog::open_in(&dir, config, Arc::clone(&self.health), snapshots)?;
+        // A directory set apart above starts afresh: no hint applies to the new one.
+        let hint = if dir.is_dir() {
+            hint
+        } else {
+            RecoveryHint::default()
+        };
+        let log = PartitionLog::open_recovering(&dir, config, Arc::clone(&self.health), snapshots, hint)?;
         if recorded != Some(topic_id.into_bytes()) {
             write_partition_metadata(&dir, topic_id.into_bytes()).map_err(LogError::from)?;
         }
@@ -597,7 +651,7 @@ impl LogManager {
         let log_config = self.log_config(&configs);
         let id = uuid::Uuid::new_v4();
         let logs = (0..partitions)
-            .map(|p| self.open_partition(name, p, log_config, id))
+            .map(|p| self.open_partition(name, p, log_config, id, RecoveryHint::default()))
             .collect::<Result<Vec<_>, _>>()?;
         let topic = Arc::new(Topic {
             name: name.to_string(),
@@ -676,7 +730,7 @@ impl LogManager {
         let log_config = self.log_config(&topic.configs);
         let mut partitions = topic.partitions.clone();
         for p in current..count {
-            partitions.push(self.open_partition(name, p, log_config, topic.id)?);
+            partitions.push(self.open_partition(name, p, log_config, topic.id, RecoveryHint::default())?);
         }
         let grown = Arc::new(Topic {
             name: topic.name.clone(),

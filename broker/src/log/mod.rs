@@ -16,6 +16,7 @@ mod offset_lookup;
 mod partition_log;
 mod producer_state;
 mod recovery;
+mod recovery_checkpoint;
 mod segment;
 mod sparse_index;
 mod time_index;
@@ -37,6 +38,10 @@ pub use offset_lookup::{FoundOffset, OffsetSpec};
 pub use partition_log::{AppendInfo, PartitionLog, ReadResult};
 pub use producer_state::{
     BatchMetadata, CompletedTxn, ProducerSnapshot, ProducerStateEntry, ProducerStateTable, BATCHES_TO_RETAIN,
+};
+pub use recovery_checkpoint::{
+    clear_clean_shutdown, had_clean_shutdown, mark_clean_shutdown, read_recovery_points,
+    write_recovery_points, RecoveryHint,
 };
 pub use segment::TimestampedBatch;
 pub use txn_index::AbortedTxn;

@@ -19,7 +19,8 @@ use super::producer_state::{
     CompletedTxn, ProducerSnapshot, ProducerStateEntry, ProducerStateTable, SequenceCheck,
 };
 use super::recovery::{load_segment, LoadSpec};
-use super::segment::{BatchInfo, LogSegment, SegmentRead, TimestampedBatch};
+use super::recovery_checkpoint::RecoveryHint;
+use super::segment::{delete_segment_files_at, BatchInfo, LogSegment, SegmentRead, TimestampedBatch};
 use super::txn_index::AbortedTxn;
 use super::{LogConfig, LogError, RecordBatchHeader, TimestampType};
 
@@ -137,24 +138,71 @@ impl PartitionLog {
         health: Arc<LogDirHealth>,
         snapshots: Vec<ProducerSnapshot>,
     ) -> Result<PartitionLog, LogError> {
+        PartitionLog::open_recovering(dir, config, health, snapshots, RecoveryHint::default())
+    }
+
+    /// `open_in` knowing how the last run ended (`hint`): after a clean shutdown nothing is
+    /// scanned; after a crash with a checkpointed recovery point, only the segments from it on
+    /// are, and one of those that lost its tail takes the segments after it along (nothing
+    /// there was acknowledged: an fsync makes a prefix of the log durable), as Kafka's
+    /// recovery does. Without a checkpoint, sealed segments with sound indexes are trusted,
+    /// the active one scanned, and a damaged sealed segment keeps the ones after it.
+    pub fn open_recovering(
+        dir: &Path,
+        config: LogConfig,
+        health: Arc<LogDirHealth>,
+        snapshots: Vec<ProducerSnapshot>,
+        hint: RecoveryHint,
+    ) -> Result<PartitionLog, LogError> {
         if !dir.is_dir() {
             std::fs::create_dir_all(dir)?;
             if let Some(parent) = dir.parent() {
                 sync_dir(parent)?;
             }
         }
-        let bases = list_segments(dir)?;
+        let mut bases = list_segments(dir)?;
         let now_ms = crate::clock::now_ms();
         let mut segments = BTreeMap::new();
-        for (i, &base_offset) in bases.iter().enumerate() {
+        let mut i = 0;
+        while let Some(&base_offset) = bases.get(i) {
+            let next_base = bases.get(i + 1).copied();
+            let flushed = match (next_base, hint.recovery_point) {
+                _ if hint.clean_shutdown => true,
+                (Some(next), Some(rp)) => next <= rp,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
             let spec = LoadSpec {
                 dir,
                 base_offset,
-                offset_limit: bases.get(i + 1).copied(),
+                offset_limit: next_base,
                 index_interval: config.index_interval_bytes,
                 now_ms,
+                trust_index: flushed,
             };
-            segments.insert(base_offset, Arc::new(load_segment(&spec)?));
+            let segment = load_segment(&spec)?;
+            if let Some(next) = next_base {
+                if !flushed && segment.next_offset() < next {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        segment = base_offset,
+                        ends_at = segment.next_offset(),
+                        next_segment = next,
+                        deleted_segments = bases.len() - i - 1,
+                        "a segment after the recovery point lost its tail: deleting the segments after it"
+                    );
+                    drop(segment);
+                    for &later in &bases[i + 1..] {
+                        delete_segment_files_at(dir, later)?;
+                    }
+                    sync_dir(dir)?;
+                    bases.truncate(i + 1);
+                    // Reloaded as the active segment.
+                    continue;
+                }
+            }
+            segments.insert(base_offset, Arc::new(segment));
+            i += 1;
         }
         let active = match segments.last_key_value() {
             Some((_, s)) => Arc::clone(s),
@@ -353,6 +401,13 @@ impl PartitionLog {
     #[cfg(test)]
     pub(crate) fn make_fsync_slow(&self, delay: std::time::Duration) {
         *lock(&self.slow_fsync) = delay;
+    }
+
+    /// At a clean shutdown, after the final flush: the active segment's index entries go to
+    /// disk too, so the next start trusts them instead of scanning the segment.
+    pub fn persist_active_indexes(&self) -> Result<(), LogError> {
+        let active = Arc::clone(&lock(&self.writer).active);
+        active.persist_indexes().map_err(LogError::from)
     }
 
     /// The acks=-1 produces waiting for this log's next fsync.

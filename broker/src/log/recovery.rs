@@ -26,6 +26,10 @@ pub(crate) struct LoadSpec<'a> {
     pub(crate) offset_limit: Option<i64>,
     pub(crate) index_interval: u32,
     pub(crate) now_ms: i64,
+    /// The segment is known whole on disk (fsynced before the checkpointed recovery point, or
+    /// everything after a clean shutdown): its index files are used when sound, and only the
+    /// tail after the last index entry is walked. Otherwise every batch is checked.
+    pub(crate) trust_index: bool,
 }
 
 pub(crate) fn load_segment(spec: &LoadSpec<'_>) -> Result<LogSegment, LogError> {
@@ -35,7 +39,7 @@ pub(crate) fn load_segment(spec: &LoadSpec<'_>) -> Result<LogSegment, LogError> 
             .write(true)
             .open(segment_file(spec.dir, spec.base_offset, "log"))?;
     let size = file.metadata()?.len();
-    if spec.offset_limit.is_some() {
+    if spec.trust_index {
         match trusted_state(spec, &file, size) {
             Ok(state) => {
                 return Ok(LogSegment::from_parts(

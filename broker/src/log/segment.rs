@@ -104,6 +104,17 @@ pub(crate) struct LogSegment {
     txn_index: Mutex<TransactionIndex>,
 }
 
+/// Removes the files of the segment at `base_offset` in `dir` (those that exist).
+pub(crate) fn delete_segment_files_at(dir: &Path, base_offset: i64) -> io::Result<()> {
+    for ext in ["log", "index", "timeindex", "txnindex"] {
+        match std::fs::remove_file(segment_file(dir, base_offset, ext)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl LogSegment {
     /// A new empty segment; existing files of the same name are truncated.
     pub(crate) fn create(dir: &Path, base_offset: i64) -> io::Result<Self> {
@@ -372,13 +383,17 @@ impl LogSegment {
     }
 
     pub(crate) fn delete_files(&self) -> io::Result<()> {
-        for ext in ["log", "index", "timeindex", "txnindex"] {
-            match std::fs::remove_file(segment_file(&self.dir, self.base_offset, ext)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
+        delete_segment_files_at(&self.dir, self.base_offset)
+    }
+
+    /// Writes the index entries not yet on disk and makes them durable (at a clean shutdown,
+    /// so the next start can trust them), after the data they describe.
+    pub(crate) fn persist_indexes(&self) -> io::Result<()> {
+        self.seal();
+        super::durable::sync_data(&self.file)?;
+        let mut st = self.write_state();
+        st.offset_index.persist()?;
+        st.time_index.persist()
     }
 
     #[cfg(test)]

@@ -186,3 +186,44 @@ async fn kill9_during_acks_all_produce_loses_no_acknowledged_record() {
         );
     }
 }
+
+/// A clean stop leaves Kafka's `.kafka_cleanshutdown` marker and every partition's recovery
+/// point in `recovery-point-offset-checkpoint`; the next start takes them (and says so in its
+/// log), removes the marker, and serves every record; a kill -9 afterwards leaves no marker.
+#[tokio::test]
+async fn a_clean_stop_leaves_the_marker_and_recovery_points_and_the_next_start_clears_the_marker() {
+    let mut broker = TestBroker::start();
+    create_topic(broker.bootstrap(), "marked", PARTITIONS).await;
+    let mut records = generate_records(300, PARTITIONS, recent_base_timestamp());
+    produce_all(&producer(broker.bootstrap(), &[]), "marked", &mut records).await;
+    broker.stop();
+
+    let marker = broker.data_dir().join(".kafka_cleanshutdown");
+    assert!(marker.exists(), "no clean shutdown marker");
+    let checkpoint = std::fs::read_to_string(broker.data_dir().join("recovery-point-offset-checkpoint"))
+        .expect("recovery point checkpoint");
+    let mut lines = checkpoint.lines();
+    assert_eq!(lines.next(), Some("0"), "version line");
+    for p in 0..PARTITIONS {
+        assert!(
+            checkpoint.lines().any(|l| l == format!("marked {p} 100")),
+            "partition {p} checkpointed at its log end:\n{checkpoint}"
+        );
+    }
+
+    broker.restart();
+    assert!(!marker.exists(), "the marker outlived the start");
+    assert!(
+        broker.log_text().contains("clean_shutdown=true"),
+        "the start did not take the clean shutdown"
+    );
+    let consumed = read_everything(broker.bootstrap(), "marked", PARTITIONS).await;
+    assert_same_records(&records, &consumed);
+
+    broker.kill9();
+    assert!(!marker.exists(), "a kill -9 left a clean shutdown marker");
+    broker.restart();
+    assert!(broker.log_text().contains("clean_shutdown=false"));
+    let consumed = read_everything(broker.bootstrap(), "marked", PARTITIONS).await;
+    assert_same_records(&records, &consumed);
+}

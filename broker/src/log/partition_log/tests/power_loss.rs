@@ -1,6 +1,7 @@
 //! The power-loss simulation: random interleavings of appends, fsyncs (what an acks=-1 produce
-//! waits for), roll flushes, DeleteRecords and crashes that drop or tear whatever was not
-//! fsynced (`durable::power_loss`). After each crash the log is reopened and must hold every
+//! waits for), roll flushes, DeleteRecords, recovery-point checkpoints, clean restarts and
+//! crashes that drop or tear whatever was not fsynced (`durable::power_loss`). After each crash
+//! the log is reopened (with no checkpoint, the latest one or an older one) and must hold every
 //! acknowledged record byte for byte, keep its log start, and serve nothing corrupt.
 //!
 //! Deterministic and seeded: a failure names its seed, and `KEEL_POWER_LOSS_SEED=<seed>`
@@ -11,6 +12,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::log::durable::power_loss::{PowerLoss, Rng};
+use crate::log::RecoveryHint;
 
 /// What the test knows about the log.
 #[derive(Default)]
@@ -22,6 +24,9 @@ struct Model {
     acknowledged_end: i64,
     /// The log start offset a DeleteRecords made durable.
     log_start: i64,
+    /// The recovery points "written to the checkpoint file" so far: a crash reopens with none,
+    /// the latest or an older one.
+    checkpoints: Vec<i64>,
 }
 
 /// The part of a batch the broker keeps as produced: from the magic byte (offset 16) on.
@@ -112,7 +117,14 @@ fn verify(log: &PartitionLog, model: &Model, seed: u64, step: usize) -> Model {
         // After the restart whatever the disk holds is durable (the open fsyncs the tail).
         acknowledged_end: log.log_end_offset(),
         log_start: log.log_start_offset(),
+        checkpoints: Vec::new(),
     }
+}
+
+fn reopen(dir: &Path, config: LogConfig, hint: RecoveryHint, context: &str) -> PartitionLog {
+    let health = LogDirHealth::new(dir.parent().unwrap());
+    PartitionLog::open_recovering(dir, config, health, Vec::new(), hint)
+        .unwrap_or_else(|e| panic!("{context}: reopen: {e}"))
 }
 
 fn run(seed: u64) {
@@ -144,16 +156,46 @@ fn run(seed: u64) {
                 model.acknowledged_end = end;
             }
             75..=82 => current.flush_sealed().unwrap(),
-            83..=87 => {
+            83..=86 => {
                 let (start, hw) = (current.log_start_offset(), current.high_watermark());
                 let to = start + rng.below((hw - start) as u64 + 1) as i64;
                 model.log_start = current.delete_records_before(to).unwrap();
             }
+            87..=90 => model.checkpoints.push(current.recovery_point()),
+            91..=92 => {
+                // A clean shutdown and restart: everything flushed, the active segment's
+                // indexes too; the start scans nothing.
+                current.flush_sealed().unwrap();
+                current.flush_until(current.log_end_offset()).unwrap();
+                current.persist_active_indexes().unwrap();
+                model.acknowledged_end = current.log_end_offset();
+                drop(log.take());
+                let hint = RecoveryHint {
+                    clean_shutdown: true,
+                    recovery_point: Some(model.acknowledged_end),
+                };
+                let context = format!("seed {seed}, step {step}");
+                let reopened = reopen(&dir, config, hint, &context);
+                model = verify(&reopened, &model, seed, step);
+                log = Some(reopened);
+            }
             _ => {
                 drop(log.take());
                 loss.crash(&mut rng);
-                let reopened = PartitionLog::open(&dir, config)
-                    .unwrap_or_else(|e| panic!("seed {seed}, step {step}: reopen: {e}"));
+                let recovery_point = match rng.below(3) {
+                    0 => None,
+                    1 => model.checkpoints.last().copied(),
+                    _ => {
+                        let n = model.checkpoints.len() as u64;
+                        (n > 0).then(|| model.checkpoints[rng.below(n) as usize])
+                    }
+                };
+                let hint = RecoveryHint {
+                    clean_shutdown: false,
+                    recovery_point,
+                };
+                let context = format!("seed {seed}, step {step}, {hint:?}");
+                let reopened = reopen(&dir, config, hint, &context);
                 model = verify(&reopened, &model, seed, step);
                 log = Some(reopened);
             }

@@ -208,3 +208,70 @@ fn reopened_active_segment_keeps_indexing_sparsely() {
     let log = open(dir.path(), small(1 << 20));
     assert_eq!(log.floor_segment(0).unwrap().index_entries(), entries);
 }
+
+fn reopen_with(dir: &Path, hint: crate::log::RecoveryHint) -> PartitionLog {
+    PartitionLog::open_recovering(dir, small(400), LogDirHealth::new(dir), Vec::new(), hint).unwrap()
+}
+
+#[test]
+fn a_segment_after_the_recovery_point_that_lost_its_tail_takes_the_later_segments_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small(400));
+    fill(&log, 20);
+    let bases = log.segment_bases();
+    assert!(bases.len() >= 4, "{bases:?}");
+    drop(log);
+    // A crash before the roll flush of segment 1: its tail is torn, segment 2 on survived.
+    chop(&seg_path(dir.path(), bases[1], "log"), 20);
+    let log = reopen_with(
+        dir.path(),
+        crate::log::RecoveryHint {
+            clean_shutdown: false,
+            recovery_point: Some(bases[1]),
+        },
+    );
+    assert_eq!(
+        log.segment_bases(),
+        bases[..2],
+        "the segments after the torn one are gone"
+    );
+    assert!(log.log_end_offset() < bases[2]);
+    for later in &bases[2..] {
+        assert!(!seg_path(dir.path(), *later, "log").exists());
+    }
+    // No gap: the log reads to its end and appends continue right after the torn segment.
+    let end = log.log_end_offset();
+    assert_eq!(read_all(&log).last().unwrap().last_offset() + 1, end);
+    assert_eq!(log.append(&batch(1), 0).unwrap().base_offset, end);
+}
+
+#[test]
+fn after_a_clean_shutdown_the_active_segment_is_not_scanned() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small(1 << 20));
+    fill(&log, 30);
+    log.flush_until(log.log_end_offset()).unwrap();
+    log.persist_active_indexes().unwrap();
+    let end = log.log_end_offset();
+    drop(log);
+    // Damage inside the active segment, before its last index entry: a scan would cut there.
+    let path = seg_path(dir.path(), 0, "log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let clean = crate::log::RecoveryHint {
+        clean_shutdown: true,
+        recovery_point: Some(end),
+    };
+    assert_eq!(
+        reopen_with(dir.path(), clean).log_end_offset(),
+        end,
+        "trusted, not scanned"
+    );
+    // The same files after a crash: scanned, and cut at the damage.
+    let crashed = crate::log::RecoveryHint {
+        clean_shutdown: false,
+        recovery_point: Some(end),
+    };
+    assert!(reopen_with(dir.path(), crashed).log_end_offset() < end);
+}
