@@ -239,74 +239,91 @@ impl Broker {
     }
 }
 
+/// The value of an integer broker setting, at least 1 (periods and ages).
+fn positive_setting(broker: &Broker, key: &str, default: u64) -> u64 {
+    broker
+        .config
+        .value(key)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(default)
+        .max(1)
+}
+
+/// Runs `job` on a storage thread every `period` and hands its outcome to `done`, until
+/// shutdown or the broker is gone.
+async fn periodically<T, J, D>(
+    broker: std::sync::Weak<Broker>,
+    shutdown: CancellationToken,
+    period: std::time::Duration,
+    task: &'static str,
+    job: J,
+    done: D,
+) where
+    T: Send + 'static,
+    J: Fn(&Broker) -> T + Send + Sync + 'static,
+    D: Fn(Result<T, crate::storage_task::TaskFailed>),
+{
+    let job = Arc::new(job);
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let Some(b) = broker.upgrade() else { return };
+        let job = Arc::clone(&job);
+        done(crate::storage_task::run(task, move || job(&b)).await);
+    }
+}
+
 /// Every `producer.id.expiration.check.interval.ms`, drops the producer state idle for
-/// `producer.id.expiration.ms`, until shutdown or the broker is gone.
+/// `producer.id.expiration.ms`.
 async fn expire_producers(broker: std::sync::Weak<Broker>, shutdown: CancellationToken) {
-    let setting = |b: &Broker, key: &str| {
-        b.config
-            .value(key)
-            .and_then(|v| v.trim().parse::<i64>().ok())
-            .unwrap_or(1)
-            .max(1)
-    };
     let Some((every, max_idle)) = broker.upgrade().map(|b| {
         (
-            setting(&b, "producer.id.expiration.check.interval.ms"),
-            setting(&b, "producer.id.expiration.ms"),
+            positive_setting(&b, "producer.id.expiration.check.interval.ms", 1),
+            positive_setting(&b, "producer.id.expiration.ms", 1) as i64,
         )
     }) else {
         return;
     };
-    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(every as u64));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let Some(b) = broker.upgrade() else { return };
-        let expired = crate::storage_task::run("expire_producers", move || {
-            b.logs.remove_expired_producers(crate::clock::now_ms(), max_idle)
-        })
-        .await
-        .unwrap_or(0);
-        if expired > 0 {
+    let period = std::time::Duration::from_millis(every);
+    let job = move |b: &Broker| b.logs.remove_expired_producers(crate::clock::now_ms(), max_idle);
+    periodically(broker, shutdown, period, "expire_producers", job, |expired| {
+        if let Ok(expired @ 1..) = expired {
             tracing::info!(expired, "expired idle producer state");
         }
-    }
+    })
+    .await;
 }
 
 /// Every `log.flush.offset.checkpoint.interval.ms`, writes each partition's recovery point to
-/// the log directory's checkpoint (Kafka's recovery-point-offset-checkpoint), until shutdown
-/// (which writes it once more, after the final flush).
+/// the log directory's checkpoint (Kafka's recovery-point-offset-checkpoint); a clean shutdown
+/// writes it once more, after the final flush.
 async fn checkpoint_recovery_points(broker: std::sync::Weak<Broker>, shutdown: CancellationToken) {
-    let Some(every) = broker.upgrade().map(|b| {
-        b.config
-            .value("log.flush.offset.checkpoint.interval.ms")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(60_000)
-            .max(1)
-    }) else {
+    let Some(every) = broker
+        .upgrade()
+        .map(|b| positive_setting(&b, "log.flush.offset.checkpoint.interval.ms", 60_000))
+    else {
         return;
     };
-    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(every));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let Some(b) = broker.upgrade() else { return };
-        let written = crate::storage_task::try_run("recovery_point_checkpoint", move || {
-            b.logs.checkpoint_recovery_points().map_err(BrokerError::Log)
-        })
-        .await;
-        if let Err(e) = written {
-            tracing::warn!(error = %e, "cannot write the recovery point checkpoint");
-        }
-    }
+    let period = std::time::Duration::from_millis(every);
+    let job = |b: &Broker| b.logs.checkpoint_recovery_points();
+    periodically(
+        broker,
+        shutdown,
+        period,
+        "recovery_point_checkpoint",
+        job,
+        |written| match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the recovery point checkpoint"),
+            Err(e) => tracing::warn!(error = %e, "cannot write the recovery point checkpoint"),
+        },
+    )
+    .await;
 }
 
 fn txn_settings(config: &Config) -> TxnSettings {

@@ -30,8 +30,10 @@ pub fn markdown() -> String {
          (`log.flush.acks.all`), and lets consumers read only fsynced records \
          (`log.flush.before.visible`): the high watermark and the last stable offset stop at the \
          offset below which the log is on stable storage, and records produced with acks=0 or \
-         acks=1 are fsynced by a background flush within `log.flush.background.interval.ms` (5 ms) \
-         of their append, then become readable. So a consumer never reads, processes and commits a \
+         acks=1 are fsynced by a background flush within `log.flush.background.interval.ms` (2 ms) \
+         of their append (an fsync \
+         in flight on the partition comes first), then become readable; this costs consumers the \
+         fsync's time in end-to-end latency (docs/benchmarks.md). So a consumer never reads, processes and commits a \
          record that a power loss then takes back (and whose offset the log would then give to a \
          different record). fsyncs are shared: each partition has at most one in flight, and it \
          covers everything appended before it started. To behave as Kafka does (records readable \

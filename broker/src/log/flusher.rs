@@ -34,6 +34,9 @@ struct QueueState {
     /// Exclusive: the highest offset a waiter or a background request needs durable.
     target: i64,
     waiters: Vec<Waiter>,
+    /// When the oldest background request not yet taken by a pass arrived: the pass that
+    /// covers it is due one background interval later.
+    background_since: Option<tokio::time::Instant>,
 }
 
 impl FlushQueue {
@@ -111,6 +114,10 @@ impl Flusher {
             if let Some(waiter) = waiter {
                 state.waiters.push(waiter);
                 queue.waiter_arrived.notify_one();
+            } else {
+                state
+                    .background_since
+                    .get_or_insert_with(tokio::time::Instant::now);
             }
             !std::mem::replace(&mut state.driving, true)
         };
@@ -122,16 +129,24 @@ impl Flusher {
 
     /// A log's driver: while the log has something to make durable, takes every waiter and the
     /// highest offset asked for, makes it durable with one storage task, and answers the
-    /// waiters. A pass with no producer waiting first waits up to the background interval, so
-    /// that it covers what is appended meanwhile. Requests queued during an fsync form the
-    /// next pass.
+    /// waiters. With no producer waiting, a pass starts once the oldest background request
+    /// has waited the background interval, so that it covers what is appended meanwhile;
+    /// under steady load the passes run back to back. Requests queued during an fsync form
+    /// the next pass.
     async fn drive(self, log: Arc<PartitionLog>) {
         let queue = log.flush_queue();
         let mut failed = false;
         loop {
-            if queue.lock().waiters.is_empty() {
+            let due = {
+                let state = queue.lock();
+                match state.background_since {
+                    Some(since) if state.waiters.is_empty() => Some(since + self.background_interval),
+                    _ => None,
+                }
+            };
+            if let Some(due) = due {
                 tokio::select! {
-                    () = tokio::time::sleep(self.background_interval) => {}
+                    () = tokio::time::sleep_until(due) => {}
                     () = queue.waiter_arrived.notified() => {}
                 }
             }
@@ -145,6 +160,7 @@ impl Flusher {
                     state.driving = false;
                     return;
                 }
+                state.background_since = None;
                 (state.target, std::mem::take(&mut state.waiters))
             };
             let flushed = Arc::clone(&log);

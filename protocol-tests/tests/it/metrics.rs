@@ -155,7 +155,7 @@ fn consumer_group_lag_is_reported_with_kafka_exporter_names() {
         0
     );
     // acks=1 records count once their background fsync makes them readable (within
-    // log.flush.background.interval.ms, 5 ms by default).
+    // log.flush.background.interval.ms, 2 ms by default).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         let text = scrape(&metrics_address(&broker));

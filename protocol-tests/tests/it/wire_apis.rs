@@ -50,8 +50,17 @@ pub(crate) fn create(
 }
 
 fn produce(wire: &mut WireClient, topic: &str, batch: Bytes) -> PartitionProduceResponse {
+    produce_with_acks(wire, topic, batch, -1)
+}
+
+fn produce_with_acks(
+    wire: &mut WireClient,
+    topic: &str,
+    batch: Bytes,
+    acks: i16,
+) -> PartitionProduceResponse {
     let request = ProduceRequest::default()
-        .with_acks(-1)
+        .with_acks(acks)
         .with_timeout_ms(10_000)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(name(topic))
@@ -553,22 +562,8 @@ fn acks_1_records_become_readable_when_their_background_fsync_makes_them_durable
         .start();
     let mut wire = WireClient::connect(broker.bootstrap());
     assert_eq!(create(&mut wire, "visible", 1, 1, &[], false), 0);
-    let request = ProduceRequest::default()
-        .with_acks(1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name("visible"))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(record_batch(&[(b"k", b"v")], 1_000)))])]);
-    let version = wire.version::<ProduceRequest>(12);
     let produced = std::time::Instant::now();
-    let r = wire
-        .call(&request, version)
-        .responses
-        .remove(0)
-        .partition_responses
-        .remove(0);
+    let r = produce_with_acks(&mut wire, "visible", record_batch(&[(b"k", b"v")], 1_000), 1);
     assert_eq!((r.error_code, r.base_offset), (0, 0));
     assert!(
         produced.elapsed() < std::time::Duration::from_millis(1000),
@@ -603,19 +598,8 @@ fn without_the_visibility_policy_acks_1_records_are_readable_at_once() {
         .start();
     let mut wire = WireClient::connect(broker.bootstrap());
     assert_eq!(create(&mut wire, "at-once", 1, 1, &[], false), 0);
-    let request = ProduceRequest::default()
-        .with_acks(1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name("at-once"))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(record_batch(&[(b"k", b"v")], 1_000)))])]);
-    let version = wire.version::<ProduceRequest>(12);
-    assert_eq!(
-        wire.call(&request, version).responses[0].partition_responses[0].error_code,
-        0
-    );
+    let r = produce_with_acks(&mut wire, "at-once", record_batch(&[(b"k", b"v")], 1_000), 1);
+    assert_eq!(r.error_code, 0);
     let data = fetch_partition(&mut wire, "at-once", 0, 0, 0);
     assert_eq!(data.high_watermark, 1);
     assert!(data.records.as_ref().is_some_and(|r| !r.is_empty()));
