@@ -218,8 +218,9 @@ impl GroupMember {
     ///
     /// The close runs on a thread of its own and is waited for up to `CLOSE_WAIT`: rust-rdkafka's
     /// `BaseConsumer` drop can block for good in `rd_kafka_assign` when a rebalance event reaches
-    /// it after the consumer closed (seen once, with the member already out of the group), and a
-    /// client stuck in its own teardown must not hang the suite. Past the wait the test goes on
+    /// it after the consumer closed (seen once, with the member already out of the group;
+    /// librdkafka issue #4884, open), and a client stuck in its own teardown must not hang the
+    /// suite. Past the wait the test goes on
     /// and the thread is left to finish.
     pub async fn close(mut self) -> Vec<Seen> {
         self.stop().await;
