@@ -31,7 +31,12 @@ pub async fn handle(ctx: Arc<RequestContext>, req: FetchRequest) -> Reply<FetchR
     }
     let broker = ctx.broker.clone();
     let version = ctx.api_version;
-    let req = Arc::new(req);
+    // Kafka caps every fetch at the broker's fetch.max.bytes, whatever the client asks.
+    let max_bytes = req.max_bytes.clamp(0, broker.config.fetch_max_bytes);
+    // The reply exists only later, so its room is reserved now: a client pipelining fetches
+    // it never reads stops being read instead of filling the broker's memory.
+    ctx.reserve_reply_bytes(max_bytes as usize).await;
+    let req = Arc::new(req.with_max_bytes(max_bytes));
     Reply::Deferred(Box::pin(async move {
         let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
         let deadline = tokio::time::Instant::now() + max_wait;

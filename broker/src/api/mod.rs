@@ -15,7 +15,7 @@ mod request;
 pub mod topics;
 pub mod transactions;
 
-pub use request::{BoxFuture, Endpoint, Reply, RequestContext};
+pub use request::{BoxFuture, Endpoint, Reply, ReplyBudget, RequestContext};
 
 #[cfg(test)]
 mod tests;

@@ -5,9 +5,11 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use kafka_protocol::messages::ApiKey;
+use tokio::sync::Semaphore;
 
 use crate::broker::Broker;
 
@@ -29,6 +31,95 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     pub endpoint: Arc<Endpoint>,
     pub peer: SocketAddr,
+    /// The connection's budget of queued reply bytes (`socket.response.max.queued.bytes`).
+    pub reply_budget: Arc<ReplyBudget>,
+    /// What this request reserved of the budget; the connection gives it back once the reply
+    /// is written.
+    reserved: AtomicUsize,
+}
+
+impl RequestContext {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        broker: Arc<Broker>,
+        api_key: ApiKey,
+        api_version: i16,
+        correlation_id: i32,
+        client_id: Option<String>,
+        endpoint: Arc<Endpoint>,
+        peer: SocketAddr,
+        reply_budget: Arc<ReplyBudget>,
+    ) -> RequestContext {
+        RequestContext {
+            broker,
+            api_key,
+            api_version,
+            correlation_id,
+            client_id,
+            endpoint,
+            peer,
+            reply_budget,
+            reserved: AtomicUsize::new(0),
+        }
+    }
+
+    /// Reserves room for a reply of up to `bytes` before starting work whose reply only exists
+    /// later (a fetch): waits while the connection's queued replies fill its budget, which
+    /// stops the connection reading further requests meanwhile.
+    pub async fn reserve_reply_bytes(&self, bytes: usize) {
+        let reserved = self.reply_budget.reserve(bytes).await;
+        self.reserved.fetch_add(reserved, Ordering::AcqRel);
+    }
+
+    /// What this request has reserved so far.
+    pub fn reserved_reply_bytes(&self) -> usize {
+        self.reserved.load(Ordering::Acquire)
+    }
+}
+
+/// The bytes of replies a connection may hold queued and unwritten. Replies reserve their
+/// size before they are queued and give it back once written, so a client that stops reading
+/// stops the connection reading its requests instead of growing the broker's memory.
+pub struct ReplyBudget {
+    permits: Semaphore,
+    capacity: usize,
+}
+
+impl ReplyBudget {
+    pub fn new(capacity: usize) -> ReplyBudget {
+        // Semaphore permits are taken in u32 counts; 4 GiB is far beyond any useful budget.
+        let capacity = capacity.clamp(1, u32::MAX as usize);
+        ReplyBudget {
+            permits: Semaphore::new(capacity),
+            capacity,
+        }
+    }
+
+    /// Waits for `bytes` of room and takes it; a reply larger than the whole budget takes all
+    /// of it (served alone rather than never). Returns what was taken.
+    pub async fn reserve(&self, bytes: usize) -> usize {
+        let take = bytes.min(self.capacity);
+        if take > 0 {
+            self.permits
+                .acquire_many(take as u32)
+                .await
+                .expect("the reply budget is never closed")
+                .forget();
+        }
+        take
+    }
+
+    /// Gives back what a written (or dropped) reply had reserved.
+    pub fn release(&self, bytes: usize) {
+        if bytes > 0 {
+            self.permits.add_permits(bytes);
+        }
+    }
+
+    /// Room left now.
+    pub fn available(&self) -> usize {
+        self.permits.available_permits()
+    }
 }
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

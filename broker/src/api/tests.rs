@@ -12,7 +12,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use tokio_util::sync::CancellationToken;
 
-use super::{str_bytes, Endpoint, Reply, RequestContext};
+use super::{str_bytes, Endpoint, Reply, ReplyBudget, RequestContext};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::log::testutil::batch;
@@ -27,19 +27,20 @@ fn open_broker(dir: &std::path::Path) -> Arc<Broker> {
 }
 
 fn context(broker: &Arc<Broker>, api_key: ApiKey, api_version: i16) -> Arc<RequestContext> {
-    Arc::new(RequestContext {
-        broker: broker.clone(),
+    Arc::new(RequestContext::new(
+        broker.clone(),
         api_key,
         api_version,
-        correlation_id: 1,
-        client_id: Some("test".into()),
-        endpoint: Arc::new(Endpoint {
+        1,
+        Some("test".into()),
+        Arc::new(Endpoint {
             listener: "PLAINTEXT".into(),
             host: "127.0.0.1".into(),
             port: 9092,
         }),
-        peer: SocketAddr::from((Ipv4Addr::LOCALHOST, 40000)),
-    })
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 40000)),
+        Arc::new(ReplyBudget::new(1 << 20)),
+    ))
 }
 
 async fn resolve<R: Send + 'static>(reply: Reply<R>) -> R {

@@ -59,6 +59,10 @@ pub struct Config {
     pub delete_topic_enable: bool,
     pub message_max_bytes: i32,
     pub socket_request_max_bytes: i32,
+    /// `socket.response.max.queued.bytes`.
+    pub socket_response_max_queued_bytes: usize,
+    /// `fetch.max.bytes`.
+    pub fetch_max_bytes: i32,
     /// `connections.max.idle.ms`.
     pub connections_max_idle_ms: u64,
     pub max_connections: usize,
@@ -184,6 +188,8 @@ impl Config {
             delete_topic_enable: boolean("delete.topic.enable"),
             message_max_bytes: int("message.max.bytes")? as i32,
             socket_request_max_bytes: int("socket.request.max.bytes")? as i32,
+            socket_response_max_queued_bytes: int("socket.response.max.queued.bytes")?.max(1) as usize,
+            fetch_max_bytes: int("fetch.max.bytes")? as i32,
             connections_max_idle_ms: int("connections.max.idle.ms")?.max(1) as u64,
             max_connections: int("max.connections")? as usize,
             flush_acks_all: boolean("log.flush.acks.all"),

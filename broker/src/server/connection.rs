@@ -23,12 +23,23 @@ use tracing::Instrument;
 
 use super::api_table::{self, EncodedReply};
 use super::api_versions;
-use crate::api::{Endpoint, RequestContext};
+use crate::api::{Endpoint, ReplyBudget, RequestContext};
 use crate::broker::Broker;
 
-/// Replies queued for the writer; when full the reader stops reading, which pushes back on a
-/// client that pipelines faster than it is answered.
+/// Requests in flight on one connection (replies queued for the writer); when full the reader
+/// stops reading, which pushes back on a client that pipelines faster than it is answered.
+/// The bytes of those replies are bounded apart, by `socket.response.max.queued.bytes`.
 const MAX_QUEUED_REPLIES: usize = 64;
+
+/// A request's frame grows as its bytes arrive, at most this much ahead of them, so a size
+/// prefix that promises much and delivers little (slowloris) costs only what was delivered.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A reply on its way to the writer, with the part of the connection's reply budget it holds.
+struct QueuedReply {
+    reply: EncodedReply,
+    reserved: usize,
+}
 
 pub struct Connection {
     stream: TcpStream,
@@ -74,16 +85,27 @@ impl Connection {
             } = self;
             let (reader, writer) = stream.into_split();
             let (tx, rx) = mpsc::channel(MAX_QUEUED_REPLIES);
+            let budget = Arc::new(ReplyBudget::new(broker.config.socket_response_max_queued_bytes));
             // The writer cancels this when the peer stops accepting replies, so the reader
             // does not keep applying requests nobody will hear about.
             let writer_gone = CancellationToken::new();
             // Requests read whose replies are not yet written (or dropped, for acks=0).
             let outstanding = Arc::new(AtomicUsize::new(0));
             let write_task = tokio::spawn(
-                write_replies(writer, rx, writer_gone.clone(), outstanding.clone())
-                    .instrument(tracing::Span::current()),
+                write_replies(
+                    writer,
+                    rx,
+                    writer_gone.clone(),
+                    outstanding.clone(),
+                    budget.clone(),
+                )
+                .instrument(tracing::Span::current()),
             );
-            let replies = Replies { tx, outstanding };
+            let replies = Replies {
+                tx,
+                outstanding,
+                budget,
+            };
             let stop = read_requests(reader, replies, peer, endpoint, broker, &shutdown, &writer_gone).await;
             // The reader dropped its sender: the writer sends what is queued, then finishes.
             let _ = write_task.await;
@@ -98,10 +120,12 @@ impl Connection {
     }
 }
 
-/// The reader's end of the reply queue, counting the replies not yet written.
+/// The reader's end of the reply queue, counting the replies not yet written and the bytes
+/// they hold of the connection's budget.
 struct Replies {
-    tx: mpsc::Sender<EncodedReply>,
+    tx: mpsc::Sender<QueuedReply>,
     outstanding: Arc<AtomicUsize>,
+    budget: Arc<ReplyBudget>,
 }
 
 async fn read_requests(
@@ -133,12 +157,18 @@ async fn read_requests(
             Ok(None) => return Stop::Done,
             Err(stop) => return stop,
         };
-        let reply = match handle_frame(frame, peer, &endpoint, &broker).await {
+        let (reply, mut reserved) = match handle_frame(frame, peer, &endpoint, &broker, &replies.budget).await
+        {
             Ok(reply) => reply,
             Err(reason) => return Stop::Violation(reason),
         };
+        if let EncodedReply::Ready(bytes) = &reply {
+            // A reply already made holds its size until written; waiting for that room here
+            // is what stops a client that does not read from being read.
+            reserved += replies.budget.reserve(bytes.len()).await;
+        }
         replies.outstanding.fetch_add(1, Ordering::AcqRel);
-        if replies.tx.send(reply).await.is_err() {
+        if replies.tx.send(QueuedReply { reply, reserved }).await.is_err() {
             return Stop::Done;
         }
     }
@@ -171,26 +201,45 @@ async fn read_frame(reader: &mut OwnedReadHalf, max_size: i32) -> Result<Option<
             "request size {size} outside 0..={max_size} (socket.request.max.bytes)"
         )));
     }
-    let mut buf = BytesMut::zeroed(size as usize);
-    match reader.read_exact(&mut buf).await {
-        Ok(_) => Ok(Some(buf.freeze())),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Stop::Violation(format!(
-            "connection ended inside a {size}-byte request"
-        ))),
-        Err(e) => {
-            tracing::debug!(error = %e, "read failed");
-            Ok(None)
+    let size = size as usize;
+    let mut buf = BytesMut::with_capacity(size.min(READ_CHUNK));
+    while buf.len() < size {
+        buf.reserve((size - buf.len()).min(READ_CHUNK));
+        let want = size - buf.len();
+        match (&mut *reader).take(want as u64).read_buf(&mut buf).await {
+            Ok(0) => {
+                return Err(Stop::Violation(format!(
+                    "connection ended after {} bytes of a {size}-byte request",
+                    buf.len()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "read failed");
+                return Ok(None);
+            }
         }
     }
+    Ok(Some(buf.freeze()))
 }
 
-/// Parses the request header and routes the body through the API table.
-async fn handle_frame(
-    mut frame: Bytes,
-    peer: SocketAddr,
-    endpoint: &Arc<Endpoint>,
-    broker: &Arc<Broker>,
-) -> Result<EncodedReply, String> {
+/// A request frame's header, parsed and checked against the API table.
+pub enum ParsedRequest {
+    /// ApiVersions at a version we do not serve: answered with v0 (KIP-511).
+    UnsupportedApiVersions { correlation_id: i32 },
+    Request {
+        entry: &'static api_table::ApiEntry,
+        version: i16,
+        correlation_id: i32,
+        header: RequestHeader,
+        /// The request body after the header.
+        body: Bytes,
+    },
+}
+
+/// Parses a request frame's header (without its size prefix). An error is a protocol
+/// violation that closes the connection.
+pub fn parse_request(mut frame: Bytes) -> Result<ParsedRequest, String> {
     if frame.len() < 8 {
         return Err(format!(
             "request of {} bytes is shorter than a request header",
@@ -207,12 +256,8 @@ async fn handle_frame(
         return Err(format!("unsupported API {key:?} (key {raw_key})"));
     };
     if !entry.supports(version) {
-        // KIP-511: a client newer than us learns our versions from a v0 answer.
         if key == ApiKey::ApiVersions {
-            tracing::debug!(version, "ApiVersions version unsupported; answering with v0");
-            return Ok(EncodedReply::Ready(api_versions::unsupported_version_reply(
-                correlation_id,
-            )));
+            return Ok(ParsedRequest::UnsupportedApiVersions { correlation_id });
         }
         return Err(format!(
             "unsupported version {version} of {key:?} (supported {}..={})",
@@ -221,31 +266,70 @@ async fn handle_frame(
     }
     let header = RequestHeader::decode(&mut frame, key.request_header_version(version))
         .map_err(|e| format!("malformed {key:?} v{version} request header: {e}"))?;
-    let ctx = Arc::new(RequestContext {
-        broker: broker.clone(),
-        api_key: key,
-        api_version: version,
+    Ok(ParsedRequest::Request {
+        entry,
+        version,
         correlation_id,
-        client_id: header.client_id.map(|c| c.to_string()),
-        endpoint: endpoint.clone(),
+        header,
+        body: frame,
+    })
+}
+
+/// Parses the request header and routes the body through the API table. Returns the reply and
+/// what its handler reserved of the connection's reply budget.
+async fn handle_frame(
+    frame: Bytes,
+    peer: SocketAddr,
+    endpoint: &Arc<Endpoint>,
+    broker: &Arc<Broker>,
+    budget: &Arc<ReplyBudget>,
+) -> Result<(EncodedReply, usize), String> {
+    let (entry, version, correlation_id, header, body) = match parse_request(frame)? {
+        ParsedRequest::UnsupportedApiVersions { correlation_id } => {
+            // KIP-511: a client newer than us learns our versions from a v0 answer.
+            tracing::debug!("ApiVersions version unsupported; answering with v0");
+            return Ok((
+                EncodedReply::Ready(api_versions::unsupported_version_reply(correlation_id)),
+                0,
+            ));
+        }
+        ParsedRequest::Request {
+            entry,
+            version,
+            correlation_id,
+            header,
+            body,
+        } => (entry, version, correlation_id, header, body),
+    };
+    let key = entry.key;
+    let ctx = Arc::new(RequestContext::new(
+        broker.clone(),
+        key,
+        version,
+        correlation_id,
+        header.client_id.map(|c| c.to_string()),
+        endpoint.clone(),
         peer,
-    });
+        budget.clone(),
+    ));
     let span = tracing::debug_span!("request", api = ?key, version, correlation_id);
-    entry
-        .dispatch(ctx, frame)
+    let reply = entry
+        .dispatch(ctx.clone(), body)
         .instrument(span)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok((reply, ctx.reserved_reply_bytes()))
 }
 
 async fn write_replies(
     writer: OwnedWriteHalf,
-    mut rx: mpsc::Receiver<EncodedReply>,
+    mut rx: mpsc::Receiver<QueuedReply>,
     writer_gone: CancellationToken,
     outstanding: Arc<AtomicUsize>,
+    budget: Arc<ReplyBudget>,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
-    while let Some(reply) = rx.recv().await {
+    while let Some(QueuedReply { reply, reserved }) = rx.recv().await {
         let bytes = match reply {
             EncodedReply::Ready(b) => Some(b),
             EncodedReply::Deferred(task) => {
@@ -280,6 +364,7 @@ async fn write_replies(
                 return;
             }
         }
+        budget.release(reserved);
         outstanding.fetch_sub(1, Ordering::AcqRel);
     }
     let _ = writer.flush().await;

@@ -30,14 +30,18 @@ const API_VERSIONS_KEY: i16 = 18;
 const SOCKET_REQUEST_MAX_BYTES: u32 = 100 * 1024 * 1024;
 
 /// A broker holding a topic with records that must still be intact after the bad input.
-struct Survivor {
-    broker: TestBroker,
+pub(crate) struct Survivor {
+    pub(crate) broker: TestBroker,
     earlier: Vec<TestRecord>,
 }
 
 impl Survivor {
-    async fn start() -> Survivor {
-        let broker = TestBroker::start();
+    pub(crate) async fn start() -> Survivor {
+        Survivor::start_on(TestBroker::start()).await
+    }
+
+    /// `start` on a broker of the caller's settings.
+    pub(crate) async fn start_on(broker: TestBroker) -> Survivor {
         create_topic(broker.bootstrap(), TOPIC, PARTITIONS).await;
         let mut earlier = generate_records(200, PARTITIONS, recent_base_timestamp());
         produce_all(&producer(broker.bootstrap(), &[]), TOPIC, &mut earlier).await;
@@ -45,7 +49,7 @@ impl Survivor {
     }
 
     /// A new librdkafka client still produces and consumes, and the earlier records are intact.
-    async fn assert_still_serving(mut self) {
+    pub(crate) async fn assert_still_serving(mut self) {
         self.broker.assert_running();
         let bootstrap = self.broker.bootstrap();
         let mut later = generate_records(200, PARTITIONS, recent_base_timestamp());
@@ -60,7 +64,7 @@ impl Survivor {
 }
 
 /// Writes, ignoring errors: a broker may close the connection before reading everything.
-fn send_ignoring_close(wire: &mut WireClient, bytes: &[u8]) {
+pub(crate) fn send_ignoring_close(wire: &mut WireClient, bytes: &[u8]) {
     let _ = wire.stream.write_all(bytes);
 }
 
@@ -71,7 +75,7 @@ fn frame(body: &[u8]) -> Vec<u8> {
 }
 
 /// Virtual memory high-water mark of a process, from /proc.
-fn vm_peak_kib(pid: u32) -> u64 {
+pub(crate) fn vm_peak_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
     status
         .lines()
@@ -257,10 +261,10 @@ async fn api_versions_v99_gets_v0_error_response_with_supported_apis() {
 }
 
 /// One topic's raw record batches: (topic, [(partition, batch bytes)]).
-type TopicBatches = (&'static str, Vec<(i32, Vec<u8>)>);
+pub(crate) type TopicBatches = (&'static str, Vec<(i32, Vec<u8>)>);
 
 /// An acks=-1 Produce of raw record batches.
-fn produce_request(topics: Vec<TopicBatches>) -> ProduceRequest {
+pub(crate) fn produce_request(topics: Vec<TopicBatches>) -> ProduceRequest {
     let topic_data = topics
         .into_iter()
         .map(|(name, partitions)| {
@@ -412,7 +416,7 @@ async fn produce_refuses_what_kafkas_log_validator_refuses_and_only_that_partiti
 }
 
 /// Reads until the broker closes the connection (Ok) or `within` passes (Err).
-fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> Result<Duration, ()> {
+pub(crate) fn closed_within(stream: &mut std::net::TcpStream, within: Duration) -> Result<Duration, ()> {
     use std::io::Read;
     let start = Instant::now();
     stream

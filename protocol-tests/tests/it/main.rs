@@ -13,6 +13,7 @@ mod groups;
 mod groups_rdkafka;
 mod groups_tools;
 mod groups_wire;
+mod hostile_clients;
 mod idempotence;
 mod kcat;
 mod kip848;
