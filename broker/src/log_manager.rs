@@ -212,6 +212,9 @@ impl LogManager {
         }
         manager.clean_up_partition_dirs(&topics)?;
         *manager.topics.write().unwrap_or_else(|e| e.into_inner()) = topics;
+        // Recovery fsynced what it kept: its recovery points replace the old checkpoint now, not
+        // a checkpoint interval later.
+        manager.checkpoint_recovery_points()?;
         // From here a crash is an unclean stop.
         clear_clean_shutdown(dir).map_err(LogError::from)?;
         Ok(manager)
@@ -219,17 +222,18 @@ impl LogManager {
 
     /// Writes every partition's recovery point to the log directory's checkpoint, so that a
     /// start after a crash scans only what came after.
+    ///
+    /// Each active segment's index entries are made durable first, so that recovery after a
+    /// crash can start scanning at the last entry below the recovery point instead of at the
+    /// active segment's start.
     pub fn checkpoint_recovery_points(&self) -> Result<(), LogError> {
-        let points: Vec<(String, i32, i64)> = self
-            .topics()
-            .iter()
-            .flat_map(|t| {
-                t.partitions
-                    .iter()
-                    .enumerate()
-                    .map(|(p, log)| (t.name.clone(), p as i32, log.recovery_point()))
-            })
-            .collect();
+        let mut points: Vec<(String, i32, i64)> = Vec::new();
+        for topic in self.topics().iter() {
+            for (p, log) in topic.partitions.iter().enumerate() {
+                log.persist_active_indexes()?;
+                points.push((topic.name.clone(), p as i32, log.recovery_point()));
+            }
+        }
         write_recovery_points(&self.dir, &points)?;
         Ok(())
     }

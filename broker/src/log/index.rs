@@ -74,6 +74,11 @@ impl IndexEntry for OffsetPosition {
 pub(crate) struct OffsetIndex(SparseIndex<OffsetPosition>);
 
 impl OffsetIndex {
+    /// A placeholder for an index file not read yet (see [`SparseIndex::unloaded`]).
+    pub(crate) fn unloaded(path: PathBuf, base_offset: i64) -> Self {
+        OffsetIndex(SparseIndex::unloaded(path, base_offset))
+    }
+
     /// A new, empty index; creates or truncates the file.
     pub(crate) fn create(path: PathBuf, base_offset: i64) -> io::Result<Self> {
         SparseIndex::create(path, base_offset).map(OffsetIndex)
@@ -88,6 +93,15 @@ impl OffsetIndex {
         offset_limit: Option<i64>,
     ) -> Result<Self, String> {
         SparseIndex::load(path, base_offset, segment_size, offset_limit).map(OffsetIndex)
+    }
+
+    /// The sound prefix of an index file that may end in garbage, as (absolute offset,
+    /// position) pairs (see [`SparseIndex::read_prefix`]).
+    pub(crate) fn read_prefix(path: &std::path::Path, base_offset: i64) -> Vec<(i64, u32)> {
+        SparseIndex::<OffsetPosition>::read_prefix(path, base_offset)
+            .into_iter()
+            .map(|(offset, e)| (offset, e.position))
+            .collect()
     }
 
     /// Adds an entry for the batch ending at `last_offset` and starting at `position`. Entries

@@ -179,6 +179,7 @@ impl PartitionLog {
                 index_interval: config.index_interval_bytes,
                 now_ms,
                 trust_index: flushed,
+                recovery_point: hint.recovery_point,
             };
             let segment = load_segment(&spec)?;
             if let Some(next) = next_base {

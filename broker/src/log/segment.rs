@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -65,6 +65,13 @@ impl SegmentState {
         }
     }
 
+    /// See [`LogSegment::seal`]; a no-op when the entry is there already.
+    pub(crate) fn seal(&mut self) {
+        if let Some((ts, offset)) = self.max_timestamp {
+            self.time_index.maybe_append(ts, offset);
+        }
+    }
+
     /// Accounts for a batch written at `position`: Kafka's sparse indexing, where the first
     /// batch and then one batch every `index_interval` bytes get an entry.
     pub(crate) fn on_batch(&mut self, position: u64, info: &BatchInfo, index_interval: u32) {
@@ -93,6 +100,10 @@ pub(crate) enum SegmentRead {
     Batches(Bytes),
 }
 
+/// Loads a sealed segment's index state on first use, from its data file and size; gives the
+/// state and the segment's valid size (smaller if a damaged segment had to be cut back).
+pub(crate) type IndexLoader = Box<dyn FnOnce(&File, u64) -> (SegmentState, u64) + Send + Sync>;
+
 pub(crate) struct LogSegment {
     base_offset: i64,
     dir: PathBuf,
@@ -100,6 +111,11 @@ pub(crate) struct LogSegment {
     /// Bytes of whole batches written; readers never look past it.
     size: AtomicU64,
     state: RwLock<SegmentState>,
+    /// A sealed segment opened without reading its index files (Kafka's lazy indexes): they are
+    /// read at the first use of `state`, so a start touches only the segments it needs.
+    lazy: Mutex<Option<IndexLoader>>,
+    /// False until `lazy` has run (true at once for segments opened with their state).
+    loaded: AtomicBool,
     /// The transactions aborted by markers in this segment (`.txnindex`).
     txn_index: Mutex<TransactionIndex>,
 }
@@ -151,6 +167,8 @@ impl LogSegment {
             file: Arc::new(file),
             size: AtomicU64::new(size),
             state: RwLock::new(state),
+            lazy: Mutex::new(None),
+            loaded: AtomicBool::new(true),
             txn_index: Mutex::new(TransactionIndex::open(segment_file(
                 dir,
                 base_offset,
@@ -159,10 +177,52 @@ impl LogSegment {
         })
     }
 
+    /// A sealed segment of `size` bytes whose index state `loader` gives on first use. Until
+    /// then it holds an empty placeholder that touches no file.
+    pub(crate) fn lazy(
+        dir: &Path,
+        base_offset: i64,
+        file: File,
+        size: u64,
+        loader: IndexLoader,
+    ) -> io::Result<Self> {
+        let placeholder = SegmentState::new(
+            OffsetIndex::unloaded(segment_file(dir, base_offset, "index"), base_offset),
+            TimeIndex::unloaded(segment_file(dir, base_offset, "timeindex"), base_offset),
+            base_offset,
+        );
+        let segment = Self::from_parts(dir, base_offset, file, size, placeholder)?;
+        *segment.lazy.lock().unwrap_or_else(|e| e.into_inner()) = Some(loader);
+        segment.loaded.store(false, Ordering::Release);
+        Ok(segment)
+    }
+
+    /// Whether the index state has been read (always, but for a lazy segment not used yet).
+    #[cfg(test)]
+    pub(crate) fn indexes_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Runs the lazy loader once; concurrent first users wait for it.
+    fn ensure_loaded(&self) {
+        if self.loaded.load(Ordering::Acquire) {
+            return;
+        }
+        let mut lazy = self.lazy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(loader) = lazy.take() {
+            let (state, size) = loader(&self.file, self.size.load(Ordering::Acquire));
+            *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+            self.size.store(size, Ordering::Release);
+        }
+        self.loaded.store(true, Ordering::Release);
+    }
+
     pub(crate) fn base_offset(&self) -> i64 {
         self.base_offset
     }
 
+    /// The valid bytes. For a lazy segment not used yet, its file's size (which its first use
+    /// cuts back only if the segment turns out damaged).
     pub(crate) fn size(&self) -> u64 {
         self.size.load(Ordering::Acquire)
     }
@@ -217,10 +277,12 @@ impl LogSegment {
     }
 
     fn read_state(&self) -> RwLockReadGuard<'_, SegmentState> {
+        self.ensure_loaded();
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn write_state(&self) -> RwLockWriteGuard<'_, SegmentState> {
+        self.ensure_loaded();
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -266,6 +328,8 @@ impl LogSegment {
         min_one_batch: bool,
     ) -> Result<SegmentRead, LogError> {
         let start = u64::from(self.read_state().offset_index.lookup(target).1);
+        // A lazy segment's first use may have cut back a damaged tail the caller did not know of.
+        let max_pos = max_pos.min(self.size());
         let Some((pos, header)) = self.find(start, max_pos, |h| h.last_offset() >= target)? else {
             return Ok(SegmentRead::NotHere);
         };
@@ -299,6 +363,7 @@ impl LogSegment {
             let (_, offset) = st.time_index.lookup(timestamp);
             u64::from(st.offset_index.lookup(offset).1)
         };
+        let max_pos = max_pos.min(self.size());
         Ok(self
             .find(start, max_pos, |h| {
                 h.max_timestamp() >= timestamp && h.last_offset() >= min_offset
@@ -361,10 +426,7 @@ impl LogSegment {
     /// largest timestamp, so a reopened sealed segment knows its maximum from the index alone.
     /// In memory only; `flush` writes it.
     pub(crate) fn seal(&self) {
-        let mut st = self.write_state();
-        if let Some((ts, offset)) = st.max_timestamp {
-            st.time_index.maybe_append(ts, offset);
-        }
+        self.write_state().seal();
     }
 
     /// Makes a sealed segment fully durable: its data first, then its index files, so an index

@@ -93,6 +93,17 @@ impl<E: IndexEntry> SparseIndex<E> {
         })
     }
 
+    /// An empty index that stands for a file not read yet (a lazy segment's placeholder); it
+    /// touches no file and is replaced before any use.
+    pub(crate) fn unloaded(path: PathBuf, base_offset: i64) -> Self {
+        SparseIndex {
+            path,
+            base_offset,
+            entries: Vec::new(),
+            persisted: 0,
+        }
+    }
+
     /// Loads and checks an index file for a segment whose `.log` holds `segment_size` bytes and
     /// whose offsets stay below `offset_limit` (the next segment's base offset, if any). The
     /// file must be whole entries, non-empty unless the log is empty, strictly increasing in
@@ -131,6 +142,30 @@ impl<E: IndexEntry> SparseIndex<E> {
             entries,
             persisted,
         })
+    }
+
+    /// The entries of an index file that may hold garbage past what was fsynced (the active
+    /// segment's, after a crash): the whole entries up to the first that does not follow its
+    /// predecessor. What they say must still be checked against the log before use.
+    pub(crate) fn read_prefix(path: &Path, base_offset: i64) -> Vec<(i64, E)> {
+        let mut buf = Vec::new();
+        if File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .is_err()
+        {
+            return Vec::new();
+        }
+        let mut entries: Vec<(i64, E)> = Vec::new();
+        for chunk in buf.chunks_exact(E::SIZE) {
+            let entry = E::decode(chunk);
+            if entries.last().is_some_and(|(_, last)| !entry.follows(last))
+                || entry.relative_offset() > i32::MAX as u32
+            {
+                break;
+            }
+            entries.push((base_offset + i64::from(entry.relative_offset()), entry));
+        }
+        entries
     }
 
     pub(crate) fn base_offset(&self) -> i64 {

@@ -64,6 +64,11 @@ impl IndexEntry for TimestampOffset {
 pub(crate) struct TimeIndex(SparseIndex<TimestampOffset>);
 
 impl TimeIndex {
+    /// A placeholder for an index file not read yet (see [`SparseIndex::unloaded`]).
+    pub(crate) fn unloaded(path: PathBuf, base_offset: i64) -> Self {
+        TimeIndex(SparseIndex::unloaded(path, base_offset))
+    }
+
     /// A new, empty index; creates or truncates the file.
     pub(crate) fn create(path: PathBuf, base_offset: i64) -> io::Result<Self> {
         SparseIndex::create(path, base_offset).map(TimeIndex)
@@ -78,6 +83,15 @@ impl TimeIndex {
         offset_limit: Option<i64>,
     ) -> Result<Self, String> {
         SparseIndex::load(path, base_offset, segment_size, offset_limit).map(TimeIndex)
+    }
+
+    /// The sound prefix of a time index file that may end in garbage, as (timestamp, absolute
+    /// offset) pairs (see [`SparseIndex::read_prefix`]).
+    pub(crate) fn read_prefix(path: &std::path::Path, base_offset: i64) -> Vec<(i64, i64)> {
+        SparseIndex::<TimestampOffset>::read_prefix(path, base_offset)
+            .into_iter()
+            .map(|(offset, e)| (e.timestamp, offset))
+            .collect()
     }
 
     /// Adds (timestamp, offset) if it keeps both columns strictly increasing.

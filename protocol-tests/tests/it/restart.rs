@@ -227,3 +227,138 @@ async fn a_clean_stop_leaves_the_marker_and_recovery_points_and_the_next_start_c
     let consumed = read_everything(broker.bootstrap(), "marked", PARTITIONS).await;
     assert_same_records(&records, &consumed);
 }
+
+/// A free loopback port, for a broker that must come back where its clients left it.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// How many times `kill_9_loop_under_acks_all_load_loses_no_acknowledged_record` kills the
+/// broker: 20 in the test suite, more through `scripts/kill-loop.sh N`.
+fn kill_rounds() -> usize {
+    std::env::var("KEEL_KILL_LOOP_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loop_under_acks_all_load_loses_no_acknowledged_record() {
+    // One port across restarts, so one librdkafka producer rides through every crash,
+    // retrying what was in flight; its delivery reports say what was acknowledged.
+    let port = free_port();
+    let mut broker = TestBroker::builder()
+        .with("listeners", format!("PLAINTEXT://127.0.0.1:{port}"))
+        .start();
+    let bootstrap = broker.bootstrap().to_string();
+    create_topic(&bootstrap, "looped", PARTITIONS).await;
+    let looping = producer(
+        &bootstrap,
+        &[
+            ("message.timeout.ms", "120000"),
+            ("reconnect.backoff.ms", "20"),
+            ("reconnect.backoff.max.ms", "200"),
+            ("retry.backoff.ms", "20"),
+            ("retry.backoff.max.ms", "200"),
+        ],
+    );
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producing = tokio::spawn({
+        let acked = Arc::clone(&acked);
+        let stop = Arc::clone(&stop);
+        async move {
+            let mut next = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut window = Vec::new();
+                for _ in 0..100 {
+                    let payload =
+                        format!("loop-record-{next}-{}", "x".repeat((next % 200) as usize)).into_bytes();
+                    let partition = i32::try_from(next % 3).expect("fits");
+                    next += 1;
+                    let record = FutureRecord::<(), [u8]>::to("looped")
+                        .partition(partition)
+                        .payload(&payload);
+                    if let Ok(delivery) = looping.send_result(record) {
+                        window.push((payload.clone(), delivery));
+                    }
+                }
+                for (payload, delivery) in window {
+                    if let Ok(Ok(delivery)) = delivery.await {
+                        acked.lock().expect("acked lock").push((
+                            delivery.partition,
+                            delivery.offset,
+                            payload,
+                        ));
+                    }
+                }
+            }
+        }
+    });
+
+    let rounds = kill_rounds();
+    let mut acked_at_kill = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        // Kill at a different point of the load each time.
+        let wait = 300 + (round as u64 * 137) % 500;
+        let target = acked.lock().expect("acked lock").len() + 50;
+        let started = std::time::Instant::now();
+        while acked.lock().expect("acked lock").len() < target && started.elapsed() < Duration::from_secs(30)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        acked_at_kill.push(acked.lock().expect("acked lock").len());
+        broker.kill9();
+        broker.restart();
+        assert_eq!(
+            broker.bootstrap(),
+            bootstrap,
+            "the broker came back on another port"
+        );
+    }
+    // Let the producer get everything it retried acknowledged, then stop it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(150), producing)
+        .await
+        .expect("the producer's last window completes")
+        .expect("producer task");
+    let acked = std::mem::take(&mut *acked.lock().expect("acked lock"));
+    // Every round must have seen new acknowledgements, or a kill proved nothing.
+    for pair in acked_at_kill.windows(2) {
+        assert!(
+            pair[1] > pair[0],
+            "no record acknowledged between two kills: {acked_at_kill:?}"
+        );
+    }
+
+    let stored = read_everything(&bootstrap, "looped", PARTITIONS).await;
+    let by_position: HashMap<(i32, i64), &TestRecord> =
+        stored.iter().map(|r| ((r.partition, r.offset), r)).collect();
+    let mut lost = Vec::new();
+    for (partition, offset, payload) in &acked {
+        match by_position.get(&(*partition, *offset)) {
+            Some(record) => assert_eq!(
+                record.payload.as_deref(),
+                Some(payload.as_slice()),
+                "acknowledged record {partition}/{offset} came back with other content"
+            ),
+            None => lost.push((*partition, *offset)),
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged records missing after {rounds} kills, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
+    eprintln!(
+        "{rounds} kills under load: {} acknowledged records all read back",
+        acked.len()
+    );
+}

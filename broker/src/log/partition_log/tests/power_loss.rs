@@ -161,7 +161,11 @@ fn run(seed: u64) {
                 let to = start + rng.below((hw - start) as u64 + 1) as i64;
                 model.log_start = current.delete_records_before(to).unwrap();
             }
-            87..=90 => model.checkpoints.push(current.recovery_point()),
+            87..=90 => {
+                // As LogManager::checkpoint_recovery_points: the active indexes, then the point.
+                current.persist_active_indexes().unwrap();
+                model.checkpoints.push(current.recovery_point());
+            }
             91..=92 => {
                 // A clean shutdown and restart: everything flushed, the active segment's
                 // indexes too; the start scans nothing.

@@ -268,10 +268,169 @@ fn after_a_clean_shutdown_the_active_segment_is_not_scanned() {
         end,
         "trusted, not scanned"
     );
-    // The same files after a crash: scanned, and cut at the damage.
+    // The same files after a crash with no checkpoint: scanned whole, and cut at the damage.
     let crashed = crate::log::RecoveryHint {
         clean_shutdown: false,
-        recovery_point: Some(end),
+        recovery_point: None,
     };
     assert!(reopen_with(dir.path(), crashed).log_end_offset() < end);
+}
+
+/// A crash after a checkpoint (recovery point `rp`, active indexes persisted with it) and more
+/// appends; returns the directory, `rp`, the log end at the crash and the last offset of the
+/// batch holding the last index entry below `rp`.
+fn crash_after_checkpoint() -> (tempfile::TempDir, i64, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small(1 << 20));
+    fill(&log, 30);
+    log.flush_until(log.log_end_offset()).unwrap();
+    log.persist_active_indexes().unwrap();
+    let rp = log.recovery_point();
+    fill(&log, 10);
+    let end = log.log_end_offset();
+    drop(log);
+    (dir, rp, end)
+}
+
+fn crashed_at(rp: i64) -> crate::log::RecoveryHint {
+    crate::log::RecoveryHint {
+        clean_shutdown: false,
+        recovery_point: Some(rp),
+    }
+}
+
+#[test]
+fn after_a_crash_the_active_segment_is_read_only_from_the_recovery_point() {
+    let (dir, rp, end) = crash_after_checkpoint();
+    let path = seg_path(dir.path(), 0, "log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Damage far below the recovery point (a full scan would cut the log there), and a torn
+    // write at the end, after it.
+    bytes[100] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    chop(&path, 5);
+    let log = reopen_with(dir.path(), crashed_at(rp));
+    assert_eq!(
+        log.log_end_offset(),
+        end - 1,
+        "only the torn last batch (one record: `fill`'s tenth) is cut: nothing below the recovery point was read"
+    );
+    // The rebuilt indexes serve every offset after the resume point, and appends continue.
+    let tail: Vec<_> = (rp..log.log_end_offset())
+        .map(|o| headers(&log.read(o, 1, true).unwrap().records)[0].last_offset())
+        .collect();
+    assert!(tail.iter().zip(rp..).all(|(last, o)| *last >= o), "{tail:?}");
+    assert_eq!(log.append(&batch(1), 0).unwrap().base_offset, end - 1);
+}
+
+#[test]
+fn a_resume_point_the_log_does_not_confirm_means_a_scan_from_the_start() {
+    let (dir, rp, _) = crash_after_checkpoint();
+    // The batch the last index entry below rp points at is damaged: no resume there.
+    let entries = crate::log::index::OffsetIndex::read_prefix(&seg_path(dir.path(), 0, "index"), 0);
+    let &(_, pos) = entries.iter().rev().find(|(o, _)| *o < rp).unwrap();
+    let path = seg_path(dir.path(), 0, "log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[pos as usize + 70] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let log = reopen_with(dir.path(), crashed_at(rp));
+    assert!(
+        log.log_end_offset() < rp,
+        "the scan from the start cut at the damaged batch"
+    );
+}
+
+#[test]
+fn garbage_after_the_persisted_index_entries_is_ignored() {
+    let (dir, rp, end) = crash_after_checkpoint();
+    // A torn index page: entries that do not follow the last sound one.
+    let index = seg_path(dir.path(), 0, "index");
+    let mut bytes = std::fs::read(&index).unwrap();
+    bytes.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff]);
+    std::fs::write(&index, &bytes).unwrap();
+    let log = reopen_with(dir.path(), crashed_at(rp));
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(read_all(&log).last().unwrap().last_offset() + 1, end);
+    // The index file was rewritten without the garbage.
+    let rewritten = std::fs::read(&index).unwrap();
+    assert_eq!(rewritten.len() % 8, 0);
+}
+
+/// Reopens after a clean shutdown with a producer-state snapshot at the log end (as the broker
+/// keeps them), so the start replays nothing.
+fn reopen_clean_with_snapshot(dir: &Path, end: i64) -> PartitionLog {
+    let snapshot = crate::log::ProducerSnapshot {
+        offset: end,
+        table: crate::log::ProducerStateTable::default(),
+    };
+    let hint = crate::log::RecoveryHint {
+        clean_shutdown: true,
+        recovery_point: Some(end),
+    };
+    PartitionLog::open_recovering(dir, small(400), LogDirHealth::new(dir), vec![snapshot], hint).unwrap()
+}
+
+#[test]
+fn sealed_segments_read_their_indexes_only_when_first_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small(400));
+    fill(&log, 40);
+    log.flush_sealed().unwrap();
+    log.flush_until(log.log_end_offset()).unwrap();
+    log.persist_active_indexes().unwrap();
+    let end = log.log_end_offset();
+    let expected = read_all(&log);
+    drop(log);
+
+    let log = reopen_clean_with_snapshot(dir.path(), end);
+    let bases = log.segment_bases();
+    assert!(bases.len() >= 6, "{bases:?}");
+    let loaded = |log: &PartitionLog| -> Vec<bool> {
+        bases
+            .iter()
+            .map(|b| log.floor_segment(*b).unwrap().indexes_loaded())
+            .collect()
+    };
+    let at_open = loaded(&log);
+    assert!(
+        at_open[..at_open.len() - 1].iter().all(|l| !l),
+        "sealed segments read their indexes at open: {at_open:?}"
+    );
+    // A read in the third segment loads that one only.
+    let h = headers(&log.read(bases[2], 1, true).unwrap().records)[0];
+    assert_eq!(h.base_offset(), bases[2]);
+    let after = loaded(&log);
+    assert!(after[2] && !after[1] && !after[3], "{after:?}");
+    // Everything reads back as before.
+    assert_eq!(read_all(&log), expected);
+}
+
+#[test]
+fn a_lazily_loaded_segment_with_unsound_indexes_is_rebuilt_on_first_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small(400));
+    fill(&log, 40);
+    log.flush_sealed().unwrap();
+    log.flush_until(log.log_end_offset()).unwrap();
+    log.persist_active_indexes().unwrap();
+    let end = log.log_end_offset();
+    let expected = read_all(&log);
+    let bases = log.segment_bases();
+    drop(log);
+    // The second segment's offset index is cut mid-entry.
+    chop(&seg_path(dir.path(), bases[1], "index"), 3);
+    let log = reopen_clean_with_snapshot(dir.path(), end);
+    assert!(!log.floor_segment(bases[1]).unwrap().indexes_loaded());
+    assert_eq!(
+        read_all(&log),
+        expected,
+        "the rebuilt indexes serve the same batches"
+    );
+    let rebuilt = std::fs::metadata(seg_path(dir.path(), bases[1], "index"))
+        .unwrap()
+        .len();
+    assert!(
+        rebuilt > 0 && rebuilt % 8 == 0,
+        "rebuilt index of {rebuilt} bytes written back"
+    );
 }
