@@ -48,8 +48,7 @@ impl From<UnknownTopic> for BrokerError {
 /// compressed batches only (the validator checks uncompressed ones in its walk), which are
 /// decoded for it.
 fn require_keys(topic: &str, partition: i32, records: &Bytes) -> Result<(), BrokerError> {
-    let mut buf = records.clone();
-    let Ok(set) = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf) else {
+    let Ok(set) = crate::log::decode_batches(records.clone()) else {
         // Not decodable: the log's own validation answers with the precise error.
         return Ok(());
     };

@@ -45,7 +45,7 @@ pub use recovery_checkpoint::{
 };
 pub use segment::TimestampedBatch;
 pub use txn_index::AbortedTxn;
-pub use validator::validate_records;
+pub use validator::{decode_batches, validate_records};
 
 /// Errors of the log layer. Cloneable so that one failed group-commit fsync can be reported to
 /// every producer waiting on it.

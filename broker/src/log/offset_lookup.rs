@@ -3,7 +3,7 @@
 //! record at or after a timestamp. The indexes find batches; Kafka answers with the exact
 //! record, so this decodes the one batch found (ListOffsets is not on the hot path).
 
-use kafka_protocol::records::{RecordBatchDecoder, TimestampType};
+use kafka_protocol::records::TimestampType;
 
 use super::{LogError, PartitionLog};
 
@@ -123,8 +123,7 @@ impl PartitionLog {
             Err(LogError::OffsetOutOfRange { .. }) => return Ok(Refined::Unreadable),
             Err(e) => return Err(e),
         };
-        let mut bytes = read.records;
-        let Ok(set) = RecordBatchDecoder::decode(&mut bytes) else {
+        let Ok(set) = super::decode_batches(read.records) else {
             return Ok(Refined::Unreadable);
         };
         // With LogAppendTime every record carries the batch's timestamp, whatever its delta says.

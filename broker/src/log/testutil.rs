@@ -11,6 +11,8 @@ pub(crate) struct BatchSpec {
     record_count_field: Option<i32>,
     claimed_records: Option<i32>,
     value_size: usize,
+    /// The header count each record claims (none are encoded); 0 by default.
+    headers_claimed: i64,
     /// (producer id, epoch, base sequence); none by default.
     producer: (i64, i16, i32),
 }
@@ -39,6 +41,7 @@ impl BatchSpec {
             record_count_field: None,
             claimed_records: None,
             value_size: 8,
+            headers_claimed: 0,
             producer: (-1, -1, -1),
         }
     }
@@ -71,6 +74,11 @@ impl BatchSpec {
         self.producer = (id, epoch, base_sequence);
         self
     }
+    /// Every record claims `n` headers and encodes none.
+    pub(crate) fn headers_claimed(mut self, n: i64) -> Self {
+        self.headers_claimed = n;
+        self
+    }
     pub(crate) fn value_size(mut self, s: usize) -> Self {
         self.value_size = s;
         self
@@ -89,9 +97,20 @@ impl BatchSpec {
             r.extend_from_slice(&key);
             zigzag_varlong(&mut r, value.len() as i64);
             r.extend_from_slice(&value);
-            zigzag_varlong(&mut r, 0); // headers
+            zigzag_varlong(&mut r, self.headers_claimed);
             zigzag_varlong(&mut records, r.len() as i64);
             records.extend_from_slice(&r);
+        }
+        if self.attributes & 0x07 == 1 {
+            // gzip, as a producer compresses the records section.
+            use kafka_protocol::compression::{Compressor, Gzip};
+            let mut out = bytes::BytesMut::new();
+            Gzip::compress(&mut out, |buf: &mut bytes::BytesMut| {
+                buf.extend_from_slice(&records);
+                Ok(())
+            })
+            .expect("gzip");
+            records = out.to_vec();
         }
         let n = self.claimed_records.unwrap_or(self.n as i32);
         let max_ts = self.base_ts + (self.n as i64 - 1).max(0) * self.ts_step;

@@ -8,6 +8,16 @@
 //! Compressed batches are not decompressed here: their timestamps are checked from the header's
 //! base and max timestamps (the first record's and the largest), which bounds every record from
 //! above but not from below; Kafka decompresses and checks each one.
+//!
+//! Where Keel does decode records (a compacted topic's compressed produce, ListOffsets by
+//! timestamp), `decode_batches` walks each decompressed records section the same way before
+//! kafka-protocol's decoder, which sizes allocations from the counts it reads, sees it.
+
+use std::cell::Cell;
+
+use bytes::Bytes;
+use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::records::{Compression, RecordBatchDecoder, RecordSet};
 
 use super::batch::{RecordBatchHeader, BATCH_HEADER_SIZE};
 use super::{LogConfig, LogError, TimestampType};
@@ -77,6 +87,60 @@ pub fn validate_records(
         (false, true) => Err(LogError::InvalidTimestamp(record_errors)),
         (false, false) => Err(LogError::InvalidRecords(record_errors)),
     }
+}
+
+/// Decodes whole record batches with kafka-protocol's RecordBatchDecoder, after checking what
+/// it would otherwise trust. Its decoder sizes each record's header map from the header count
+/// before reading a single header, so 83 bytes claiming 2^31 headers made it touch 2 GB (found
+/// by the `record_batch` fuzz target). Here each batch's records section, decompressed, is
+/// first walked as `validate_records` walks an uncompressed batch: the decoder sees only
+/// sections holding exactly the records their header counts, each a well-formed record whose
+/// every length and count is backed by bytes.
+pub fn decode_batches(mut bytes: Bytes) -> Result<RecordSet, LogError> {
+    // The decompression hook does not see the batch header: take the record counts, in order,
+    // from the batches laid end to end (the decoder stops at the first that does not chain).
+    let mut counts = Vec::new();
+    let mut pos = 0usize;
+    while let Some(head) = bytes.get(pos..pos + BATCH_HEADER_SIZE) {
+        let length = i32::from_be_bytes([head[8], head[9], head[10], head[11]]);
+        let count = i32::from_be_bytes([head[57], head[58], head[59], head[60]]);
+        counts.push(count);
+        match usize::try_from(length) {
+            Ok(length) => pos = pos.saturating_add(12).saturating_add(length),
+            Err(_) => break,
+        }
+    }
+    let next = Cell::new(0usize);
+    let checked = |section: &mut Bytes, compression: Compression| -> anyhow::Result<Bytes> {
+        let plain = match compression {
+            Compression::None => section.clone(),
+            Compression::Gzip => Gzip::decompress(section, |b| Ok(std::mem::take(b)))?,
+            Compression::Snappy => Snappy::decompress(section, |b| Ok(std::mem::take(b)))?,
+            Compression::Lz4 => Lz4::decompress(section, |b| Ok(std::mem::take(b)))?,
+            Compression::Zstd => Zstd::decompress(section, |b| Ok(std::mem::take(b)))?,
+        };
+        let index = next.replace(next.get() + 1);
+        let declared = counts.get(index).copied().unwrap_or(-1);
+        let present = count_records(&plain).map_err(|e| anyhow::anyhow!("{e}"))?;
+        anyhow::ensure!(
+            usize::try_from(declared).is_ok_and(|d| d == present),
+            "the batch declares {declared} records and holds {present}"
+        );
+        Ok(plain)
+    };
+    RecordBatchDecoder::decode_with_custom_compression(&mut bytes, Some(checked))
+        .map_err(|e| invalid(&format!("Undecodable record batch: {e}")))
+}
+
+/// How many well-formed records a records section holds, ending exactly with the last.
+fn count_records(section: &[u8]) -> Result<usize, LogError> {
+    let mut reader = Reader { buf: section, pos: 0 };
+    let mut count = 0;
+    while reader.pos < section.len() {
+        read_record(&mut reader)?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 fn invalid(message: &str) -> LogError {
@@ -288,7 +352,7 @@ mod tests {
 
     #[test]
     fn compressed_batches_are_checked_by_their_header_timestamps() {
-        // gzip attribute; the records are not decompressed, so any payload will do.
+        // gzip: the records are not decompressed, only the header timestamps checked.
         let b = BatchSpec::new(2)
             .timestamps(NOW + 120_000, 1)
             .attributes(1)
@@ -338,5 +402,48 @@ mod tests {
         let crc = crc32c::crc32c(&b[21..]);
         b[17..21].copy_from_slice(&crc.to_be_bytes());
         b
+    }
+
+    /// The process's peak resident memory, in MiB.
+    fn peak_rss_mib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib / 1024
+    }
+
+    #[test]
+    fn decoding_checks_records_before_the_decoder_trusts_their_counts() {
+        // Plain and gzip-compressed, well formed: decoded as the records they are.
+        for attributes in [0, 1] {
+            let b = BatchSpec::new(3).attributes(attributes).build();
+            let set = decode_batches(Bytes::from(b)).unwrap();
+            let keys: Vec<_> = set.records.iter().map(|r| r.key.clone().unwrap()).collect();
+            assert_eq!(keys, [&b"k0"[..], b"k1", b"k2"]);
+        }
+        // Records claiming 2^31 - 1 headers they do not hold: kafka-protocol alone would size a
+        // header map for them (2 GB touched per record); here they are refused first.
+        let before = peak_rss_mib();
+        for attributes in [0, 1] {
+            let b = BatchSpec::new(3)
+                .attributes(attributes)
+                .headers_claimed(i64::from(i32::MAX))
+                .build();
+            assert!(matches!(
+                decode_batches(Bytes::from(b)),
+                Err(LogError::InvalidRecord(_))
+            ));
+        }
+        let grown = peak_rss_mib().saturating_sub(before);
+        assert!(
+            grown < 256,
+            "decoding hostile header counts grew the peak RSS by {grown} MiB"
+        );
+        // A header count that disagrees with the records present is refused too.
+        let b = BatchSpec::new(3).attributes(1).record_count_field(2).build();
+        assert!(decode_batches(Bytes::from(b)).is_err());
     }
 }
