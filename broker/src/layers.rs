@@ -4,6 +4,8 @@
 
 /// From the top down. `main.rs` sits above them all and may use anything.
 const LAYERS: &[(&str, &[&str])] = &[
+    // The fuzz targets' entry points drive the server's parser and the log directly.
+    ("fuzzing", &["fuzzing"]),
     ("server", &["server"]),
     ("api", &["api"]),
     (

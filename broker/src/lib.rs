@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod connection_limit;
 pub mod error;
+pub mod fuzzing;
 pub mod group;
 pub mod kafka_uuid;
 pub mod log;
@@ -25,3 +26,9 @@ pub mod txn;
 
 #[cfg(test)]
 mod layers;
+
+// The unit tests run under the broker's allocator (main.rs), so that a decoder fed a hostile
+// length claim behaves in a test as it does in the broker.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: alloc::LazyHugeAllocator = alloc::LazyHugeAllocator;

@@ -8,7 +8,7 @@ pub mod docs;
 pub mod dynamic;
 pub mod group;
 mod listeners;
-mod properties;
+pub mod properties;
 pub mod topic;
 
 use std::collections::BTreeMap;

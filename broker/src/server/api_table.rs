@@ -38,12 +38,15 @@ pub enum DispatchError {
 }
 
 type Handler = fn(Arc<RequestContext>, Bytes) -> BoxFuture<Result<EncodedReply, DispatchError>>;
+type Decoder = fn(Bytes, i16) -> Result<(), String>;
 
 pub struct ApiEntry {
     pub key: ApiKey,
     pub min_version: i16,
     pub max_version: i16,
     handle: Handler,
+    /// The decoding half of `handle` alone, for the request fuzzer.
+    decode: Decoder,
 }
 
 macro_rules! api {
@@ -53,6 +56,11 @@ macro_rules! api {
             min_version: $min,
             max_version: $max,
             handle: |ctx, body| Box::pin(invoke::<$req, _, _>(ctx, body, $handler)),
+            decode: |mut body, version| {
+                <$req as kafka_protocol::protocol::Decodable>::decode(&mut body, version)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            },
         }
     };
 }
@@ -238,6 +246,11 @@ pub fn lookup(key: ApiKey) -> Option<&'static ApiEntry> {
 impl ApiEntry {
     pub fn supports(&self, version: i16) -> bool {
         (self.min_version..=self.max_version).contains(&version)
+    }
+
+    /// Decodes a request body of this API as `dispatch` would, without handling it.
+    pub fn decode_only(&self, body: Bytes, version: i16) -> Result<(), String> {
+        (self.decode)(body, version)
     }
 
     pub fn dispatch(
