@@ -124,6 +124,7 @@ impl Broker {
             config,
         });
         tokio::spawn(expire_producers(Arc::downgrade(&broker), shutdown.clone()));
+        tokio::spawn(enforce_retention(Arc::downgrade(&broker), shutdown.clone()));
         tokio::spawn(transaction_timers(Arc::downgrade(&broker), shutdown.clone()));
         tokio::spawn(checkpoint_recovery_points(Arc::downgrade(&broker), shutdown));
         // Transactions a crash left between their Prepare state and their markers.
@@ -276,6 +277,33 @@ async fn periodically<T, J, D>(
         let job = Arc::clone(&job);
         done(crate::storage_task::run(task, move || job(&b)).await);
     }
+}
+
+/// Every `log.retention.check.interval.ms`, applies retention to every log (Kafka's
+/// kafka-log-retention task); each deleted segment's renamed files are removed after its
+/// topic's `file.delete.delay.ms`.
+async fn enforce_retention(broker: std::sync::Weak<Broker>, shutdown: CancellationToken) {
+    let Some(every) = broker
+        .upgrade()
+        .map(|b| positive_setting(&b, "log.retention.check.interval.ms", 300_000))
+    else {
+        return;
+    };
+    let period = std::time::Duration::from_millis(every);
+    let job = |b: &Broker| b.logs.delete_old_segments(crate::clock::now_ms());
+    periodically(broker, shutdown, period, "log_retention", job, |deleted| {
+        for segments in deleted.into_iter().flatten() {
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(segments.delay_ms())).await;
+                match crate::storage_task::run("delete_segment_files", move || segments.remove()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove a deleted segment's files"),
+                    Err(e) => tracing::warn!(error = %e, "cannot remove a deleted segment's files"),
+                }
+            });
+        }
+    })
+    .await;
 }
 
 /// Every `producer.id.expiration.check.interval.ms`, drops the producer state idle for

@@ -22,8 +22,8 @@ use crate::log::{
 };
 use crate::log::{
     read_partition_metadata, sync_dir, validate_produce_batch, validate_records, write_partition_metadata,
-    AppendInfo, LogConfig, LogDirHealth, LogError, PartitionLog, ProducerSnapshot, RecordBatchHeader,
-    TimestampType,
+    AppendInfo, DeletedSegments, LogConfig, LogDirHealth, LogError, PartitionLog, ProducerSnapshot,
+    RecordBatchHeader, TimestampType,
 };
 use crate::meta::{MetaStore, TopicRecord};
 
@@ -450,11 +450,14 @@ impl LogManager {
 
     /// The storage settings of a topic with these overrides.
     pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
-        let num = |name: &str| -> i64 {
+        // Values were validated when set; an unparsable one falls back to `or` (for retention:
+        // keep everything, never delete by accident).
+        let num_or = |name: &str, or: i64| -> i64 {
             effective(overrides, &self.config, name)
                 .and_then(|v| v.trim().parse::<i64>().ok())
-                .unwrap_or(0)
+                .unwrap_or(or)
         };
+        let num = |name: &str| num_or(name, 0);
         let timestamp_type = match effective(overrides, &self.config, "message.timestamp.type").as_deref() {
             Some("LogAppendTime") => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
@@ -468,6 +471,11 @@ impl LogManager {
             timestamp_before_max_ms: num("message.timestamp.before.max.ms").max(0),
             timestamp_after_max_ms: num("message.timestamp.after.max.ms").max(0),
             flush_before_visible: self.config.static_config().flush_before_visible,
+            delete_retention: effective(overrides, &self.config, "cleanup.policy")
+                .is_some_and(|p| p.split(',').any(|v| v.trim() == "delete")),
+            retention_ms: num_or("retention.ms", -1),
+            retention_bytes: num_or("retention.bytes", -1),
+            file_delete_delay_ms: num("file.delete.delay.ms").max(0) as u64,
             ..LogConfig::default()
         }
     }
@@ -574,6 +582,27 @@ impl LogManager {
 
     /// Drops the state of producers idle for `max_idle_ms` in every partition
     /// (`producer.id.expiration.ms`); returns how many entries went.
+    /// Applies retention (`retention.ms`, `retention.bytes`) to every partition whose topic's
+    /// cleanup.policy includes delete. Returns the deleted segments, whose renamed files the
+    /// caller removes after their delay. A partition that fails is logged and skipped: the
+    /// others still get their retention.
+    pub fn delete_old_segments(&self, now_ms: i64) -> Vec<DeletedSegments> {
+        let mut deleted = Vec::new();
+        for topic in self.topics().iter() {
+            for (p, log) in topic.partitions.iter().enumerate() {
+                match log.delete_old_segments(now_ms) {
+                    Ok(d) if !d.is_empty() => deleted.push(d),
+                    Ok(_) => {}
+                    Err(LogError::Closed(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(topic = %topic.name, partition = p, error = %e, "cannot apply retention")
+                    }
+                }
+            }
+        }
+        deleted
+    }
+
     pub fn remove_expired_producers(&self, now_ms: i64, max_idle_ms: i64) -> usize {
         self.topics()
             .iter()

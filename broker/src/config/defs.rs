@@ -187,6 +187,8 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     opt("log.retention.minutes", Kind::Int, "Retention time in minutes."),
     def("log.retention.hours", Kind::Int, "168", "Retention time in hours."),
     def("log.retention.bytes", Kind::Long, "-1", "Retention size per partition (topic: retention.bytes); -1 is unbounded.").cluster_wide(),
+    def("log.retention.check.interval.ms", Kind::Long, "300000", "How often retention (retention.ms, retention.bytes) is applied to every log.").at_least(1),
+    def("log.segment.delete.delay.ms", Kind::Long, "60000", "How long a segment deleted by retention keeps its files, renamed .deleted, for fetches still reading it (topic: file.delete.delay.ms).").cluster_wide().at_least(0),
     def("log.index.interval.bytes", Kind::Int, "4096", "Bytes between offset index entries (topic: index.interval.bytes).").cluster_wide().at_least(0),
     ConfigDef { name: "log.message.timestamp.type", kind: Kind::Str, default: Some("CreateTime"), valid: TIMESTAMP_TYPES, inert: false, update: Update::Static, min: None, doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock (topic: message.timestamp.type)." }.cluster_wide(),
     ConfigDef { name: "log.cleanup.policy", kind: Kind::List, default: Some("delete"), valid: CLEANUP_POLICIES, inert: false, update: Update::Static, min: None, doc: "Default cleanup.policy of topics." }.cluster_wide(),
@@ -228,7 +230,6 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     inert("num.recovery.threads.per.data.dir", Kind::Int, "1").cluster_wide().at_least(1),
     inert("socket.send.buffer.bytes", Kind::Int, "102400"),
     inert("socket.receive.buffer.bytes", Kind::Int, "102400"),
-    inert("log.retention.check.interval.ms", Kind::Long, "300000"),
     inert("broker.id", Kind::Int, "-1"),
     inert("background.threads", Kind::Int, "10").cluster_wide().at_least(1),
     // Kafka's per-listener SASL settings (dynamic per broker); Keel serves no SASL yet.

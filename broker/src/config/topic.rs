@@ -65,7 +65,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     t(
         "file.delete.delay.ms",
         Kind::Long,
-        None,
+        Some("log.segment.delete.delay.ms"),
         "60000",
         "Delay before a deleted segment's file is removed.",
     ),

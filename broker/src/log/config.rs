@@ -30,6 +30,16 @@ pub struct LogConfig {
     /// `log.flush.before.visible`: the high watermark stops at the recovery point, so readers
     /// see only fsynced records; otherwise it follows the log end at each append.
     pub flush_before_visible: bool,
+    /// `cleanup.policy` includes `delete`: `retention.ms` and `retention.bytes` apply.
+    pub delete_retention: bool,
+    /// `retention.ms`: a sealed segment whose largest timestamp is older than this goes;
+    /// negative keeps forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`: the oldest segments go while the log is larger than this; negative is
+    /// unbounded.
+    pub retention_bytes: i64,
+    /// `file.delete.delay.ms`: how long a deleted segment's files stay, renamed `.deleted`.
+    pub file_delete_delay_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -44,6 +54,10 @@ impl Default for LogConfig {
             timestamp_after_max_ms: 3_600_000,
             leader_epoch: 0,
             flush_before_visible: false,
+            delete_retention: true,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            file_delete_delay_ms: 60_000,
         }
     }
 }

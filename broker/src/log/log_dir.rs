@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::segment::LogSegment;
+use super::segment::{LogSegment, DELETED_SUFFIX};
 use super::LogError;
 
 /// Whether a log directory still serves. The first write or fsync error in it takes it offline
@@ -141,6 +141,13 @@ pub(super) fn list_segments(dir: &Path) -> Result<Vec<i64>, LogError> {
             .to_str()
             .is_some_and(|n| n.starts_with(LOG_START_CHECKPOINT) || n.starts_with(PARTITION_METADATA))
         {
+            continue;
+        }
+        // A segment deleted by retention whose delayed removal a stop cut short: finish it, as
+        // Kafka's loader does.
+        if name.to_str().is_some_and(|n| n.ends_with(DELETED_SUFFIX)) {
+            std::fs::remove_file(dir.join(&name))?;
+            tracing::info!(dir = %dir.display(), file = ?name, "removed a deleted segment's file left by a stop");
             continue;
         }
         let parsed = name.to_str().and_then(|n| {

@@ -35,7 +35,7 @@ pub use control::TxnMarker;
 pub use flusher::Flusher;
 pub use log_dir::{read_partition_metadata, sync_dir, write_partition_metadata, LogDirHealth};
 pub use offset_lookup::{FoundOffset, OffsetSpec};
-pub use partition_log::{AppendInfo, PartitionLog, ReadResult};
+pub use partition_log::{AppendInfo, DeletedSegments, PartitionLog, ReadResult};
 pub use producer_state::{
     BatchMetadata, CompletedTxn, ProducerSnapshot, ProducerStateEntry, ProducerStateTable, BATCHES_TO_RETAIN,
 };

@@ -53,6 +53,41 @@ pub struct ReadResult {
     pub aborted_transactions: Vec<AbortedTxn>,
 }
 
+/// Segments retention took out of a log, their files renamed `.deleted`, to be removed after
+/// `delay_ms` (`file.delete.delay.ms`) so that a fetch still reading one finds its file.
+#[must_use = "the renamed files stay until `remove` is called"]
+pub struct DeletedSegments {
+    dir: PathBuf,
+    segments: Vec<Arc<LogSegment>>,
+    delay_ms: u64,
+}
+
+impl DeletedSegments {
+    pub fn len(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// How long the files should stay before `remove`.
+    pub fn delay_ms(&self) -> u64 {
+        self.delay_ms
+    }
+
+    /// Removes the renamed files.
+    pub fn remove(self) -> Result<(), LogError> {
+        for s in &self.segments {
+            s.remove_deleted_files()?;
+        }
+        if !self.segments.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
 /// The high watermark with its place in the log, so readers can bound reads by position.
 #[derive(Debug, Clone, Copy)]
 struct HighWatermark {
@@ -880,6 +915,132 @@ impl PartitionLog {
         delete_segment_files(&self.dir, &doomed)?;
         tracing::info!(dir = %self.dir.display(), log_start_offset = offset, "records deleted");
         Ok(offset)
+    }
+
+    /// The bytes of all its segments.
+    pub fn size(&self) -> u64 {
+        read(&self.segments).values().map(|s| s.size()).sum()
+    }
+
+    /// Kafka's `deleteOldSegments` for a log whose `cleanup.policy` includes `delete`: the
+    /// oldest segments go while the log is larger than `retention.bytes`, then while their
+    /// largest timestamp is more than `retention.ms` before `now_ms`. Only segments wholly
+    /// below the high watermark go; when every segment would, the log rolls first, so an idle
+    /// partition still ages out. The log start offset moves to the first remaining segment
+    /// (durably, before anything is removed). The deleted segments' files are renamed
+    /// `.deleted`; the caller removes them after `file.delete.delay.ms`
+    /// (`DeletedSegments::remove`).
+    pub fn delete_old_segments(&self, now_ms: i64) -> Result<DeletedSegments, LogError> {
+        let config = self.config();
+        let mut deleted = DeletedSegments {
+            dir: self.dir.clone(),
+            segments: Vec::new(),
+            delay_ms: config.file_delete_delay_ms,
+        };
+        if !config.delete_retention {
+            return Ok(deleted);
+        }
+        if config.retention_bytes >= 0 {
+            let size = self.size() as i64;
+            if size >= config.retention_bytes {
+                let mut excess = size - config.retention_bytes;
+                self.delete_segments_while(&mut deleted, "retention.bytes", |segment| {
+                    let size = segment.size() as i64;
+                    (excess - size >= 0).then(|| excess -= size).is_some()
+                })?;
+            }
+        }
+        if config.retention_ms >= 0 {
+            self.delete_segments_while(&mut deleted, "retention.ms", |segment| {
+                now_ms.saturating_sub(segment.largest_timestamp()) > config.retention_ms
+            })?;
+        }
+        Ok(deleted)
+    }
+
+    /// Kafka's `deletableSegments` and `deleteSegments`: takes out the oldest segments while
+    /// each lies wholly below the high watermark, is not the empty last one, and satisfies
+    /// `breached`, in that order.
+    fn delete_segments_while(
+        &self,
+        out: &mut DeletedSegments,
+        reason: &str,
+        mut breached: impl FnMut(&LogSegment) -> bool,
+    ) -> Result<(), LogError> {
+        // Chosen without the writer lock (timestamps may load a sealed segment's indexes), then
+        // checked again under it.
+        let candidates: Vec<Arc<LogSegment>> = read(&self.segments).values().cloned().collect();
+        let (hw, log_end) = (self.high_watermark(), self.log_end_offset());
+        let mut doomed = Vec::new();
+        for (i, segment) in candidates.iter().enumerate() {
+            let next = candidates.get(i + 1);
+            let upper = next.map_or(log_end, |n| n.base_offset());
+            let last_and_empty = next.is_none() && segment.size() == 0;
+            if hw >= upper && breached(segment) && !last_and_empty {
+                doomed.push(Arc::clone(segment));
+            } else {
+                break;
+            }
+        }
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        let mut writer = lock(&self.writer);
+        self.check_open()?;
+        {
+            let segments = read(&self.segments);
+            // Another deletion got there first: leave it to the next round.
+            if segments.keys().next() != Some(&doomed[0].base_offset()) {
+                return Ok(());
+            }
+        }
+        if doomed.last().is_some_and(|s| Arc::ptr_eq(s, &writer.active)) {
+            if writer.active.next_offset() != log_end {
+                // Appends arrived since it was judged: the active segment stays.
+                doomed.pop();
+            } else {
+                // Everything goes: roll, so that the log keeps an (empty) active segment. The
+                // sealed segment is deleted, not flushed.
+                let end = self.log_end_offset();
+                self.roll(&mut writer, end)?;
+                lock(&self.sealed_unflushed).retain(|s| !Arc::ptr_eq(s, &doomed[doomed.len() - 1]));
+            }
+        }
+        let Some(last) = doomed.last() else {
+            return Ok(());
+        };
+        let new_start = read(&self.segments)
+            .range(last.base_offset() + 1..)
+            .next()
+            .map_or(self.log_end_offset(), |(base, _)| *base);
+        if new_start > self.log_start_offset() {
+            // Durable before any file goes, so a crash cannot bring records back below it.
+            write_log_start_checkpoint(&self.dir, new_start)?;
+            self.log_start_offset.store(new_start, Ordering::Release);
+            self.update_last_stable_offset(&writer);
+        }
+        // Everything below the new start is gone, whether or not it was fsynced.
+        self.recovery_point.fetch_max(new_start, Ordering::AcqRel);
+        {
+            let mut segments = write(&self.segments);
+            for s in &doomed {
+                segments.remove(&s.base_offset());
+            }
+        }
+        drop(writer);
+        for s in &doomed {
+            s.rename_to_deleted()?;
+        }
+        sync_dir(&self.dir)?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            reason,
+            segments = doomed.len(),
+            log_start_offset = new_start,
+            "deleted log segments past retention"
+        );
+        out.segments.extend(doomed);
+        Ok(())
     }
 
     /// Removes every segment and restarts the log empty at `start_offset` (log start, end and

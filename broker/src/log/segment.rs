@@ -121,8 +121,20 @@ pub(crate) struct LogSegment {
 }
 
 /// Removes the files of the segment at `base_offset` in `dir` (those that exist).
+/// The files of a segment, by extension.
+const SEGMENT_FILES: [&str; 4] = ["log", "index", "timeindex", "txnindex"];
+
+/// Kafka's suffix for the files of a segment being deleted.
+pub(crate) const DELETED_SUFFIX: &str = ".deleted";
+
+fn deleted_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(DELETED_SUFFIX);
+    PathBuf::from(name)
+}
+
 pub(crate) fn delete_segment_files_at(dir: &Path, base_offset: i64) -> io::Result<()> {
-    for ext in ["log", "index", "timeindex", "txnindex"] {
+    for ext in SEGMENT_FILES {
         match std::fs::remove_file(segment_file(dir, base_offset, ext)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
@@ -446,6 +458,50 @@ impl LogSegment {
 
     pub(crate) fn delete_files(&self) -> io::Result<()> {
         delete_segment_files_at(&self.dir, self.base_offset)
+    }
+
+    /// The largest timestamp retention.ms ages the segment by (Kafka's `largestTimestamp`):
+    /// its largest batch timestamp, or the file's modification time when no batch has one.
+    pub(crate) fn largest_timestamp(&self) -> i64 {
+        match self.max_timestamp() {
+            Some((ts, _)) if ts >= 0 => ts,
+            _ => self
+                .file
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as i64),
+        }
+    }
+
+    /// The first step of Kafka's asynchronous segment deletion: the files of a segment already
+    /// out of the log get a `.deleted` suffix (readers holding it keep reading the open file),
+    /// and `remove_deleted_files` removes them after `file.delete.delay.ms`. A start removes
+    /// any `.deleted` file a stop left. The indexes are loaded first so that a reader holding
+    /// the segment never looks for them under the old names.
+    pub(crate) fn rename_to_deleted(&self) -> io::Result<()> {
+        self.ensure_loaded();
+        for ext in SEGMENT_FILES {
+            let from = segment_file(&self.dir, self.base_offset, ext);
+            match std::fs::rename(&from, deleted_name(&from)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the files `rename_to_deleted` renamed.
+    pub(crate) fn remove_deleted_files(&self) -> io::Result<()> {
+        for ext in SEGMENT_FILES {
+            let path = deleted_name(&segment_file(&self.dir, self.base_offset, ext));
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Writes the index entries not yet on disk and makes them durable (at a clean shutdown,

@@ -21,6 +21,7 @@ mod metrics;
 mod python_client;
 mod rdkafka_roundtrip;
 mod restart;
+mod retention;
 mod startup;
 mod transactions;
 mod transactions_wire;

@@ -450,6 +450,7 @@ fn concurrent_readers_only_see_whole_batches() {
 mod power_loss;
 mod producers;
 mod recovery;
+mod retention;
 mod transactions;
 mod visibility;
 
