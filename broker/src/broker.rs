@@ -280,8 +280,8 @@ async fn periodically<T, J, D>(
 }
 
 /// Every `log.retention.check.interval.ms`, applies retention to every log (Kafka's
-/// kafka-log-retention task); each deleted segment's renamed files are removed after its
-/// topic's `file.delete.delay.ms`.
+/// kafka-log-retention task), then Keel's broker-wide `keel.log.dirs.max.bytes`; each deleted
+/// segment's renamed files are removed after its topic's `file.delete.delay.ms`.
 async fn enforce_retention(broker: std::sync::Weak<Broker>, shutdown: CancellationToken) {
     let Some(every) = broker
         .upgrade()
@@ -290,7 +290,17 @@ async fn enforce_retention(broker: std::sync::Weak<Broker>, shutdown: Cancellati
         return;
     };
     let period = std::time::Duration::from_millis(every);
-    let job = |b: &Broker| b.logs.delete_old_segments(crate::clock::now_ms());
+    let job = |b: &Broker| {
+        let mut deleted = b.logs.delete_old_segments(crate::clock::now_ms());
+        let budget = b
+            .config
+            .value("keel.log.dirs.max.bytes")
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        if let Some(max) = budget.and_then(|m| u64::try_from(m).ok()) {
+            deleted.extend(b.logs.enforce_disk_budget(max));
+        }
+        deleted
+    };
     periodically(broker, shutdown, period, "log_retention", job, |deleted| {
         for segments in deleted.into_iter().flatten() {
             tokio::spawn(async move {

@@ -603,6 +603,53 @@ impl LogManager {
         deleted
     }
 
+    /// Keel's broker-wide disk budget (`keel.log.dirs.max.bytes`): while all logs together hold
+    /// more than `max_bytes`, deletes the oldest closed segment (by largest timestamp) among
+    /// the logs whose cleanup.policy includes delete, across every topic. Active segments and
+    /// compacted-only topics are never touched, so the budget can be exceeded by them.
+    pub fn enforce_disk_budget(&self, max_bytes: u64) -> Vec<DeletedSegments> {
+        let logs: Vec<(String, Arc<PartitionLog>)> = self
+            .topics()
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .map(|(p, log)| (format!("{}-{p}", t.name), Arc::clone(log)))
+            })
+            .collect();
+        let mut total: u64 = logs.iter().map(|(_, log)| log.size()).sum();
+        let mut deleted = Vec::new();
+        while total > max_bytes {
+            let oldest = logs
+                .iter()
+                .filter(|(_, log)| log.config().delete_retention)
+                .filter_map(|(name, log)| log.oldest_closed_segment().map(|ts| (ts, name, log)))
+                .min_by_key(|(ts, _, _)| *ts);
+            let Some((_, name, log)) = oldest else {
+                tracing::warn!(
+                    total,
+                    max_bytes,
+                    "the logs exceed keel.log.dirs.max.bytes with nothing left to delete"
+                );
+                break;
+            };
+            match log.delete_oldest_closed_segment() {
+                Ok(d) if !d.is_empty() => {
+                    total = total.saturating_sub(d.bytes());
+                    deleted.push(d);
+                }
+                // Raced with another deletion: look again.
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(partition = %name, error = %e, "cannot delete a segment for keel.log.dirs.max.bytes");
+                    break;
+                }
+            }
+        }
+        deleted
+    }
+
     pub fn remove_expired_producers(&self, now_ms: i64, max_idle_ms: i64) -> usize {
         self.topics()
             .iter()

@@ -71,6 +71,11 @@ impl DeletedSegments {
         self.segments.is_empty()
     }
 
+    /// The bytes the deleted segments held.
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size()).sum()
+    }
+
     /// How long the files should stay before `remove`.
     pub fn delay_ms(&self) -> u64 {
         self.delay_ms
@@ -955,6 +960,35 @@ impl PartitionLog {
                 now_ms.saturating_sub(segment.largest_timestamp()) > config.retention_ms
             })?;
         }
+        Ok(deleted)
+    }
+
+    /// The largest timestamp of the log's oldest closed segment (not the active one, wholly
+    /// below the high watermark): what the broker-wide disk budget would delete next here.
+    pub fn oldest_closed_segment(&self) -> Option<i64> {
+        let first = {
+            let segments = read(&self.segments);
+            let mut it = segments.values();
+            let first = Arc::clone(it.next()?);
+            let next_base = it.next()?.base_offset();
+            (next_base <= self.high_watermark()).then_some(first)?
+        };
+        Some(first.largest_timestamp())
+    }
+
+    /// Deletes the log's oldest closed segment (see `oldest_closed_segment`), for the
+    /// broker-wide disk budget; never the active segment.
+    pub fn delete_oldest_closed_segment(&self) -> Result<DeletedSegments, LogError> {
+        let mut deleted = DeletedSegments {
+            dir: self.dir.clone(),
+            segments: Vec::new(),
+            delay_ms: self.config().file_delete_delay_ms,
+        };
+        let active_base = lock(&self.writer).active.base_offset();
+        let mut first = true;
+        self.delete_segments_while(&mut deleted, "keel.log.dirs.max.bytes", |segment| {
+            std::mem::take(&mut first) && segment.base_offset() != active_base
+        })?;
         Ok(deleted)
     }
 

@@ -154,8 +154,10 @@ async fn retention_deletes_old_segments_by_time_and_by_size_and_consumers_reset(
         "the first segment on disk starts at the low watermark"
     );
 
-    // "sized": 40 records of about 280 bytes each, kept to at least 4096 bytes.
+    // "sized": 40 records of about 280 bytes each, kept to at least 4096 bytes. Retention
+    // passes run while they are produced: let a few more pass before looking.
     produce(bootstrap, "sized", 40, now_ms()).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let (low, high) = low_watermark_moves(bootstrap, "sized").await;
     assert_eq!(high, 40);
     let (bases, bytes) = deleted_files_removed(&partition_dir(&broker, "sized")).await;
@@ -179,4 +181,55 @@ async fn retention_deletes_old_segments_by_time_and_by_size_and_consumers_reset(
             "{name}: reset to the low watermark"
         );
     }
+}
+
+#[tokio::test]
+async fn the_broker_wide_budget_deletes_the_oldest_closed_segments_across_topics_first() {
+    const BUDGET: u64 = 5_000;
+    let broker = TestBroker::builder()
+        .with("log.retention.check.interval.ms", 300)
+        .with("log.segment.delete.delay.ms", 300)
+        .with("keel.log.dirs.max.bytes", BUDGET)
+        .start();
+    let bootstrap = broker.bootstrap();
+    let topic = |name| NewTopic::new(name, 1, TopicReplication::Fixed(1)).set("segment.bytes", "1024");
+    let created = admin(bootstrap)
+        .create_topics(&[topic("older"), topic("newer")], &admin_options())
+        .await
+        .expect("CreateTopics request");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    // Each topic about 5.5 kB, either alone over the budget; time retention (7 days)
+    // would keep all of it.
+    produce(bootstrap, "older", 20, now_ms() - 2 * HOUR_MS).await;
+    produce(bootstrap, "newer", 20, now_ms() - HOUR_MS).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (older, newer) = loop {
+        let older = deleted_files_removed(&partition_dir(&broker, "older")).await;
+        let newer = deleted_files_removed(&partition_dir(&broker, "newer")).await;
+        if older.1 + newer.1 <= BUDGET {
+            break (older, newer);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} bytes on disk for a budget of {BUDGET}",
+            older.1 + newer.1
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The older topic's closed segments went first, all of them; only its active one is left.
+    assert_eq!(older.0.len(), 1, "older topic segments left: {:?}", older.0);
+    let older_marks = watermarks(bootstrap, "older");
+    assert_eq!((older.0[0], older_marks.1), (older_marks.0, 20));
+    // Then the newer topic's oldest, only as many as the budget needed.
+    let newer_marks = watermarks(bootstrap, "newer");
+    assert!(
+        newer_marks.0 > 0 && newer.0.first() == Some(&newer_marks.0),
+        "{newer_marks:?} {newer:?}"
+    );
+    assert!(
+        older.1 + newer.1 + 1024 + 300 > BUDGET,
+        "more was deleted than the budget needed: {} bytes left",
+        older.1 + newer.1
+    );
 }
