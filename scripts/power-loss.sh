@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the power-loss simulation (broker/src/log/partition_log/tests/power_loss.rs) over many
-# seeds: random appends, fsyncs, roll flushes, DeleteRecords and crashes that drop or tear
+# seeds: random appends, fsyncs, roll flushes, DeleteRecords, retention and crashes that drop or tear
 # whatever was not fsynced, each crash followed by a reopen that must keep every acknowledged
 # record byte for byte and serve nothing corrupt. scripts/test.sh runs 40 seeds; this runs
 # more.

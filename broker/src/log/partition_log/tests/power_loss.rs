@@ -1,5 +1,5 @@
 //! The power-loss simulation: random interleavings of appends, fsyncs (what an acks=-1 produce
-//! waits for), roll flushes, DeleteRecords, recovery-point checkpoints, clean restarts and
+//! waits for), roll flushes, DeleteRecords, retention, recovery-point checkpoints, clean restarts and
 //! crashes that drop or tear whatever was not fsynced (`durable::power_loss`). After each crash
 //! the log is reopened (with no checkpoint, the latest one or an older one) and must hold every
 //! acknowledged record byte for byte, keep its log start, and serve nothing corrupt.
@@ -156,7 +156,26 @@ fn run(seed: u64) {
                 model.acknowledged_end = end;
             }
             75..=82 => current.flush_sealed().unwrap(),
-            83..=86 => {
+            83..=84 => {
+                // Retention (by size or by time, as the broker's retention task runs it): the
+                // deleted segments' `.deleted` files removed now, or left for the next start.
+                let mut retained = config;
+                let now = if rng.chance(50) {
+                    retained.retention_bytes = rng.below(4_000) as i64;
+                    0
+                } else {
+                    retained.retention_ms = rng.below(1_000_000) as i64;
+                    1_700_000_000_000 + rng.below(2_000_000) as i64
+                };
+                current.set_config(retained);
+                let deleted = current.delete_old_segments(now).unwrap();
+                if rng.chance(50) {
+                    deleted.remove().unwrap();
+                }
+                current.set_config(config);
+                model.log_start = current.log_start_offset();
+            }
+            85..=86 => {
                 let (start, hw) = (current.log_start_offset(), current.high_watermark());
                 let to = start + rng.below((hw - start) as u64 + 1) as i64;
                 model.log_start = current.delete_records_before(to).unwrap();
