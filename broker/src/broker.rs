@@ -125,6 +125,7 @@ impl Broker {
         });
         tokio::spawn(expire_producers(Arc::downgrade(&broker), shutdown.clone()));
         tokio::spawn(enforce_retention(Arc::downgrade(&broker), shutdown.clone()));
+        tokio::spawn(watch_disk_pressure(Arc::downgrade(&broker), shutdown.clone()));
         tokio::spawn(transaction_timers(Arc::downgrade(&broker), shutdown.clone()));
         tokio::spawn(checkpoint_recovery_points(Arc::downgrade(&broker), shutdown));
         // Transactions a crash left between their Prepare state and their markers.
@@ -240,6 +241,12 @@ impl Broker {
     }
 }
 
+/// A broker setting's value as it stands now: the static one, or what AlterConfigs set at run
+/// time.
+fn current_setting(broker: &Broker, key: &str) -> Option<String> {
+    broker.dynamic_config.value(key).map(|(value, _)| value)
+}
+
 /// The value of an integer broker setting, at least 1 (periods and ages).
 fn positive_setting(broker: &Broker, key: &str, default: u64) -> u64 {
     broker
@@ -292,10 +299,7 @@ async fn enforce_retention(broker: std::sync::Weak<Broker>, shutdown: Cancellati
     let period = std::time::Duration::from_millis(every);
     let job = |b: &Broker| {
         let mut deleted = b.logs.delete_old_segments(crate::clock::now_ms());
-        let budget = b
-            .config
-            .value("keel.log.dirs.max.bytes")
-            .and_then(|v| v.trim().parse::<i64>().ok());
+        let budget = current_setting(b, "keel.log.dirs.max.bytes").and_then(|v| v.trim().parse::<i64>().ok());
         if let Some(max) = budget.and_then(|m| u64::try_from(m).ok()) {
             deleted.extend(b.logs.enforce_disk_budget(max));
         }
@@ -312,6 +316,44 @@ async fn enforce_retention(broker: std::sync::Weak<Broker>, shutdown: Cancellati
                 }
             });
         }
+    })
+    .await;
+}
+
+/// Every `keel.disk.check.interval.ms`, measures the log directory's filesystem against the
+/// disk pressure thresholds (read each time, so a change at run time applies at the next
+/// check); a change of level is logged.
+async fn watch_disk_pressure(broker: std::sync::Weak<Broker>, shutdown: CancellationToken) {
+    let Some(every) = broker
+        .upgrade()
+        .map(|b| positive_setting(&b, "keel.disk.check.interval.ms", 1_000))
+    else {
+        return;
+    };
+    let period = std::time::Duration::from_millis(every);
+    let job = |b: &Broker| {
+        let ratio = |key: &str, default: f64| {
+            current_setting(b, key)
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(default)
+        };
+        b.logs.update_disk_pressure(
+            ratio("keel.disk.pressure.soft.ratio", 0.85),
+            ratio("keel.disk.pressure.hard.ratio", 0.95),
+        )
+    };
+    periodically(broker, shutdown, period, "disk_pressure", job, |checked| match checked {
+        Ok(Ok((usage, before, after))) if before != after => {
+            let used_percent = format!("{:.1}", usage.ratio() * 100.0);
+            if after > before {
+                tracing::warn!(?after, used_percent, used_bytes = usage.used_bytes, "disk pressure rose: produce is refused (critical topics keep writing under soft pressure)");
+            } else {
+                tracing::info!(?after, used_percent, used_bytes = usage.used_bytes, "disk pressure fell");
+            }
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot measure the log directory's filesystem"),
+        Err(e) => tracing::warn!(error = %e, "cannot measure the log directory's filesystem"),
     })
     .await;
 }

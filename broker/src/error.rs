@@ -68,6 +68,10 @@ pub enum BrokerError {
     NotEnoughReplicas(String),
     #[error("{0}")]
     CoordinatorNotAvailable(String),
+    /// Produce refused while the log directory's filesystem is above a disk pressure
+    /// threshold: retriable, with a throttle time.
+    #[error("{0}")]
+    DiskPressure(String),
     #[error(transparent)]
     Group(#[from] GroupError),
     #[error(transparent)]
@@ -106,6 +110,10 @@ impl BrokerError {
             BrokerError::TransactionAbortable(_) => E::TransactionAbortable,
             BrokerError::NotEnoughReplicas(_) => E::NotEnoughReplicas,
             BrokerError::CoordinatorNotAvailable(_) => E::CoordinatorNotAvailable,
+            // Retried by every client without a metadata refresh, and it says nothing was
+            // written, so idempotent producers retry safely (KAFKA_STORAGE_ERROR would refresh
+            // metadata in each client, and franz-go would pause ~5 s per retry for it).
+            BrokerError::DiskPressure(_) => E::NotEnoughReplicas,
             BrokerError::Log(e) => match e {
                 LogError::CorruptRecord(_) => E::CorruptMessage,
                 LogError::InvalidRecord(_) => E::InvalidRecord,

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -21,9 +21,9 @@ use crate::log::{
     write_recovery_points, RecoveryHint,
 };
 use crate::log::{
-    read_partition_metadata, sync_dir, validate_produce_batch, validate_records, write_partition_metadata,
-    AppendInfo, DeletedSegments, LogConfig, LogDirHealth, LogError, PartitionLog, ProducerSnapshot,
-    RecordBatchHeader, TimestampType,
+    fs_usage, read_partition_metadata, sync_dir, validate_produce_batch, validate_records,
+    write_partition_metadata, AppendInfo, DeletedSegments, FsUsage, LogConfig, LogDirHealth, LogError,
+    PartitionLog, ProducerSnapshot, RecordBatchHeader, TimestampType,
 };
 use crate::meta::{MetaStore, TopicRecord};
 
@@ -128,6 +128,18 @@ pub struct LogManager {
     admin: Mutex<()>,
     /// Whether the log directory still serves (an I/O error takes it offline).
     pub health: Arc<LogDirHealth>,
+    /// How full the log directory's filesystem was at the last check.
+    pressure: AtomicU8,
+}
+
+/// Keel's disk pressure levels (`keel.disk.pressure.*.ratio`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DiskPressure {
+    None = 0,
+    /// Above the soft threshold: only critical topics accept produce.
+    Soft = 1,
+    /// Above the hard threshold: no produce is accepted.
+    Hard = 2,
 }
 
 /// `<topic>-<partition>` of a partition directory's name, if it is one.
@@ -185,6 +197,7 @@ impl LogManager {
             topics: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
             health: LogDirHealth::new(dir),
+            pressure: AtomicU8::new(DiskPressure::None as u8),
         };
         let records = manager.meta.topics()?;
         let clean_shutdown = had_clean_shutdown(dir);
@@ -534,6 +547,7 @@ impl LogManager {
         let log = topic
             .partition(partition)
             .ok_or(BrokerError::UnknownTopicOrPartition)?;
+        self.check_disk_pressure(topic)?;
         let records =
             records.ok_or_else(|| BrokerError::InvalidRequest("produce request without records".into()))?;
         // Kafka's LogValidator: the header and CRC, then the records themselves.
@@ -861,6 +875,60 @@ impl LogManager {
         for log in &topic.partitions {
             log.set_config(log_config);
         }
+    }
+
+    /// Refuses a produce to `topic` under disk pressure: every topic above the hard
+    /// threshold, all but `keel.priority=critical` ones above the soft one.
+    fn check_disk_pressure(&self, topic: &Topic) -> Result<(), BrokerError> {
+        let level = self.disk_pressure();
+        let critical =
+            || effective(&topic.configs, &self.config, "keel.priority").as_deref() == Some("critical");
+        match level {
+            DiskPressure::None => Ok(()),
+            DiskPressure::Soft if critical() => Ok(()),
+            DiskPressure::Soft => Err(BrokerError::DiskPressure(
+                "The log directory is above keel.disk.pressure.soft.ratio: only critical topics accept records; retry later"
+                    .into(),
+            )),
+            DiskPressure::Hard => Err(BrokerError::DiskPressure(
+                "The log directory is above keel.disk.pressure.hard.ratio: no topic accepts records; retry later".into(),
+            )),
+        }
+    }
+
+    /// The disk pressure level found by the last `update_disk_pressure`.
+    pub fn disk_pressure(&self) -> DiskPressure {
+        match self.pressure.load(Ordering::Acquire) {
+            0 => DiskPressure::None,
+            1 => DiskPressure::Soft,
+            _ => DiskPressure::Hard,
+        }
+    }
+
+    /// Measures the log directory's filesystem (statvfs; call it on a storage thread), sets the
+    /// disk pressure level from the thresholds (`soft` and `hard` used fractions) and the
+    /// `keel_disk_*` gauges; returns the usage and the level before and after.
+    pub fn update_disk_pressure(
+        &self,
+        soft: f64,
+        hard: f64,
+    ) -> std::io::Result<(FsUsage, DiskPressure, DiskPressure)> {
+        let usage = fs_usage(&self.dir)?;
+        let ratio = usage.ratio();
+        let level = if ratio >= hard {
+            DiskPressure::Hard
+        } else if ratio >= soft {
+            DiskPressure::Soft
+        } else {
+            DiskPressure::None
+        };
+        let before = self.disk_pressure();
+        self.pressure.store(level as u8, Ordering::Release);
+        metrics::gauge!(crate::metrics::DISK_PRESSURE).set(f64::from(u8::from(level != DiskPressure::None)));
+        metrics::gauge!(crate::metrics::DISK_PRESSURE_LEVEL).set(level as u8 as f64);
+        metrics::gauge!(crate::metrics::LOG_DIR_USED_BYTES).set(usage.used_bytes as f64);
+        metrics::gauge!(crate::metrics::LOG_DIR_USED_RATIO).set(ratio);
+        Ok((usage, before, level))
     }
 
     fn has_cleanup_policy(&self, topic: &Topic, policy: &str) -> bool {

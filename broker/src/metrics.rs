@@ -35,6 +35,14 @@ pub const GROUP_TIMER_TICKS: &str = "keel_group_timer_ticks_total";
 pub const GROUP_STORE_WRITES: &str = "keel_group_store_writes_total";
 /// Storage tasks running or queued now, by task name.
 pub const STORAGE_TASKS_RUNNING: &str = "keel_storage_tasks_running";
+/// 1 while the log directory's filesystem is above a disk pressure threshold (soft or hard).
+pub const DISK_PRESSURE: &str = "keel_disk_pressure";
+/// The disk pressure level: 0 none, 1 soft (only critical topics accept produce), 2 hard.
+pub const DISK_PRESSURE_LEVEL: &str = "keel_disk_pressure_level";
+/// Bytes in use on the log directory's filesystem.
+pub const LOG_DIR_USED_BYTES: &str = "keel_log_dir_used_bytes";
+/// Used fraction of the log directory's filesystem (df's Use%).
+pub const LOG_DIR_USED_RATIO: &str = "keel_log_dir_used_ratio";
 
 /// Series not refreshed for this long (a deleted group or topic) leave the output.
 const IDLE: Duration = Duration::from_secs(120);

@@ -125,6 +125,22 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
             broker.appended.notify_waiters();
         }
     }
+    // A partition refused for disk pressure throttles the client (KIP-219): the response says
+    // so and the connection stops reading for that long.
+    let throttle_ms = if results
+        .iter()
+        .any(|r| matches!(r.outcome, Err(BrokerError::DiskPressure(_))))
+    {
+        broker
+            .dynamic_config
+            .value("keel.disk.pressure.throttle.ms")
+            .and_then(|(v, _)| v.trim().parse::<i32>().ok())
+            .unwrap_or(1_000)
+            .max(0)
+    } else {
+        0
+    };
+    ctx.mute_connection(throttle_ms as u32);
     if acks == 0 {
         return Reply::Nothing;
     }
@@ -149,10 +165,10 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
                     r.outcome = Err(BrokerError::Log(e));
                 }
             }
-            response(topics, results, version)
+            response(topics, results, version, throttle_ms)
         }));
     }
-    Reply::Ready(response(topics, results, version))
+    Reply::Ready(response(topics, results, version, throttle_ms))
 }
 
 fn append_all(
@@ -214,7 +230,12 @@ fn append_all(
         .collect()
 }
 
-fn response(topics: Vec<(TopicName, uuid::Uuid)>, results: Vec<Appended>, version: i16) -> ProduceResponse {
+fn response(
+    topics: Vec<(TopicName, uuid::Uuid)>,
+    results: Vec<Appended>,
+    version: i16,
+    throttle_ms: i32,
+) -> ProduceResponse {
     // Fields newer than the request's version must stay at their defaults.
     let log_start = |o: i64| if version >= 5 { o } else { -1 };
     let mut responses: Vec<TopicProduceResponse> = topics
@@ -252,5 +273,7 @@ fn response(topics: Vec<(TopicName, uuid::Uuid)>, results: Vec<Appended>, versio
         };
         responses[r.topic].partition_responses.push(p);
     }
-    ProduceResponse::default().with_responses(responses)
+    ProduceResponse::default()
+        .with_responses(responses)
+        .with_throttle_time_ms(throttle_ms)
 }

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use kafka_protocol::messages::ApiKey;
@@ -36,6 +36,9 @@ pub struct RequestContext {
     /// What this request reserved of the budget; the connection gives it back once the reply
     /// is written.
     reserved: AtomicUsize,
+    /// How long the connection stops reading after this request (KIP-219's muting of a
+    /// throttled client, which librdkafka relies on: it does not wait out a throttle itself).
+    mute_ms: AtomicU32,
 }
 
 impl RequestContext {
@@ -60,6 +63,7 @@ impl RequestContext {
             peer,
             reply_budget,
             reserved: AtomicUsize::new(0),
+            mute_ms: AtomicU32::new(0),
         }
     }
 
@@ -74,6 +78,17 @@ impl RequestContext {
     /// What this request has reserved so far.
     pub fn reserved_reply_bytes(&self) -> usize {
         self.reserved.load(Ordering::Acquire)
+    }
+
+    /// Throttles the client: once this request's reply is queued, the connection reads
+    /// nothing more for `ms`.
+    pub fn mute_connection(&self, ms: u32) {
+        self.mute_ms.fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// How long the connection is to stop reading after this request.
+    pub fn muted_ms(&self) -> u32 {
+        self.mute_ms.load(Ordering::Acquire)
     }
 }
 

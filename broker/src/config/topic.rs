@@ -90,6 +90,14 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "4096",
         "Bytes between offset index entries.",
     ),
+    TopicConfigDef {
+        name: "keel.priority",
+        kind: Kind::Str,
+        synonym: None,
+        fixed_default: "normal",
+        valid: &["normal", "critical"],
+        doc: "Keel's: a critical topic keeps accepting produce under soft disk pressure (keel.disk.pressure.soft.ratio); normal topics are refused first.",
+    },
     t(
         "max.compaction.lag.ms",
         Kind::Long,

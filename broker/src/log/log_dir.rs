@@ -201,3 +201,45 @@ pub(super) fn delete_segment_files(dir: &Path, doomed: &[Arc<LogSegment>]) -> Re
     sync_dir(dir)?;
     Ok(())
 }
+
+/// How full the filesystem holding a log directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsUsage {
+    /// Bytes in use (all blocks minus free ones).
+    pub used_bytes: u64,
+    /// Bytes in use plus those an unprivileged writer may still take: what `df` divides by,
+    /// so that `ratio` is df's Use%.
+    pub capacity_bytes: u64,
+}
+
+impl FsUsage {
+    pub fn ratio(&self) -> f64 {
+        if self.capacity_bytes == 0 {
+            return 0.0;
+        }
+        self.used_bytes as f64 / self.capacity_bytes as f64
+    }
+}
+
+/// The usage of the filesystem holding `dir` (statvfs).
+#[allow(unsafe_code)]
+pub fn fs_usage(dir: &Path) -> std::io::Result<FsUsage> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `st` is valid for writes of a statvfs; the
+    // struct is read only after the call reports success.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs succeeded, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    let (block, blocks, free, avail) = (st.f_frsize, st.f_blocks, st.f_bfree, st.f_bavail);
+    let used = blocks.saturating_sub(free) * block;
+    Ok(FsUsage {
+        used_bytes: used,
+        capacity_bytes: used + avail * block,
+    })
+}

@@ -33,7 +33,9 @@ pub use batch::{validate_produce_batch, BatchHeaders, RecordBatchHeader, BATCH_H
 pub use config::{LogConfig, TimestampType};
 pub use control::TxnMarker;
 pub use flusher::Flusher;
-pub use log_dir::{read_partition_metadata, sync_dir, write_partition_metadata, LogDirHealth};
+pub use log_dir::{
+    fs_usage, read_partition_metadata, sync_dir, write_partition_metadata, FsUsage, LogDirHealth,
+};
 pub use offset_lookup::{FoundOffset, OffsetSpec};
 pub use partition_log::{AppendInfo, DeletedSegments, PartitionLog, ReadResult};
 pub use producer_state::{

@@ -157,11 +157,11 @@ async fn read_requests(
             Ok(None) => return Stop::Done,
             Err(stop) => return stop,
         };
-        let (reply, mut reserved) = match handle_frame(frame, peer, &endpoint, &broker, &replies.budget).await
-        {
-            Ok(reply) => reply,
-            Err(reason) => return Stop::Violation(reason),
-        };
+        let (reply, mut reserved, mute_ms) =
+            match handle_frame(frame, peer, &endpoint, &broker, &replies.budget).await {
+                Ok(reply) => reply,
+                Err(reason) => return Stop::Violation(reason),
+            };
         if let EncodedReply::Ready(bytes) = &reply {
             // A reply already made holds its size until written; waiting for that room here
             // is what stops a client that does not read from being read.
@@ -170,6 +170,10 @@ async fn read_requests(
         replies.outstanding.fetch_add(1, Ordering::AcqRel);
         if replies.tx.send(QueuedReply { reply, reserved }).await.is_err() {
             return Stop::Done;
+        }
+        if mute_ms > 0 {
+            // A throttled client (KIP-219): its reply goes out now, its next request waits.
+            tokio::time::sleep(Duration::from_millis(u64::from(mute_ms))).await;
         }
     }
 }
@@ -283,13 +287,14 @@ async fn handle_frame(
     endpoint: &Arc<Endpoint>,
     broker: &Arc<Broker>,
     budget: &Arc<ReplyBudget>,
-) -> Result<(EncodedReply, usize), String> {
+) -> Result<(EncodedReply, usize, u32), String> {
     let (entry, version, correlation_id, header, body) = match parse_request(frame)? {
         ParsedRequest::UnsupportedApiVersions { correlation_id } => {
             // KIP-511: a client newer than us learns our versions from a v0 answer.
             tracing::debug!("ApiVersions version unsupported; answering with v0");
             return Ok((
                 EncodedReply::Ready(api_versions::unsupported_version_reply(correlation_id)),
+                0,
                 0,
             ));
         }
@@ -318,7 +323,7 @@ async fn handle_frame(
         .instrument(span)
         .await
         .map_err(|e| e.to_string())?;
-    Ok((reply, ctx.reserved_reply_bytes()))
+    Ok((reply, ctx.reserved_reply_bytes(), ctx.muted_ms()))
 }
 
 async fn write_replies(

@@ -8,6 +8,7 @@ mod wire;
 mod admin;
 mod bad_input;
 mod coordinator;
+mod disk_pressure;
 mod dynamic_configs;
 mod groups;
 mod groups_rdkafka;
