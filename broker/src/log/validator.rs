@@ -63,7 +63,7 @@ pub fn validate_records(
         if reader.pos == reader.buf.len() {
             return Err(invalid("Incorrect declared batch size, premature EOF reached"));
         }
-        let (timestamp_delta, has_key) = read_record(&mut reader)?;
+        let (timestamp_delta, _, has_key) = read_record(&mut reader)?;
         if let (Some(partition), false) = (keys_required, has_key) {
             record_errors.push((
                 index,
@@ -99,12 +99,16 @@ pub fn validate_records(
 pub fn decode_batches(mut bytes: Bytes) -> Result<RecordSet, LogError> {
     // The decompression hook does not see the batch header: take the record counts, in order,
     // from the batches laid end to end (the decoder stops at the first that does not chain).
-    let mut counts = Vec::new();
+    let mut batches = Vec::new();
     let mut pos = 0usize;
     while let Some(head) = bytes.get(pos..pos + BATCH_HEADER_SIZE) {
-        let length = i32::from_be_bytes([head[8], head[9], head[10], head[11]]);
-        let count = i32::from_be_bytes([head[57], head[58], head[59], head[60]]);
-        counts.push(count);
+        let field = |at: usize, n: usize| head[at..at + n].iter().fold(0i64, |v, b| v << 8 | i64::from(*b));
+        let length = field(8, 4) as i32;
+        batches.push(Bases {
+            count: field(57, 4) as i32,
+            offset: field(0, 8),
+            timestamp: field(27, 8),
+        });
         match usize::try_from(length) {
             Ok(length) => pos = pos.saturating_add(12).saturating_add(length),
             Err(_) => break,
@@ -120,8 +124,13 @@ pub fn decode_batches(mut bytes: Bytes) -> Result<RecordSet, LogError> {
             Compression::Zstd => Zstd::decompress(section, |b| Ok(std::mem::take(b)))?,
         };
         let index = next.replace(next.get() + 1);
-        let declared = counts.get(index).copied().unwrap_or(-1);
-        let present = count_records(&plain).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let bases = batches.get(index).copied().unwrap_or(Bases {
+            count: -1,
+            offset: 0,
+            timestamp: 0,
+        });
+        let declared = bases.count;
+        let present = count_records(&plain, &bases).map_err(|e| anyhow::anyhow!("{e}"))?;
         anyhow::ensure!(
             usize::try_from(declared).is_ok_and(|d| d == present),
             "the batch declares {declared} records and holds {present}"
@@ -132,12 +141,29 @@ pub fn decode_batches(mut bytes: Bytes) -> Result<RecordSet, LogError> {
         .map_err(|e| invalid(&format!("Undecodable record batch: {e}")))
 }
 
-/// How many well-formed records a records section holds, ending exactly with the last.
-fn count_records(section: &[u8]) -> Result<usize, LogError> {
+/// What a batch's header says its records are relative to.
+#[derive(Debug, Clone, Copy)]
+struct Bases {
+    count: i32,
+    offset: i64,
+    timestamp: i64,
+}
+
+/// How many well-formed records a records section holds, ending exactly with the last. Each
+/// record's offset and timestamp (base plus delta) must be representable: the decoder adds
+/// them without checking.
+fn count_records(section: &[u8], bases: &Bases) -> Result<usize, LogError> {
     let mut reader = Reader { buf: section, pos: 0 };
     let mut count = 0;
     while reader.pos < section.len() {
-        read_record(&mut reader)?;
+        let (timestamp_delta, offset_delta, _) = read_record(&mut reader)?;
+        if bases.timestamp.checked_add(timestamp_delta).is_none()
+            || bases.offset.checked_add(i64::from(offset_delta)).is_none()
+        {
+            return Err(invalid(
+                "A record's timestamp or offset delta overflows its batch's base",
+            ));
+        }
         count += 1;
     }
     Ok(count)
@@ -215,9 +241,9 @@ impl Reader<'_> {
     }
 }
 
-/// Reads one record as Kafka's DefaultRecord.readFrom does; returns its timestamp delta and
-/// whether it has a key.
-fn read_record(r: &mut Reader<'_>) -> Result<(i64, bool), LogError> {
+/// Reads one record as Kafka's DefaultRecord.readFrom does; returns its timestamp delta,
+/// offset delta and whether it has a key.
+fn read_record(r: &mut Reader<'_>) -> Result<(i64, i32, bool), LogError> {
     let size = r.varint()?;
     let size = usize::try_from(size).map_err(|_| invalid(&format!("Invalid record size {size}")))?;
     if r.buf.len() - r.pos < size {
@@ -231,7 +257,7 @@ fn read_record(r: &mut Reader<'_>) -> Result<(i64, bool), LogError> {
     };
     body.skip(1)?; // attributes
     let timestamp_delta = body.varlong()?;
-    body.varint()?; // offset delta
+    let offset_delta = body.varint()?;
     let key = body.varint()?;
     body.skip(key)?;
     let value = body.varint()?;
@@ -256,7 +282,7 @@ fn read_record(r: &mut Reader<'_>) -> Result<(i64, bool), LogError> {
         )));
     }
     r.pos = start + size;
-    Ok((timestamp_delta, key >= 0))
+    Ok((timestamp_delta, offset_delta, key >= 0))
 }
 
 #[cfg(test)]
