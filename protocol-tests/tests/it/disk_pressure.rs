@@ -14,6 +14,7 @@ use rdkafka::producer::FutureRecord;
 use crate::bad_input::produce_request;
 use crate::broker::TestBroker;
 use crate::clients::{admin, admin_options, producer, recent_base_timestamp};
+use crate::metrics::{metrics_address, scrape};
 use crate::wire::{record_batch, WireClient};
 
 /// NOT_ENOUGH_REPLICAS: retried by librdkafka, the Java client and franz-go without a
@@ -35,6 +36,26 @@ fn produce_both(wire: &mut WireClient, value: &[u8]) -> ((i16, i16), i32) {
             .unwrap_or_else(|| panic!("no answer for {topic}"))
     };
     ((code("bulk"), code("vital")), response.throttle_time_ms)
+}
+
+/// The value of an unlabelled gauge in a /metrics scrape.
+fn gauge(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in the metrics"))
+}
+
+/// (keel_disk_pressure, keel_disk_pressure_level), after checking the usage gauges.
+fn pressure_gauges(metrics: &str) -> (f64, f64) {
+    let text = scrape(metrics);
+    let ratio = gauge(&text, "keel_log_dir_used_ratio");
+    assert!(ratio > 0.0 && ratio <= 1.0, "keel_log_dir_used_ratio {ratio}");
+    assert!(gauge(&text, "keel_log_dir_used_bytes") > 0.0);
+    (
+        gauge(&text, "keel_disk_pressure"),
+        gauge(&text, "keel_disk_pressure_level"),
+    )
 }
 
 /// AlterConfigs on the broker: `settings` replace its whole dynamic set, as in Kafka.
@@ -59,7 +80,9 @@ async fn disk_pressure_refuses_normal_topics_first_and_writing_resumes_when_it_f
         .with("keel.disk.pressure.soft.ratio", 0)
         .with("keel.disk.check.interval.ms", 100)
         .with("keel.disk.pressure.throttle.ms", 250)
+        .with("metrics.listener", "127.0.0.1:0")
         .start();
+    let metrics = metrics_address(&broker);
     let bootstrap = broker.bootstrap();
     let created = admin(bootstrap)
         .create_topics(
@@ -76,6 +99,7 @@ async fn disk_pressure_refuses_normal_topics_first_and_writing_resumes_when_it_f
 
     // Soft pressure: the normal topic is refused, retriably, with a throttle; the critical one
     // accepts.
+    assert_eq!(pressure_gauges(&metrics), (1.0, 1.0));
     let mut wire = WireClient::connect(bootstrap);
     assert_eq!(produce_both(&mut wire, b"soft"), ((REFUSED, 0), 250));
     // The throttle is enforced (librdkafka does not wait it out itself): the connection reads
@@ -108,9 +132,11 @@ async fn disk_pressure_refuses_normal_topics_first_and_writing_resumes_when_it_f
         "nothing of bulk was written under pressure"
     );
     assert_eq!(produce_both(&mut wire, b"normal"), ((0, 0), 0));
+    assert_eq!(pressure_gauges(&metrics), (0.0, 0.0));
 
     // Hard pressure: every topic is refused, the critical one too.
     set_broker(bootstrap, &[("keel.disk.pressure.hard.ratio", "0")]).await;
+    assert_eq!(pressure_gauges(&metrics), (1.0, 2.0));
     assert_eq!(produce_both(&mut wire, b"hard"), ((REFUSED, REFUSED), 250));
     set_broker(
         bootstrap,
