@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::Consumer;
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Offset;
 
 use crate::broker::TestBroker;
@@ -94,6 +94,46 @@ async fn topics_and_acknowledged_records_survive_kill9() {
     survives(TestBroker::kill9).await;
 }
 
+/// Produces to the partitions of `topic` round-robin, `window` records in flight at a time,
+/// until `stop`; every delivered record goes into `acked` with its partition and offset.
+fn produce_until_stopped(
+    producer: FutureProducer,
+    topic: &'static str,
+    window: usize,
+    acked: &Arc<Mutex<Vec<Acked>>>,
+    stop: &Arc<AtomicBool>,
+    payload: impl Fn(u64) -> Vec<u8> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let acked = Arc::clone(acked);
+    let stop = Arc::clone(stop);
+    tokio::spawn(async move {
+        let mut next = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let mut in_flight = Vec::with_capacity(window);
+            for _ in 0..window {
+                let bytes = payload(next);
+                let partition =
+                    i32::try_from(next % u64::try_from(PARTITIONS).expect("positive")).expect("fits");
+                next += 1;
+                let record = FutureRecord::<(), [u8]>::to(topic)
+                    .partition(partition)
+                    .payload(&bytes);
+                if let Ok(delivery) = producer.send_result(record) {
+                    in_flight.push((bytes.clone(), delivery));
+                }
+            }
+            for (bytes, delivery) in in_flight {
+                if let Ok(Ok(delivery)) = delivery.await {
+                    acked
+                        .lock()
+                        .expect("acked lock")
+                        .push((delivery.partition, delivery.offset, bytes));
+                }
+            }
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_during_acks_all_produce_loses_no_acknowledged_record() {
     let mut broker = TestBroker::start();
@@ -104,33 +144,9 @@ async fn kill9_during_acks_all_produce_loses_no_acknowledged_record() {
     let crashing = producer(broker.bootstrap(), &[("message.timeout.ms", "3000")]);
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let producing = tokio::spawn({
-        let acked = Arc::clone(&acked);
-        let stop = Arc::clone(&stop);
-        async move {
-            let mut next = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                // A window of 50 records in flight, so the crash lands mid-batch.
-                let mut window = Vec::new();
-                for _ in 0..50 {
-                    let payload = format!("crash-record-{next}").into_bytes();
-                    let partition = i32::try_from(next % 3).expect("fits");
-                    next += 1;
-                    let record = FutureRecord::<(), [u8]>::to("crash")
-                        .partition(partition)
-                        .payload(&payload);
-                    if let Ok(delivery) = crashing.send_result(record) {
-                        window.push((payload.clone(), delivery));
-                    }
-                }
-                for (payload, delivery) in window {
-                    if let Ok(Ok(delivery)) = delivery.await {
-                        let mut acked = acked.lock().expect("acked lock");
-                        acked.push((delivery.partition, delivery.offset, payload));
-                    }
-                }
-            }
-        }
+    // A window of 50 records in flight, so the crash lands mid-batch.
+    let producing = produce_until_stopped(crashing, "crash", 50, &acked, &stop, |n| {
+        format!("crash-record-{n}").into_bytes()
     });
 
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -267,36 +283,8 @@ async fn kill_9_loop_under_acks_all_load_loses_no_acknowledged_record() {
     );
     let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let producing = tokio::spawn({
-        let acked = Arc::clone(&acked);
-        let stop = Arc::clone(&stop);
-        async move {
-            let mut next = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let mut window = Vec::new();
-                for _ in 0..100 {
-                    let payload =
-                        format!("loop-record-{next}-{}", "x".repeat((next % 200) as usize)).into_bytes();
-                    let partition = i32::try_from(next % 3).expect("fits");
-                    next += 1;
-                    let record = FutureRecord::<(), [u8]>::to("looped")
-                        .partition(partition)
-                        .payload(&payload);
-                    if let Ok(delivery) = looping.send_result(record) {
-                        window.push((payload.clone(), delivery));
-                    }
-                }
-                for (payload, delivery) in window {
-                    if let Ok(Ok(delivery)) = delivery.await {
-                        acked.lock().expect("acked lock").push((
-                            delivery.partition,
-                            delivery.offset,
-                            payload,
-                        ));
-                    }
-                }
-            }
-        }
+    let producing = produce_until_stopped(looping, "looped", 100, &acked, &stop, |n| {
+        format!("loop-record-{n}-{}", "x".repeat((n % 200) as usize)).into_bytes()
     });
 
     let rounds = kill_rounds();

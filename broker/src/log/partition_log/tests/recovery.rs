@@ -370,17 +370,21 @@ fn reopen_clean_with_snapshot(dir: &Path, end: i64) -> PartitionLog {
     PartitionLog::open_recovering(dir, small(400), LogDirHealth::new(dir), vec![snapshot], hint).unwrap()
 }
 
-#[test]
-fn sealed_segments_read_their_indexes_only_when_first_used() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), small(400));
+/// A log of several segments in `dir`, everything flushed as a clean stop leaves it: (its
+/// end, every batch, its segment bases).
+fn filled_and_stopped_cleanly(dir: &Path) -> (i64, Vec<RecordBatchHeader>, Vec<i64>) {
+    let log = open(dir, small(400));
     fill(&log, 40);
     log.flush_sealed().unwrap();
     log.flush_until(log.log_end_offset()).unwrap();
     log.persist_active_indexes().unwrap();
-    let end = log.log_end_offset();
-    let expected = read_all(&log);
-    drop(log);
+    (log.log_end_offset(), read_all(&log), log.segment_bases())
+}
+
+#[test]
+fn sealed_segments_read_their_indexes_only_when_first_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let (end, expected, _) = filled_and_stopped_cleanly(dir.path());
 
     let log = reopen_clean_with_snapshot(dir.path(), end);
     let bases = log.segment_bases();
@@ -408,15 +412,7 @@ fn sealed_segments_read_their_indexes_only_when_first_used() {
 #[test]
 fn a_lazily_loaded_segment_with_unsound_indexes_is_rebuilt_on_first_use() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), small(400));
-    fill(&log, 40);
-    log.flush_sealed().unwrap();
-    log.flush_until(log.log_end_offset()).unwrap();
-    log.persist_active_indexes().unwrap();
-    let end = log.log_end_offset();
-    let expected = read_all(&log);
-    let bases = log.segment_bases();
-    drop(log);
+    let (end, expected, bases) = filled_and_stopped_cleanly(dir.path());
     // The second segment's offset index is cut mid-entry.
     chop(&seg_path(dir.path(), bases[1], "index"), 3);
     let log = reopen_clean_with_snapshot(dir.path(), end);
