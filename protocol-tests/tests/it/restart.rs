@@ -94,6 +94,22 @@ async fn topics_and_acknowledged_records_survive_kill9() {
     survives(TestBroker::kill9).await;
 }
 
+/// Stops `produce_until_stopped`, waits (at most `within`) for its last window, and returns
+/// every record acknowledged.
+async fn stop_producing(
+    stop: &AtomicBool,
+    producing: tokio::task::JoinHandle<()>,
+    acked: &Mutex<Vec<Acked>>,
+    within: Duration,
+) -> Vec<Acked> {
+    stop.store(true, Ordering::Relaxed);
+    tokio::time::timeout(within, producing)
+        .await
+        .expect("the producer's last window completes in time")
+        .expect("producer task");
+    std::mem::take(&mut *acked.lock().expect("acked lock"))
+}
+
 /// Produces to the partitions of `topic` round-robin, `window` records in flight at a time,
 /// until `stop`; every delivered record goes into `acked` with its partition and offset.
 fn produce_until_stopped(
@@ -152,12 +168,8 @@ async fn kill9_during_acks_all_produce_loses_no_acknowledged_record() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let acked_before_kill = acked.lock().expect("acked lock").len();
     broker.kill9();
-    stop.store(true, Ordering::Relaxed);
-    tokio::time::timeout(Duration::from_secs(30), producing)
-        .await
-        .expect("producer task ends after message.timeout.ms")
-        .expect("producer task");
-    let acked = std::mem::take(&mut *acked.lock().expect("acked lock"));
+    // The producer task ends after message.timeout.ms.
+    let acked = stop_producing(&stop, producing, &acked, Duration::from_secs(30)).await;
     assert!(
         acked_before_kill >= 100,
         "only {acked_before_kill} records were acknowledged in 3 s: the test proves nothing"
@@ -310,12 +322,7 @@ async fn kill_9_loop_under_acks_all_load_loses_no_acknowledged_record() {
     }
     // Let the producer get everything it retried acknowledged, then stop it.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    tokio::time::timeout(Duration::from_secs(150), producing)
-        .await
-        .expect("the producer's last window completes")
-        .expect("producer task");
-    let acked = std::mem::take(&mut *acked.lock().expect("acked lock"));
+    let acked = stop_producing(&stop, producing, &acked, Duration::from_secs(150)).await;
     // Every round must have seen new acknowledgements, or a kill proved nothing.
     for pair in acked_at_kill.windows(2) {
         assert!(
