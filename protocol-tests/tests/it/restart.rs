@@ -94,6 +94,31 @@ async fn topics_and_acknowledged_records_survive_kill9() {
     survives(TestBroker::kill9).await;
 }
 
+/// Reads `topic` back; returns what it holds and the (partition, offset) of every acknowledged
+/// record missing from it. One that came back with other content fails the test at once.
+async fn missing_acknowledged(
+    bootstrap: &str,
+    topic: &str,
+    acked: &[Acked],
+) -> (Vec<TestRecord>, Vec<(i32, i64)>) {
+    let stored = read_everything(bootstrap, topic, PARTITIONS).await;
+    let by_position: HashMap<(i32, i64), &TestRecord> =
+        stored.iter().map(|r| ((r.partition, r.offset), r)).collect();
+    let mut lost = Vec::new();
+    for (partition, offset, payload) in acked {
+        match by_position.get(&(*partition, *offset)) {
+            Some(record) => assert_eq!(
+                record.payload.as_deref(),
+                Some(payload.as_slice()),
+                "acknowledged record {partition}/{offset} came back with other content"
+            ),
+            None => lost.push((*partition, *offset)),
+        }
+    }
+    drop(by_position);
+    (stored, lost)
+}
+
 /// Stops `produce_until_stopped`, waits (at most `within`) for its last window, and returns
 /// every record acknowledged.
 async fn stop_producing(
@@ -176,24 +201,11 @@ async fn kill9_during_acks_all_produce_loses_no_acknowledged_record() {
     );
 
     broker.restart();
-    let stored = read_everything(broker.bootstrap(), "crash", PARTITIONS).await;
-    let by_position: HashMap<(i32, i64), &TestRecord> =
-        stored.iter().map(|r| ((r.partition, r.offset), r)).collect();
-    let mut lost = 0;
-    for (partition, offset, payload) in &acked {
-        match by_position.get(&(*partition, *offset)) {
-            Some(record) => assert_eq!(
-                record.payload.as_deref(),
-                Some(payload.as_slice()),
-                "acknowledged record {partition}/{offset} came back with other content"
-            ),
-            None => lost += 1,
-        }
-    }
-    assert_eq!(
-        lost,
-        0,
-        "{lost} of {} acknowledged records are missing after kill -9 and restart",
+    let (stored, lost) = missing_acknowledged(broker.bootstrap(), "crash", &acked).await;
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged records are missing after kill -9 and restart",
+        lost.len(),
         acked.len()
     );
 
@@ -331,20 +343,7 @@ async fn kill_9_loop_under_acks_all_load_loses_no_acknowledged_record() {
         );
     }
 
-    let stored = read_everything(&bootstrap, "looped", PARTITIONS).await;
-    let by_position: HashMap<(i32, i64), &TestRecord> =
-        stored.iter().map(|r| ((r.partition, r.offset), r)).collect();
-    let mut lost = Vec::new();
-    for (partition, offset, payload) in &acked {
-        match by_position.get(&(*partition, *offset)) {
-            Some(record) => assert_eq!(
-                record.payload.as_deref(),
-                Some(payload.as_slice()),
-                "acknowledged record {partition}/{offset} came back with other content"
-            ),
-            None => lost.push((*partition, *offset)),
-        }
-    }
+    let (_, lost) = missing_acknowledged(&bootstrap, "looped", &acked).await;
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged records missing after {rounds} kills, e.g. {:?}",
