@@ -100,9 +100,10 @@ impl RecordBatchHeader {
     pub fn base_offset(&self) -> i64 {
         self.base_offset
     }
-    /// Offset of the last record: baseOffset + lastOffsetDelta.
+    /// Offset of the last record: baseOffset + lastOffsetDelta. Wrapping, as Java's: a client's
+    /// batch may carry any base offset before the log assigns the real one.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset.wrapping_add(i64::from(self.last_offset_delta))
     }
     pub fn batch_length(&self) -> i32 {
         self.batch_length

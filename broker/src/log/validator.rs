@@ -71,7 +71,9 @@ pub fn validate_records(
             ));
         } else if check_timestamps {
             let ts = header.base_timestamp().wrapping_add(timestamp_delta);
-            if let Some(e) = bounds.refuse(ts, header.base_offset() + i64::from(index)) {
+            // The offset only names the record in the message; a client's base offset may be
+            // anything before the log assigns one, so it wraps, as in Kafka.
+            if let Some(e) = bounds.refuse(ts, header.base_offset().wrapping_add(i64::from(index))) {
                 record_errors.push((index, e));
                 timestamp_refused = true;
             }
