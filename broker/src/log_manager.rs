@@ -471,6 +471,9 @@ impl LogManager {
                 .unwrap_or(or)
         };
         let num = |name: &str| num_or(name, 0);
+        let policy: Vec<String> = effective(overrides, &self.config, "cleanup.policy")
+            .map(|p| p.split(',').map(|v| v.trim().to_string()).collect())
+            .unwrap_or_default();
         let timestamp_type = match effective(overrides, &self.config, "message.timestamp.type").as_deref() {
             Some("LogAppendTime") => TimestampType::LogAppendTime,
             _ => TimestampType::CreateTime,
@@ -484,8 +487,14 @@ impl LogManager {
             timestamp_before_max_ms: num("message.timestamp.before.max.ms").max(0),
             timestamp_after_max_ms: num("message.timestamp.after.max.ms").max(0),
             flush_before_visible: self.config.static_config().flush_before_visible,
-            delete_retention: effective(overrides, &self.config, "cleanup.policy")
-                .is_some_and(|p| p.split(',').any(|v| v.trim() == "delete")),
+            delete_retention: policy.iter().any(|v| v == "delete"),
+            compact: policy.iter().any(|v| v == "compact"),
+            min_cleanable_dirty_ratio: effective(overrides, &self.config, "min.cleanable.dirty.ratio")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.5),
+            min_compaction_lag_ms: num("min.compaction.lag.ms").max(0),
+            max_compaction_lag_ms: num_or("max.compaction.lag.ms", i64::MAX).max(1),
+            delete_retention_ms: num_or("delete.retention.ms", 86_400_000).max(0),
             retention_ms: num_or("retention.ms", -1),
             retention_bytes: num_or("retention.bytes", -1),
             file_delete_delay_ms: num("file.delete.delay.ms").max(0) as u64,

@@ -19,8 +19,10 @@ const MAX_TIMESTAMP_AT: usize = 35;
 
 const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_BIT: i16 = 0x08;
-const TRANSACTIONAL_BIT: i16 = 0x10;
-const CONTROL_BIT: i16 = 0x20;
+pub(crate) const TRANSACTIONAL_BIT: i16 = 0x10;
+pub(crate) const CONTROL_BIT: i16 = 0x20;
+/// KIP-534: the base timestamp holds the delete horizon, set by the log cleaner.
+pub(crate) const DELETE_HORIZON_BIT: i16 = 0x40;
 
 /// The parsed 61-byte header of a v2 (magic 2) record batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +142,11 @@ impl RecordBatchHeader {
     }
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_BIT != 0
+    }
+    /// The time after which the cleaner may remove this batch's tombstones (or, for a control
+    /// batch, the marker), once a cleaning has set it (KIP-534).
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_BIT != 0).then_some(self.base_timestamp)
     }
     pub fn last_offset_delta(&self) -> i32 {
         self.last_offset_delta

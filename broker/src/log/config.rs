@@ -9,7 +9,7 @@ pub enum TimestampType {
 }
 
 /// Per-partition log settings; `Default` gives Kafka's defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when a batch would push the active segment past this size.
     pub segment_bytes: u64,
@@ -40,6 +40,18 @@ pub struct LogConfig {
     pub retention_bytes: i64,
     /// `file.delete.delay.ms`: how long a deleted segment's files stay, renamed `.deleted`.
     pub file_delete_delay_ms: u64,
+    /// `cleanup.policy` includes `compact`: the log cleaner keeps the latest record per key.
+    pub compact: bool,
+    /// `min.cleanable.dirty.ratio`: the share of dirty bytes at which the log is cleaned.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this are not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: dirty records older than this are cleaned whatever the ratio,
+    /// and the active segment of a compacted log rolls after at most this long.
+    pub max_compaction_lag_ms: i64,
+    /// `delete.retention.ms`: how long the cleaner keeps tombstones and transaction markers
+    /// after the round that first kept them.
+    pub delete_retention_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -58,6 +70,11 @@ impl Default for LogConfig {
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
             file_delete_delay_ms: 60_000,
+            compact: false,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: 86_400_000,
         }
     }
 }
@@ -67,5 +84,15 @@ impl LogConfig {
     /// never grows past `i32::MAX` whatever the configuration says.
     pub fn effective_segment_bytes(&self) -> u64 {
         self.segment_bytes.clamp(1, i32::MAX as u64)
+    }
+
+    /// Kafka's `maxSegmentMs`: a compacted log rolls by `max.compaction.lag.ms` too, so that
+    /// its records become cleanable in time.
+    pub fn max_segment_ms(&self) -> i64 {
+        if self.compact && self.max_compaction_lag_ms > 0 {
+            self.segment_ms.min(self.max_compaction_lag_ms)
+        } else {
+            self.segment_ms
+        }
     }
 }

@@ -6,6 +6,8 @@
 //! header; only ListOffsets by timestamp decodes the one batch it lands in, as Kafka does.
 
 mod batch;
+mod cleaner;
+mod compression;
 mod config;
 mod control;
 mod durable;
@@ -15,6 +17,7 @@ mod log_dir;
 mod offset_lookup;
 mod partition_log;
 mod producer_state;
+mod record;
 mod recovery;
 mod recovery_checkpoint;
 mod segment;
@@ -30,6 +33,7 @@ pub(crate) mod testutil;
 use std::sync::Arc;
 
 pub use batch::{validate_produce_batch, BatchHeaders, RecordBatchHeader, BATCH_HEADER_SIZE};
+pub use cleaner::{clean, cleanable, CleanOptions, CleanStats, Cleanable, OffsetMap};
 pub use config::{LogConfig, TimestampType};
 pub use control::TxnMarker;
 pub use flusher::Flusher;

@@ -1,7 +1,7 @@
 //! One partition's log: a directory of segments keyed by base offset, one writer at a time,
 //! lock-free-ish readers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use bytes::Bytes;
 
 use super::batch::{rewrite_header, validate_produce_batch, BatchHeaders, BATCH_HEADER_SIZE};
+use super::cleaner::segment_writer::CleanedFiles;
+use super::cleaner::{last_records, swap, LastRecord};
 use super::control::TxnMarker;
 use super::flusher::FlushQueue;
 use super::log_dir::{
@@ -136,6 +138,10 @@ pub struct PartitionLog {
     health: Arc<LogDirHealth>,
     /// acks=-1 produces waiting for an fsync of this log (the `Flusher`'s per-log queue).
     flush_queue: FlushQueue,
+    /// Serialises what takes segments out of the map (retention, DeleteRecords, truncation, the
+    /// cleaner's swap), so the cleaner's checks that its segments are still the log's hold
+    /// through its swap. Taken before the writer lock, never by produce or fetch.
+    maintenance: Mutex<()>,
     /// Tests make the next fsyncs of this log fail, as a dying disk's would.
     #[cfg(test)]
     failing_fsyncs: AtomicBool,
@@ -200,6 +206,8 @@ impl PartitionLog {
                 sync_dir(parent)?;
             }
         }
+        // A cleaning a stop interrupted is completed or undone before the segments are listed.
+        super::cleaner::swap::finish_interrupted(dir)?;
         let mut bases = list_segments(dir)?;
         let now_ms = crate::clock::now_ms();
         let mut segments = BTreeMap::new();
@@ -221,9 +229,13 @@ impl PartitionLog {
                 trust_index: flushed,
                 recovery_point: hint.recovery_point,
             };
+            let file_size = std::fs::metadata(super::segment::segment_file(dir, base_offset, "log"))
+                .map_or(0, |m| m.len());
             let segment = load_segment(&spec)?;
             if let Some(next) = next_base {
-                if !flushed && segment.next_offset() < next {
+                // A scan that cut bytes off: a torn tail. (Offsets alone cannot tell: a cleaned
+                // segment ends below the next one's base.)
+                if !flushed && segment.size() < file_size {
                     tracing::warn!(
                         dir = %dir.display(),
                         segment = base_offset,
@@ -288,6 +300,7 @@ impl PartitionLog {
             roll_snapshot: Mutex::new(None),
             health,
             flush_queue: FlushQueue::default(),
+            maintenance: Mutex::new(()),
             #[cfg(test)]
             failing_fsyncs: AtomicBool::new(false),
             #[cfg(test)]
@@ -613,7 +626,7 @@ impl PartitionLog {
             && (active.size() + batch_size > config.effective_segment_bytes()
                 || active
                     .rolling_ts()
-                    .is_some_and(|t| now_ms.saturating_sub(t) > config.segment_ms)
+                    .is_some_and(|t| now_ms.saturating_sub(t) > config.max_segment_ms())
                 || last_offset - active.base_offset() > i64::from(i32::MAX))
     }
 
@@ -640,8 +653,12 @@ impl PartitionLog {
             return Ok(());
         };
         for (i, segment) in sealed.iter().enumerate() {
-            // A segment deleted meanwhile (DeleteRecords) must not get its index files back.
-            if !read(&self.segments).contains_key(&segment.base_offset()) {
+            // A segment deleted (DeleteRecords) or replaced (the cleaner) meanwhile must not get
+            // its index files back.
+            if !read(&self.segments)
+                .get(&segment.base_offset())
+                .is_some_and(|s| Arc::ptr_eq(s, segment))
+            {
                 continue;
             }
             if let Err(e) = segment.flush() {
@@ -898,6 +915,7 @@ impl PartitionLog {
     /// durable before it takes effect. `offset` above the high watermark is out of range; one
     /// below the current start changes nothing. Returns the log start offset afterwards.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let _maintenance = lock(&self.maintenance);
         let writer = lock(&self.writer);
         self.check_open()?;
         let hw = self.high_watermark();
@@ -1019,6 +1037,7 @@ impl PartitionLog {
         if doomed.is_empty() {
             return Ok(());
         }
+        let _maintenance = lock(&self.maintenance);
         let mut writer = lock(&self.writer);
         self.check_open()?;
         {
@@ -1080,6 +1099,7 @@ impl PartitionLog {
     /// Removes every segment and restarts the log empty at `start_offset` (log start, end and
     /// high watermark all become `start_offset`).
     pub fn truncate_fully(&self, start_offset: i64) -> Result<(), LogError> {
+        let _maintenance = lock(&self.maintenance);
         let mut writer = lock(&self.writer);
         self.check_open()?;
         // The new start is durable before any segment goes, so a crash in between cannot bring
@@ -1143,6 +1163,97 @@ impl PartitionLog {
         }
         write(&self.segments).clear();
         true
+    }
+
+    /// The log's segments, oldest first (the last is the active one).
+    pub(crate) fn segments_list(&self) -> Vec<Arc<LogSegment>> {
+        read(&self.segments).values().cloned().collect()
+    }
+
+    /// What the cleaner must keep of each producer (Kafka's `lastRecordsOfActiveProducers`).
+    pub(crate) fn last_records_of_producers(&self) -> HashMap<i64, LastRecord> {
+        let writer = lock(&self.writer);
+        last_records(
+            writer
+                .producers
+                .entries()
+                .map(|e| (e.producer_id, e.batches().last().map(|b| b.last_offset), e.epoch)),
+        )
+    }
+
+    /// Kafka's `collectAbortedTransactions`: the aborted transactions ending at or after
+    /// `start` (and the log start) that began before `upper_bound`.
+    pub(crate) fn aborted_txns_between(&self, start: i64, upper_bound: i64) -> Vec<AbortedTxn> {
+        let log_start = self.log_start_offset();
+        let mut out = Vec::new();
+        let mut next = self.floor_segment(start);
+        while let Some(segment) = next {
+            if segment.collect_aborted_txns(start, upper_bound, &mut out) {
+                break;
+            }
+            next = self.next_segment(&segment);
+        }
+        out.retain(|a| a.last_offset >= log_start);
+        out
+    }
+
+    /// Swaps a cleaned segment in for `old`, the group it was cleaned from, which the log held
+    /// up to `end` (see `cleaner::swap`). `None`, with the cleaned files removed, when the log
+    /// no longer holds exactly those segments (retention or DeleteRecords took one meanwhile).
+    /// The old segments come back renamed `.deleted`, for the caller to remove after
+    /// `file.delete.delay.ms`.
+    pub(crate) fn replace_segments(
+        &self,
+        old: &[Arc<LogSegment>],
+        cleaned: CleanedFiles,
+        end: i64,
+    ) -> Result<Option<DeletedSegments>, LogError> {
+        let base = cleaned.base_offset;
+        let _maintenance = lock(&self.maintenance);
+        let still_ours = self.check_open().is_ok() && {
+            let segments = read(&self.segments);
+            old.iter().all(|s| {
+                segments
+                    .get(&s.base_offset())
+                    .is_some_and(|held| Arc::ptr_eq(held, s))
+            })
+        };
+        if !still_ours {
+            swap::remove_suffixed(&self.dir, base, swap::CLEANED)?;
+            return Ok(None);
+        }
+        let swapped = swap::commit(&self.dir, base, end).and_then(|()| {
+            for s in old {
+                s.rename_to_deleted()?;
+            }
+            swap::stop_point(3)?;
+            swap::complete(&self.dir, base)?;
+            swap::stop_point(4)
+        });
+        self.on_io_error("cleaned segment swap", swapped.map_err(LogError::from))?;
+        let config = self.config();
+        let segment = load_segment(&LoadSpec {
+            dir: &self.dir,
+            base_offset: base,
+            offset_limit: Some(end),
+            index_interval: config.index_interval_bytes,
+            now_ms: crate::clock::now_ms(),
+            trust_index: true,
+            recovery_point: None,
+        });
+        let segment = Arc::new(self.on_io_error("cleaned segment open", segment)?);
+        {
+            let mut segments = write(&self.segments);
+            for s in old {
+                segments.remove(&s.base_offset());
+            }
+            segments.insert(base, segment);
+        }
+        Ok(Some(DeletedSegments {
+            dir: self.dir.clone(),
+            segments: old.to_vec(),
+            delay_ms: config.file_delete_delay_ms,
+        }))
     }
 
     #[cfg(test)]

@@ -252,6 +252,21 @@ impl LogSegment {
         self.read_state().max_timestamp
     }
 
+    /// The position of the batch holding `offset`, or of one before it (the offset index's
+    /// floor entry): where a walk for `offset` starts.
+    pub(crate) fn position_of(&self, offset: i64) -> u64 {
+        u64::from(self.read_state().offset_index.lookup(offset).1)
+    }
+
+    /// The maxTimestamp of the segment's first batch (Kafka's `getFirstBatchTimestamp`), by
+    /// which `max.compaction.lag.ms` ages dirty data; `None` for an empty or unreadable one.
+    pub(crate) fn first_batch_timestamp(&self) -> Option<i64> {
+        let mut head = [0u8; BATCH_HEADER_SIZE];
+        (self.size() >= BATCH_HEADER_SIZE as u64).then_some(())?;
+        self.file.read_exact_at(&mut head, 0).ok()?;
+        RecordBatchHeader::parse(&head).ok().map(|h| h.max_timestamp())
+    }
+
     /// The data file, for fsyncs that must not hold any lock.
     pub(crate) fn file(&self) -> Arc<File> {
         Arc::clone(&self.file)

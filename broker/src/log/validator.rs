@@ -16,10 +16,11 @@
 use std::cell::Cell;
 
 use bytes::Bytes;
-use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 use kafka_protocol::records::{Compression, RecordBatchDecoder, RecordSet};
 
 use super::batch::{RecordBatchHeader, BATCH_HEADER_SIZE};
+use super::compression::decompress;
+use super::record::Reader;
 use super::{LogConfig, LogError, TimestampType};
 
 /// Checks a produced batch's records against `config` at `now_ms`. `keys_required` names the
@@ -52,25 +53,22 @@ pub fn validate_records(
         }
         return Ok(());
     }
-    let mut reader = Reader {
-        buf: &batch[BATCH_HEADER_SIZE..],
-        pos: 0,
-    };
+    let mut reader = Reader::new(&batch[BATCH_HEADER_SIZE..]);
     // As Kafka's validateRecord: a record missing its key is refused for that, else its
     // timestamp is checked; any timestamp error makes the whole answer INVALID_TIMESTAMP.
     let (mut record_errors, mut timestamp_refused) = (Vec::new(), false);
     for index in 0..header.record_count() {
-        if reader.pos == reader.buf.len() {
+        if reader.at_end() {
             return Err(invalid("Incorrect declared batch size, premature EOF reached"));
         }
-        let (timestamp_delta, _, has_key) = read_record(&mut reader)?;
-        if let (Some(partition), false) = (keys_required, has_key) {
+        let record = reader.record()?;
+        if let (Some(partition), None) = (keys_required, record.key) {
             record_errors.push((
                 index,
                 format!("Compacted topic cannot accept message without key in topic partition {partition}."),
             ));
         } else if check_timestamps {
-            let ts = header.base_timestamp().wrapping_add(timestamp_delta);
+            let ts = header.base_timestamp().wrapping_add(record.timestamp_delta);
             // The offset only names the record in the message; a client's base offset may be
             // anything before the log assigns one, so it wraps, as in Kafka.
             if let Some(e) = bounds.refuse(ts, header.base_offset().wrapping_add(i64::from(index))) {
@@ -79,7 +77,7 @@ pub fn validate_records(
             }
         }
     }
-    if reader.pos != reader.buf.len() {
+    if !reader.at_end() {
         return Err(invalid(
             "Incorrect declared batch size, records still remaining in file",
         ));
@@ -118,13 +116,7 @@ pub fn decode_batches(mut bytes: Bytes) -> Result<RecordSet, LogError> {
     }
     let next = Cell::new(0usize);
     let checked = |section: &mut Bytes, compression: Compression| -> anyhow::Result<Bytes> {
-        let plain = match compression {
-            Compression::None => section.clone(),
-            Compression::Gzip => Gzip::decompress(section, |b| Ok(std::mem::take(b)))?,
-            Compression::Snappy => Snappy::decompress(section, |b| Ok(std::mem::take(b)))?,
-            Compression::Lz4 => Lz4::decompress(section, |b| Ok(std::mem::take(b)))?,
-            Compression::Zstd => Zstd::decompress(section, |b| Ok(std::mem::take(b)))?,
-        };
+        let plain = decompress(compression, section)?;
         let index = next.replace(next.get() + 1);
         let bases = batches.get(index).copied().unwrap_or(Bases {
             count: -1,
@@ -155,12 +147,12 @@ struct Bases {
 /// record's offset and timestamp (base plus delta) must be representable: the decoder adds
 /// them without checking.
 fn count_records(section: &[u8], bases: &Bases) -> Result<usize, LogError> {
-    let mut reader = Reader { buf: section, pos: 0 };
+    let mut reader = Reader::new(section);
     let mut count = 0;
-    while reader.pos < section.len() {
-        let (timestamp_delta, offset_delta, _) = read_record(&mut reader)?;
-        if bases.timestamp.checked_add(timestamp_delta).is_none()
-            || bases.offset.checked_add(i64::from(offset_delta)).is_none()
+    while !reader.at_end() {
+        let record = reader.record()?;
+        if bases.timestamp.checked_add(record.timestamp_delta).is_none()
+            || bases.offset.checked_add(i64::from(record.offset_delta)).is_none()
         {
             return Err(invalid(
                 "A record's timestamp or offset delta overflows its batch's base",
@@ -203,88 +195,6 @@ impl TimestampBounds {
             )
         })
     }
-}
-
-/// A cursor over the records section of a batch.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn varlong(&mut self) -> Result<i64, LogError> {
-        let mut value: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let Some(&b) = self.buf.get(self.pos) else {
-                return Err(invalid("Incorrect declared batch size, premature EOF reached"));
-            };
-            self.pos += 1;
-            value |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                // Zigzag: the sign is the lowest bit.
-                return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
-            }
-        }
-        Err(invalid("Invalid varlong in a record"))
-    }
-
-    fn varint(&mut self) -> Result<i32, LogError> {
-        i32::try_from(self.varlong()?).map_err(|_| invalid("Invalid varint in a record"))
-    }
-
-    /// Skips `len` bytes of a key, value or header (a negative length is a null).
-    fn skip(&mut self, len: i32) -> Result<(), LogError> {
-        let len = usize::try_from(len).unwrap_or(0);
-        if self.buf.len() - self.pos < len {
-            return Err(invalid("Incorrect declared batch size, premature EOF reached"));
-        }
-        self.pos += len;
-        Ok(())
-    }
-}
-
-/// Reads one record as Kafka's DefaultRecord.readFrom does; returns its timestamp delta,
-/// offset delta and whether it has a key.
-fn read_record(r: &mut Reader<'_>) -> Result<(i64, i32, bool), LogError> {
-    let size = r.varint()?;
-    let size = usize::try_from(size).map_err(|_| invalid(&format!("Invalid record size {size}")))?;
-    if r.buf.len() - r.pos < size {
-        return Err(invalid("Incorrect declared batch size, premature EOF reached"));
-    }
-    let start = r.pos;
-    // The record's fields must end exactly where its declared size does.
-    let mut body = Reader {
-        buf: &r.buf[..start + size],
-        pos: start,
-    };
-    body.skip(1)?; // attributes
-    let timestamp_delta = body.varlong()?;
-    let offset_delta = body.varint()?;
-    let key = body.varint()?;
-    body.skip(key)?;
-    let value = body.varint()?;
-    body.skip(value)?;
-    let headers = body.varint()?;
-    if headers < 0 {
-        return Err(invalid("Found invalid number of record headers"));
-    }
-    for _ in 0..headers {
-        let key = body.varint()?;
-        if key < 0 {
-            return Err(invalid("Invalid negative header key size"));
-        }
-        body.skip(key)?;
-        let value = body.varint()?;
-        body.skip(value)?;
-    }
-    if body.pos != start + size {
-        return Err(invalid(&format!(
-            "Invalid record size: expected to read {size} bytes in record payload, but instead read {}",
-            body.pos - start
-        )));
-    }
-    r.pos = start + size;
-    Ok((timestamp_delta, offset_delta, key >= 0))
 }
 
 #[cfg(test)]
