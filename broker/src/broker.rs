@@ -13,6 +13,7 @@ use crate::connection_limit::ConnectionLimit;
 use crate::error::BrokerError;
 use crate::group::GroupCoordinator;
 use crate::log::Flusher;
+use crate::log_cleaner::LogCleaner;
 use crate::log_manager::LogManager;
 use crate::meta::{identity, ConfigEntity, MetaStore};
 use crate::producer_ids::ProducerIdManager;
@@ -34,6 +35,8 @@ pub struct Broker {
     pub txn: TransactionCoordinator,
     /// Group commit of acks=-1 produces and the background fsyncs of the others.
     pub flusher: Flusher,
+    /// The log cleaner's threads (compaction).
+    pub cleaner: LogCleaner,
     /// Woken when records may have become readable (after an append, or with
     /// `log.flush.before.visible` after an fsync), so long-polling fetches wait on data rather
     /// than on a timer.
@@ -118,11 +121,24 @@ impl Broker {
             txn,
             meta,
             flusher,
+            cleaner: LogCleaner::new(&dir),
             appended,
             broker_config_writes: Mutex::new(()),
             connection_limit,
             config,
         });
+        broker.cleaner.start(
+            Arc::downgrade(&broker),
+            broker
+                .config
+                .value("log.cleaner.enable")
+                .is_none_or(|v| v.trim() != "false"),
+            broker
+                .config
+                .value("log.cleaner.threads")
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(1),
+        );
         tokio::spawn(expire_producers(Arc::downgrade(&broker), shutdown.clone()));
         tokio::spawn(enforce_retention(Arc::downgrade(&broker), shutdown.clone()));
         tokio::spawn(watch_disk_pressure(Arc::downgrade(&broker), shutdown.clone()));
@@ -197,6 +213,8 @@ impl Broker {
     /// Makes what is acknowledged durable before exit. Tries every partition and the metadata
     /// store even after a failure, and reports the first failure.
     fn close(&self) -> Result<(), BrokerError> {
+        // No segment is swapped under the final flush.
+        self.cleaner.shutdown();
         let mut first_failure = None;
         for topic in self.logs.topics() {
             for (p, log) in topic.partitions.iter().enumerate() {

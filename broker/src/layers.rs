@@ -13,6 +13,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "broker",
             "log_manager",
+            "log_cleaner",
             "group",
             "producer_ids",
             "txn",

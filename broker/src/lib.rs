@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod group;
 pub mod kafka_uuid;
 pub mod log;
+pub mod log_cleaner;
 pub mod log_manager;
 pub mod meta;
 pub mod metrics;

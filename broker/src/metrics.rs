@@ -43,6 +43,23 @@ pub const DISK_PRESSURE_LEVEL: &str = "keel_disk_pressure_level";
 pub const LOG_DIR_USED_BYTES: &str = "keel_log_dir_used_bytes";
 /// Used fraction of the log directory's filesystem (df's Use%).
 pub const LOG_DIR_USED_RATIO: &str = "keel_log_dir_used_ratio";
+/// Bytes of compacted logs' dirty sections (written since their last cleaning, cleanable now):
+/// the cleaner's backlog, summed over every compacted log at each cleaner pass.
+pub const LOG_CLEANER_DIRTY_BYTES: &str = "keel_log_cleaner_dirty_bytes";
+/// The highest dirty ratio among compacted logs at the last pass (Kafka's max-dirty-percent / 100).
+pub const LOG_CLEANER_MAX_DIRTY_RATIO: &str = "keel_log_cleaner_max_dirty_ratio";
+/// How far past max.compaction.lag.ms the most overdue dirty data is, in seconds.
+pub const LOG_CLEANER_MAX_COMPACTION_DELAY: &str = "keel_log_cleaner_max_compaction_delay_seconds";
+/// Bytes the cleaner read from the segments it rewrote.
+pub const LOG_CLEANER_BYTES_READ: &str = "keel_log_cleaner_bytes_read_total";
+/// Bytes the cleaner wrote into cleaned segments.
+pub const LOG_CLEANER_BYTES_WRITTEN: &str = "keel_log_cleaner_bytes_written_total";
+/// Cleaning rounds completed.
+pub const LOG_CLEANER_ROUNDS: &str = "keel_log_cleaner_rounds_total";
+/// Time spent in cleaning rounds, in milliseconds.
+pub const LOG_CLEANER_MILLISECONDS: &str = "keel_log_cleaner_milliseconds_total";
+/// Partitions a cleaning error set aside until restart (Kafka's uncleanable-partitions-count).
+pub const LOG_CLEANER_UNCLEANABLE: &str = "keel_log_cleaner_uncleanable_partitions";
 
 /// Series not refreshed for this long (a deleted group or topic) leave the output.
 const IDLE: Duration = Duration::from_secs(120);

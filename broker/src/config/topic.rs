@@ -58,7 +58,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     t(
         "delete.retention.ms",
         Kind::Long,
-        None,
+        Some("log.cleaner.delete.retention.ms"),
         "86400000",
         "How long delete tombstones are kept in compacted topics.",
     ),
@@ -101,7 +101,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     t(
         "max.compaction.lag.ms",
         Kind::Long,
-        None,
+        Some("log.cleaner.max.compaction.lag.ms"),
         LONG_MAX,
         "Longest time a record stays uncompacted.",
     ),
@@ -137,14 +137,14 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     t(
         "min.cleanable.dirty.ratio",
         Kind::Double,
-        None,
+        Some("log.cleaner.min.cleanable.ratio"),
         "0.5",
         "Dirty ratio at which a compacted log is cleaned.",
     ),
     t(
         "min.compaction.lag.ms",
         Kind::Long,
-        None,
+        Some("log.cleaner.min.compaction.lag.ms"),
         "0",
         "Shortest time a record stays uncompacted.",
     ),

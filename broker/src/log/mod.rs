@@ -46,8 +46,8 @@ pub use producer_state::{
     BatchMetadata, CompletedTxn, ProducerSnapshot, ProducerStateEntry, ProducerStateTable, BATCHES_TO_RETAIN,
 };
 pub use recovery_checkpoint::{
-    clear_clean_shutdown, had_clean_shutdown, mark_clean_shutdown, read_recovery_points,
-    write_recovery_points, RecoveryHint,
+    clear_clean_shutdown, had_clean_shutdown, mark_clean_shutdown, read_offset_checkpoint,
+    read_recovery_points, write_offset_checkpoint, write_recovery_points, RecoveryHint,
 };
 pub use segment::TimestampedBatch;
 pub use txn_index::AbortedTxn;

@@ -1157,6 +1157,8 @@ impl PartitionLog {
     /// forgets its segments; its files are left for the caller to move or remove. False when
     /// it was retired already.
     pub fn retire(&self) -> bool {
+        // Not while the cleaner swaps segments in: it checks the log is open under this lock.
+        let _maintenance = lock(&self.maintenance);
         let _writer = lock(&self.writer);
         if self.deleted.swap(true, Ordering::AcqRel) {
             return false;

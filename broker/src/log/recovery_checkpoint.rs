@@ -27,19 +27,26 @@ pub struct RecoveryHint {
 /// is an empty map; an unreadable one too, with a warning (every partition is then scanned as
 /// if it had no checkpoint, which is slower but safe).
 pub fn read_recovery_points(log_dir: &Path) -> HashMap<(String, i32), i64> {
-    let path = log_dir.join(RECOVERY_POINT_CHECKPOINT);
+    read_offset_checkpoint(log_dir, RECOVERY_POINT_CHECKPOINT)
+}
+
+/// Reads one of Kafka's offset checkpoint files of a log directory (`name`): (topic,
+/// partition) -> offset. A missing or unreadable file is an empty map (the latter with a
+/// warning).
+pub fn read_offset_checkpoint(log_dir: &Path, name: &str) -> HashMap<(String, i32), i64> {
+    let path = log_dir.join(name);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return HashMap::new(),
         Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "cannot read the recovery point checkpoint; recovering every partition fully");
+            tracing::warn!(file = %path.display(), error = %e, "cannot read an offset checkpoint; ignoring it");
             return HashMap::new();
         }
     };
     match parse(&text) {
         Some(points) => points,
         None => {
-            tracing::warn!(file = %path.display(), "ignoring an unreadable recovery point checkpoint; recovering every partition fully");
+            tracing::warn!(file = %path.display(), "ignoring an unreadable offset checkpoint");
             HashMap::new()
         }
     }
@@ -69,17 +76,27 @@ fn parse(text: &str) -> Option<HashMap<(String, i32), i64>> {
 
 /// Writes the recovery points durably (temp file, fsync, rename, directory fsync).
 pub fn write_recovery_points(log_dir: &Path, points: &[(String, i32, i64)]) -> std::io::Result<()> {
+    write_offset_checkpoint(log_dir, RECOVERY_POINT_CHECKPOINT, points)
+}
+
+/// Writes one of Kafka's offset checkpoint files durably (temp file, fsync, rename, directory
+/// fsync).
+pub fn write_offset_checkpoint(
+    log_dir: &Path,
+    name: &str,
+    points: &[(String, i32, i64)],
+) -> std::io::Result<()> {
     let mut text = format!("0\n{}\n", points.len());
     for (topic, partition, offset) in points {
         text.push_str(&format!("{topic} {partition} {offset}\n"));
     }
-    let tmp = log_dir.join(format!("{RECOVERY_POINT_CHECKPOINT}.tmp"));
+    let tmp = log_dir.join(format!("{name}.tmp"));
     {
         let mut f = File::create(&tmp)?;
         f.write_all(text.as_bytes())?;
         sync_all(&f)?;
     }
-    std::fs::rename(&tmp, log_dir.join(RECOVERY_POINT_CHECKPOINT))?;
+    std::fs::rename(&tmp, log_dir.join(name))?;
     sync_dir(log_dir)
 }
 

@@ -7,6 +7,7 @@ mod wire;
 
 mod admin;
 mod bad_input;
+mod compaction;
 mod coordinator;
 mod disk_pressure;
 mod dynamic_configs;
