@@ -3,7 +3,8 @@
 # `rdkafka_performance` (a light C client), with the broker's CPU seconds per GB and peak RSS
 # beside every row, the disk's fdatasync bandwidth (dd) and the load average from the same run,
 # the idempotent producer against the same rows without it (alternated), produce and
-# end-to-end latency at half the peak rate, and the Rust example's per-message latency
+# end-to-end latency at half the peak rate, produce latency with the log cleaner idle and while
+# it cleans 1 GB of overwrites on another topic, and the Rust example's per-message latency
 # percentiles. Prints Markdown tables. See docs/benchmarks.md.
 #
 #   scripts/bench.sh            the whole matrix (about 15 minutes)
@@ -148,6 +149,7 @@ dd_mb_s="$(printf '%s\n' "${dd_runs[@]}" | sort -g | sed -n 2p)"
 mkdir -p "$work/data"
 NO_COLOR=1 RUST_LOG=info "$keel" \
   --override listeners=PLAINTEXT://127.0.0.1:0 \
+  --override log.cleaner.backoff.ms=1000 \
   --override "log.dirs=$work/data" >"$work/keel.log" 2>&1 &
 broker_pid=$!
 
@@ -292,6 +294,76 @@ for size in "${sizes[@]}"; do
   done
 done
 
+# The cleaner beside ingestion (issue 11): produce latency on one topic (1 KiB, acks=-1, one
+# partition, at half the matrix's peak rate for that row) with the cleaner idle, then while it
+# works through CLEANER_MB of overwrites of four keys on another topic, written with
+# cleanup.policy=delete and switched to compact when the measured run starts. The cleaner's own
+# report ("cleaned log ... seconds=") says how long its round took and how much it read.
+cleaner_mb=1024; cleaner_latency_seconds=5
+[ -n "$smoke" ] && { cleaner_mb=16; cleaner_latency_seconds=2; }
+: >"$work/cleaner"
+peak="$(awk '
+  { delete f; for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] } }
+  f["size"] == 1024 && f["acks"] == -1 && f["partitions"] == 1 { print f["produce_msgs_s"]; exit }
+' "$work/matrix")"
+[ -n "$peak" ] || peak=20000
+rate=$((peak / 2)); count=$((rate * cleaner_latency_seconds))
+# The first report of a cleaning round of overwrites-0 after the MARKth "cleaned log" line.
+cleaner_report() {
+  sed 's/\x1b\[[0-9;]*m//g' "$work/keel.log" | grep 'cleaned log' | tail -n +$(($1 + 1)) |
+    grep 'partition=overwrites-0' | head -n 1 || true
+}
+run_client "creating overwrites" "$bench" create-topic --bootstrap "$bootstrap" --topic overwrites \
+  --partitions 1 --config cleanup.policy=delete --config segment.bytes=67108864
+per_key=$((cleaner_mb * 1024 / 4))
+for key in a b c d; do
+  run_client "writing overwrites of $key" "$perf" -P -t overwrites -b "$bootstrap" -p 0 -s 1024 \
+    -c "$per_key" -k "key-$key" -a 1 "${producer_conf[@]}" -q >"$work/overwrites.out" 2>&1
+done
+# A last record in a segment of its own, so that every overwrite lies in a sealed segment.
+run_client "rolling overwrites" "$bench" alter-topic --bootstrap "$bootstrap" --topic overwrites \
+  --config cleanup.policy=delete --config segment.ms=1
+sleep 1
+run_client "closing overwrites" "$perf" -P -t overwrites -b "$bootstrap" -p 0 -s 16 -c 1 -k last \
+  -a -1 "${producer_conf[@]}" -q >"$work/overwrites.out" 2>&1
+run_client "settling overwrites" "$bench" alter-topic --bootstrap "$bootstrap" --topic overwrites \
+  --config cleanup.policy=delete --config segment.bytes=67108864
+sync
+for state in idle cleaning; do
+  topic="cleaner-latency-$state"
+  create_topic "$topic" 1
+  rm -f "$work/lat_produce"
+  mark="$(grep -c 'cleaned log' "$work/keel.log" || true)"
+  if [ "$state" = cleaning ]; then
+    run_client "switching overwrites to compact" "$bench" alter-topic --bootstrap "$bootstrap" \
+      --topic overwrites --config cleanup.policy=compact --config segment.bytes=67108864
+  fi
+  t0="$(cpu_ticks)"
+  run_client "latency producer ($topic)" "$perf" -P -t "$topic" -b "$bootstrap" -p 0 -s 1024 \
+    -c "$count" -a -1 -r "$rate" -l -A "$work/lat_produce" "${producer_conf[@]}" -q \
+    >"$work/lat_produce.out" 2>&1
+  t1="$(cpu_ticks)"
+  delete_topic "$topic"
+  [ "$(wc -l <"$work/lat_produce")" = "$count" ] ||
+    fail "$topic: $(wc -l <"$work/lat_produce") produce latencies for $count messages"
+  read -r p50 p99 pmax <<<"$(percentiles "$work/lat_produce")"
+  cleaned="$(cleaner_report "$mark")"
+  if [ "$state" = cleaning ] && [ -z "$cleaned" ]; then
+    # The round outlasted the measured run: wait for it, so its duration is reported.
+    for _ in $(seq 600); do
+      cleaned="$(cleaner_report "$mark")"
+      [ -n "$cleaned" ] && break
+      sleep 1
+    done
+  fi
+  secs="$(grep -o 'seconds=[0-9.]*' <<<"$cleaned" | cut -d= -f2 || true)"
+  read_bytes="$(grep -o 'bytes_read=[0-9]*' <<<"$cleaned" | cut -d= -f2 || true)"
+  line="state=$state rate=$rate messages=$count p50=$p50 p99=$p99 max=$pmax cpu_s=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" 'BEGIN { printf "%.1f", t / hz }') cleaner_s=${secs:-none} cleaner_read_mb=$(awk -v b="${read_bytes:-0}" 'BEGIN { printf "%.0f", b / 1e6 }')"
+  echo "$line" >&2
+  echo "$line" >>"$work/cleaner"
+done
+delete_topic overwrites
+
 # The Rust example (rdkafka FutureProducer, one future per message, 16 MiB in flight): the
 # latency a heavier client sees at its own full speed, one partition.
 : >"$work/rust"
@@ -385,6 +457,21 @@ while read -r row; do
     "$(field "$row" p50)" "$(field "$row" p99)" "$(field "$row" max)" \
     "$(field "$row" e2e_p50)" "$(field "$row" e2e_p99)" "$(field "$row" e2e_max)"
 done <"$work/latency"
+echo
+echo "Produce latency beside the log cleaner (1 KiB, acks=-1, one partition, rdkafka_performance -l; \"cleaning\": while the cleaner works through ${cleaner_mb} MB of overwrites on another topic; CPU = the broker's seconds during the run):"
+echo
+echo "| cleaner | rate msg/s | messages | p50 ms | p99 ms | max ms | broker CPU s | cleaner round s | cleaner read MB |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+while read -r row; do
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+    "$(field "$row" state)" "$(field "$row" rate)" "$(field "$row" messages)" "$(field "$row" p50)" \
+    "$(field "$row" p99)" "$(field "$row" max)" "$(field "$row" cpu_s)" "$(field "$row" cleaner_s)" \
+    "$(field "$row" cleaner_read_mb)"
+done <"$work/cleaner"
+awk '
+  { delete f; for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] } p99[f["state"]] = f["p99"] }
+  END { if (p99["idle"] > 0) printf "\n- p99 while cleaning: **%.2fx** the idle run'"'"'s (aim: at most 1.5x).\n", p99["cleaning"] / p99["idle"] }
+' "$work/cleaner"
 echo
 echo "The Rust example (protocol-tests/examples/bench.rs: a FutureProducer, one future per message, 16 MiB in flight, one partition):"
 echo

@@ -461,6 +461,19 @@ impl LogManager {
         Ok(())
     }
 
+    /// Kafka's LogConfig.validateValues: `min.compaction.lag.ms` may not exceed
+    /// `max.compaction.lag.ms`, with the broker defaults filling what the topic does not set.
+    fn validate_compaction_lags(&self, overrides: &BTreeMap<String, String>) -> Result<(), BrokerError> {
+        let lag =
+            |name: &str| effective(overrides, &self.config, name).and_then(|v| v.trim().parse::<i64>().ok());
+        match (lag("min.compaction.lag.ms"), lag("max.compaction.lag.ms")) {
+            (Some(min), Some(max)) if min > max => Err(BrokerError::InvalidConfig(format!(
+                "conflict topic config setting min.compaction.lag.ms ({min}) > max.compaction.lag.ms ({max})"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The storage settings of a topic with these overrides.
     pub fn log_config(&self, overrides: &BTreeMap<String, String>) -> LogConfig {
         // Values were validated when set; an unparsable one falls back to `or` (for retention:
@@ -736,6 +749,7 @@ impl LogManager {
         for (k, v) in configs {
             validate_topic_config(k, v).map_err(|e| BrokerError::InvalidConfig(e.0))?;
         }
+        self.validate_compaction_lags(configs)?;
         Ok(partitions)
     }
 
@@ -861,6 +875,7 @@ impl LogManager {
         for (k, v) in &configs {
             validate_topic_config(k, v).map_err(|e| BrokerError::InvalidConfig(e.0))?;
         }
+        self.validate_compaction_lags(&configs)?;
         if validate_only {
             return Ok(());
         }

@@ -4,7 +4,8 @@
 //! bench --bootstrap HOST:PORT --topic-prefix P --size BYTES --acks 1|-1|all \
 //!       --partitions N --messages M [--window W] \
 //!       [--fetch-max-bytes B] [--partition-fetch-max-bytes B]
-//! bench create-topic --bootstrap HOST:PORT --topic T --partitions N
+//! bench create-topic --bootstrap HOST:PORT --topic T --partitions N [--config K=V]...
+//! bench alter-topic --bootstrap HOST:PORT --topic T [--config K=V]...
 //! bench delete-topic --bootstrap HOST:PORT --topic T
 //! ```
 //!
@@ -27,7 +28,7 @@ use std::error::Error;
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -50,7 +51,8 @@ const USAGE: &str = "usage: bench --bootstrap HOST:PORT --topic-prefix P --size 
                      --acks 1|-1|all --partitions N --messages M [--window W] \
                      [--fetch-max-bytes B] [--partition-fetch-max-bytes B] \
                      [--idempotence true|false]\n       \
-                     bench create-topic --bootstrap HOST:PORT --topic T --partitions N\n       \
+                     bench create-topic --bootstrap HOST:PORT --topic T --partitions N [--config K=V]...\n       \
+                     bench alter-topic --bootstrap HOST:PORT --topic T [--config K=V]...\n       \
                      bench delete-topic --bootstrap HOST:PORT --topic T";
 
 struct Args {
@@ -167,7 +169,7 @@ struct ConsumeFigures {
 async fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1).peekable();
     let subcommand = match argv.peek().map(String::as_str) {
-        Some(name @ ("create-topic" | "delete-topic")) => Some(name.to_string()),
+        Some(name @ ("create-topic" | "delete-topic" | "alter-topic")) => Some(name.to_string()),
         _ => None,
     };
     if let Some(name) = subcommand {
@@ -208,7 +210,7 @@ async fn run(args: Args) -> BenchResult<String> {
         args.acks_number().replace('-', "m"),
         args.partitions
     );
-    create_topic(&args.bootstrap, &topic, args.partitions).await?;
+    create_topic(&args.bootstrap, &topic, args.partitions, &[]).await?;
 
     let produced = produce(&args, &topic).await?;
     let consumed = {
@@ -250,15 +252,24 @@ async fn run(args: Args) -> BenchResult<String> {
     ))
 }
 
-/// `create-topic` / `delete-topic`: `--bootstrap`, `--topic` and (to create) `--partitions`.
+/// `create-topic` / `delete-topic` / `alter-topic`: `--bootstrap`, `--topic`, (to create)
+/// `--partitions`, and (to create or alter) `--config key=value`, repeatable. `alter-topic`
+/// is AlterConfigs: the topic's settings become exactly those named.
 async fn topic_command(name: &str, mut argv: impl Iterator<Item = String>) -> BenchResult<()> {
     let (mut bootstrap, mut topic, mut partitions) = (None, None, None);
+    let mut configs: Vec<(String, String)> = Vec::new();
     while let Some(flag) = argv.next() {
         let value = argv.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--bootstrap" => bootstrap = Some(value),
             "--topic" => topic = Some(value),
             "--partitions" => partitions = Some(number::<i32>(&flag, &value)?),
+            "--config" => {
+                let (k, v) = value
+                    .split_once('=')
+                    .ok_or_else(|| format!("--config wants key=value, not {value}"))?;
+                configs.push((k.to_string(), v.to_string()));
+            }
             _ => return Err(format!("unknown argument {flag} for {name}").into()),
         }
     }
@@ -267,7 +278,7 @@ async fn topic_command(name: &str, mut argv: impl Iterator<Item = String>) -> Be
     let topic = topic.ok_or_else(|| missing("--topic"))?;
     if name == "create-topic" {
         let partitions = partitions.ok_or_else(|| missing("--partitions"))?;
-        return create_topic(&bootstrap, &topic, partitions).await;
+        return create_topic(&bootstrap, &topic, partitions, &configs).await;
     }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -275,6 +286,16 @@ async fn topic_command(name: &str, mut argv: impl Iterator<Item = String>) -> Be
     let options = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(30)));
+    if name == "alter-topic" {
+        let mut alter = AlterConfig::new(ResourceSpecifier::Topic(&topic));
+        for (k, v) in &configs {
+            alter = alter.set(k, v);
+        }
+        for result in admin.alter_configs(&[alter], &options).await? {
+            result.map_err(|(resource, code)| format!("AlterConfigs {resource:?}: {code}"))?;
+        }
+        return Ok(());
+    }
     for result in admin.delete_topics(&[topic.as_str()], &options).await? {
         result.map_err(|(name, code)| format!("DeleteTopics {name}: {code}"))?;
     }
@@ -283,13 +304,21 @@ async fn topic_command(name: &str, mut argv: impl Iterator<Item = String>) -> Be
 
 /// Creates `topic` with replication factor 1, then waits until every partition has a leader, so
 /// the timed produce does not start with metadata retries.
-async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> BenchResult<()> {
+async fn create_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(String, String)],
+) -> BenchResult<()> {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
     let options = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(15)));
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        new_topic = new_topic.set(k, v);
+    }
     for result in admin.create_topics(&[new_topic], &options).await? {
         result.map_err(|(name, code)| format!("CreateTopics {name}: {code}"))?;
     }

@@ -177,3 +177,197 @@ async fn keyed_topics_in_every_codec_compact_to_the_latest_value_per_key() {
         );
     }
 }
+
+/// How many times `kill_9_during_cleaning_loses_nothing_acknowledged` kills the broker: 10 in
+/// the test suite, more through `scripts/kill-loop.sh` (`KEEL_CLEANER_KILL_ROUNDS`).
+fn cleaner_kill_rounds() -> usize {
+    std::env::var("KEEL_CLEANER_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
+
+/// kill -9 at random points while the cleaner works (its I/O budget keeps each round long, so
+/// most kills land inside one) under an idempotent producer's overwrites of 50 keys: after
+/// every restart the log is a valid compaction of what was produced. Each key's last
+/// acknowledged record is there, at its offset, unless a later record of the same key is; no
+/// record is read that was not produced, or at another offset than it was acknowledged at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_cleaning_loses_nothing_acknowledged() {
+    use std::sync::{Arc, Mutex};
+
+    let port = crate::restart::free_port();
+    let mut broker = TestBroker::builder()
+        .with("listeners", format!("PLAINTEXT://127.0.0.1:{port}"))
+        .with("log.cleaner.backoff.ms", 20)
+        .with("log.cleaner.io.max.bytes.per.second", 150_000)
+        .with("log.segment.delete.delay.ms", 100)
+        .start();
+    let bootstrap = broker.bootstrap().to_string();
+    let created = admin(&bootstrap)
+        .create_topics(
+            &[NewTopic::new("churn", 1, TopicReplication::Fixed(1))
+                .set("cleanup.policy", "compact")
+                .set("segment.bytes", "8192")
+                .set("min.cleanable.dirty.ratio", "0.01")
+                .set("max.compaction.lag.ms", "100")],
+            &admin_options(),
+        )
+        .await
+        .expect("CreateTopics request");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let p = producer(
+        &bootstrap,
+        &[
+            ("enable.idempotence", "true"),
+            ("message.timeout.ms", "120000"),
+            ("reconnect.backoff.ms", "20"),
+            ("reconnect.backoff.max.ms", "200"),
+            ("retry.backoff.ms", "20"),
+            ("retry.backoff.max.ms", "200"),
+        ],
+    );
+    // (key, value) of every record produced, and (offset, key, value) of those acknowledged.
+    let acked: Arc<Mutex<Vec<(i64, String, String)>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producing = {
+        let (acked, stop) = (Arc::clone(&acked), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut in_flight = Vec::new();
+                for _ in 0..50 {
+                    let key = format!("key-{}", n % 50);
+                    let value = format!("{key}-{n}-{}", "v".repeat(60));
+                    n += 1;
+                    let record = FutureRecord::to("churn").partition(0).key(&key).payload(&value);
+                    if let Ok(delivery) = p.send_result(record) {
+                        in_flight.push((key, value, delivery));
+                    }
+                }
+                for (key, value, delivery) in in_flight {
+                    if let Ok(Ok(d)) = delivery.await {
+                        acked.lock().expect("acked").push((d.offset, key, value));
+                    }
+                }
+            }
+        })
+    };
+
+    let rounds = cleaner_kill_rounds();
+    for round in 0..rounds {
+        let target = acked.lock().expect("acked").len() + 500;
+        let started = Instant::now();
+        while acked.lock().expect("acked").len() < target && started.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200 + (round as u64 * 173) % 700)).await;
+        broker.kill9();
+        broker.restart();
+        assert_eq!(
+            broker.bootstrap(),
+            bootstrap,
+            "the broker came back on another port"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(150), producing)
+        .await
+        .expect("the producer's last window completes")
+        .expect("producer task");
+    let acked = std::mem::take(&mut *acked.lock().expect("acked"));
+
+    let read = read_all(&bootstrap, "churn").await;
+    let produced: BTreeMap<&str, i64> = acked.iter().map(|(o, _, v)| (v.as_str(), *o)).collect();
+    for (offset, (key, value)) in &read {
+        let value = value.as_deref().expect("no tombstones here");
+        assert!(
+            value.starts_with(&format!("{key}-")),
+            "{offset}: {key} holds {value}"
+        );
+        if let Some(at) = produced.get(value) {
+            assert_eq!(at, offset, "{value} was acknowledged at {at}, read at {offset}");
+        }
+    }
+    let mut last_acked: BTreeMap<&str, (i64, &str)> = BTreeMap::new();
+    for (offset, key, value) in &acked {
+        if last_acked.get(key.as_str()).is_none_or(|(o, _)| o < offset) {
+            last_acked.insert(key, (*offset, value));
+        }
+    }
+    for (key, (offset, value)) in &last_acked {
+        let kept = read
+            .get(offset)
+            .is_some_and(|(k, v)| k == key && v.as_deref() == Some(value));
+        let superseded = read.range(offset + 1..).any(|(_, (k, _))| k == key);
+        assert!(
+            kept || superseded,
+            "{key}: its last acknowledged record (offset {offset}) is gone"
+        );
+    }
+    let log = broker.log_text();
+    let interrupted = log.matches("a cleaning that did not finish").count()
+        + log.matches("completed the swap of a cleaned segment").count();
+    let rounds_cleaned = log.matches("cleaned log").count();
+    assert!(rounds_cleaned > 0, "the cleaner never finished a round");
+    assert!(
+        read.len() < acked.len() / 2,
+        "compacted: {} of {} records left",
+        read.len(),
+        acked.len()
+    );
+    eprintln!(
+        "{rounds} kills: {} records acknowledged, {} left after compaction, {rounds_cleaned} rounds, {interrupted} interrupted cleanings finished at start",
+        acked.len(),
+        read.len()
+    );
+    assert!(
+        interrupted > 0,
+        "no kill landed inside a cleaning: the test proved nothing"
+    );
+}
+
+/// Kafka's cross-check of the compaction lags: `min.compaction.lag.ms` above
+/// `max.compaction.lag.ms` is INVALID_CONFIG, at creation and at alteration.
+#[tokio::test]
+async fn a_minimum_compaction_lag_above_the_maximum_is_an_invalid_config() {
+    use rdkafka::types::RDKafkaErrorCode;
+
+    let broker = TestBroker::start();
+    let admin = admin(broker.bootstrap());
+    let created = admin
+        .create_topics(
+            &[
+                NewTopic::new("lags-bad", 1, TopicReplication::Fixed(1))
+                    .set("cleanup.policy", "compact")
+                    .set("min.compaction.lag.ms", "1000")
+                    .set("max.compaction.lag.ms", "500"),
+                NewTopic::new("lags-good", 1, TopicReplication::Fixed(1))
+                    .set("min.compaction.lag.ms", "1000"),
+            ],
+            &admin_options(),
+        )
+        .await
+        .expect("CreateTopics request");
+    assert!(
+        matches!(&created[0], Err((_, RDKafkaErrorCode::InvalidConfig))),
+        "{created:?}"
+    );
+    assert!(created[1].is_ok(), "{created:?}");
+    // IncrementalAlterConfigs SET of the maximum alone: merged with the topic's minimum, it
+    // conflicts. (rust-rdkafka's AlterConfigs reports every resource as a success, so the wire.)
+    let mut wire = crate::wire::WireClient::connect(broker.bootstrap());
+    const TOPIC: i8 = 2;
+    const SET: i8 = 0;
+    const INVALID_CONFIG: i16 = 40;
+    let set_max = |max| [("max.compaction.lag.ms", SET, Some(max))];
+    assert_eq!(
+        crate::dynamic_configs::alter(&mut wire, TOPIC, "lags-good", &set_max("999")),
+        INVALID_CONFIG
+    );
+    assert_eq!(
+        crate::dynamic_configs::alter(&mut wire, TOPIC, "lags-good", &set_max("1000")),
+        0
+    );
+}

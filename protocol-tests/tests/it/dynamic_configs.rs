@@ -38,7 +38,12 @@ fn s(v: &str) -> StrBytes {
 }
 
 /// One IncrementalAlterConfigs resource; returns its error code.
-fn alter(wire: &mut WireClient, resource_type: i8, name: &str, changes: &[(&str, i8, Option<&str>)]) -> i16 {
+pub(crate) fn alter(
+    wire: &mut WireClient,
+    resource_type: i8,
+    name: &str,
+    changes: &[(&str, i8, Option<&str>)],
+) -> i16 {
     let configs = changes
         .iter()
         .map(|(k, op, v)| {

@@ -269,7 +269,7 @@ async fn a_clean_stop_leaves_the_marker_and_recovery_points_and_the_next_start_c
 }
 
 /// A free loopback port, for a broker that must come back where its clients left it.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind an ephemeral port")
