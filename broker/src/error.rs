@@ -115,6 +115,8 @@ impl BrokerError {
             // metadata in each client, and franz-go would pause ~5 s per retry for it).
             BrokerError::DiskPressure(_) => E::NotEnoughReplicas,
             BrokerError::Log(e) => match e {
+                // A full filesystem, found by a write: as hard disk pressure.
+                LogError::NoSpace(_) => E::NotEnoughReplicas,
                 LogError::CorruptRecord(_) => E::CorruptMessage,
                 LogError::InvalidRecord(_) => E::InvalidRecord,
                 LogError::MessageTooLarge { .. } => E::MessageTooLarge,

@@ -33,9 +33,12 @@ const THROTTLE_CHECK: Duration = Duration::from_millis(300);
 
 impl Throttler {
     fn maybe_throttle(&self, bytes: u64, rate: f64) {
-        if !(rate > 0.0 && rate < 1e15) || bytes == 0 {
+        if rate >= 1e15 || rate.is_nan() || bytes == 0 {
             return;
         }
+        // A rate below 1 KB/s is taken as 1 KB/s, and one sleep lasts at most a second, so a
+        // stop is never held up for long.
+        let rate = rate.max(1024.0);
         let mut window = lock(&self.window);
         window.1 += bytes;
         let elapsed = window.0.elapsed();
@@ -45,7 +48,7 @@ impl Throttler {
         let due = Duration::from_secs_f64(window.1 as f64 / rate);
         if due > elapsed {
             // Held while sleeping: the other threads wait their turn, as in Kafka.
-            std::thread::sleep(due - elapsed);
+            std::thread::sleep((due - elapsed).min(Duration::from_secs(1)));
         }
         *window = (Instant::now(), 0);
     }
@@ -53,10 +56,13 @@ impl Throttler {
 
 struct Shared {
     dir: PathBuf,
-    /// Logs a thread is cleaning now, by address.
-    in_progress: Mutex<HashSet<usize>>,
+    /// Logs a thread is cleaning now, by topic id and partition.
+    in_progress: Mutex<HashSet<(uuid::Uuid, i32)>>,
     /// Logs a round failed on: left alone until restart, as Kafka's uncleanable partitions.
-    uncleanable: Mutex<HashSet<usize>>,
+    uncleanable: Mutex<HashSet<(uuid::Uuid, i32)>>,
+    /// The topic id each checkpointed name had when last seen: a topic deleted and created
+    /// again under its name starts with no checkpoint, as Kafka removes the entry on deletion.
+    ids: Mutex<HashMap<String, uuid::Uuid>>,
     /// Serialises reading and rewriting the checkpoint file.
     checkpoint: Mutex<()>,
     /// Segments replaced by cleaning, their files to remove after `file.delete.delay.ms`.
@@ -80,6 +86,7 @@ impl LogCleaner {
             dir: dir.to_path_buf(),
             in_progress: Mutex::new(HashSet::new()),
             uncleanable: Mutex::new(HashSet::new()),
+            ids: Mutex::new(HashMap::new()),
             checkpoint: Mutex::new(()),
             deleted: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -190,9 +197,8 @@ fn clean_filthiest(broker: &Broker, shared: &Shared, map: &mut OffsetMap, thread
         let _guard = lock(&shared.checkpoint);
         crate::log::read_offset_checkpoint(&shared.dir, CLEANER_CHECKPOINT)
     };
-    let logs: Vec<(String, i32, Arc<PartitionLog>)> = broker
-        .logs
-        .topics()
+    let topics = broker.logs.topics();
+    let logs: Vec<(String, i32, Arc<PartitionLog>)> = topics
         .iter()
         .flat_map(|t| {
             t.partitions
@@ -202,19 +208,35 @@ fn clean_filthiest(broker: &Broker, shared: &Shared, map: &mut OffsetMap, thread
         })
         .filter(|(_, _, log)| log.config().compact)
         .collect();
+    let id_of: HashMap<&str, uuid::Uuid> = topics.iter().map(|t| (t.name.as_str(), t.id)).collect();
+    let mut resets: Vec<(String, i32, Option<i64>)> = Vec::new();
+    {
+        // A name now held by another topic than the one checkpointed: its entries go.
+        let mut ids = lock(&shared.ids);
+        for (name, id) in &id_of {
+            if ids.insert((*name).to_string(), *id).is_some_and(|was| was != *id) {
+                let stale: Vec<(String, i32)> =
+                    checkpoints.keys().filter(|(t, _)| t == name).cloned().collect();
+                for key in stale {
+                    checkpoints.remove(&key);
+                    resets.push((key.0, key.1, None));
+                }
+            }
+        }
+    }
     let uncleanable = lock(&shared.uncleanable).clone();
-    let mut reset = false;
     let (mut backlog, mut max_ratio, mut max_delay) = (0u64, 0f64, 0i64);
     let mut best: Option<(f64, usize)> = None;
+    let key_of = |topic: &str, partition: i32| (id_of.get(topic).copied().unwrap_or_default(), partition);
     for (i, (topic, partition, log)) in logs.iter().enumerate() {
-        let key = Arc::as_ptr(log) as usize;
+        let key = key_of(topic, *partition);
         if uncleanable.contains(&key) {
             continue;
         }
         let range = cleanable(log, checkpoints.get(&(topic.clone(), *partition)).copied(), now);
         if range.reset_checkpoint {
             checkpoints.insert((topic.clone(), *partition), range.first_dirty);
-            reset = true;
+            resets.push((topic.clone(), *partition, Some(range.first_dirty)));
         }
         if range.clean_bytes + range.dirty_bytes == 0 {
             continue;
@@ -233,12 +255,20 @@ fn clean_filthiest(broker: &Broker, shared: &Shared, map: &mut OffsetMap, thread
     metrics::gauge!(crate::metrics::LOG_CLEANER_MAX_DIRTY_RATIO).set(max_ratio);
     metrics::gauge!(crate::metrics::LOG_CLEANER_MAX_COMPACTION_DELAY).set(max_delay as f64 / 1000.0);
     metrics::gauge!(crate::metrics::LOG_CLEANER_UNCLEANABLE).set(uncleanable.len() as f64);
-    if reset {
-        write_checkpoint(shared, &logs, |c| c.extend(checkpoints.clone()));
+    if !resets.is_empty() {
+        // Only the entries reset here: other threads' rounds may have moved others meanwhile.
+        write_checkpoint(shared, &logs, |c| {
+            for (topic, partition, offset) in resets {
+                match offset {
+                    Some(o) => c.insert((topic, partition), o),
+                    None => c.remove(&(topic, partition)),
+                };
+            }
+        });
     }
     let Some((_, i)) = best else { return false };
     let (topic, partition, log) = &logs[i];
-    let key = Arc::as_ptr(log) as usize;
+    let key = key_of(topic, *partition);
     if !lock(&shared.in_progress).insert(key) {
         return false;
     }
@@ -287,6 +317,11 @@ fn clean_filthiest(broker: &Broker, shared: &Shared, map: &mut OffsetMap, thread
             true
         }
         Ok(None) => false,
+        // A full filesystem: the round is undone and tried again later.
+        Err(e @ crate::log::LogError::NoSpace(_)) => {
+            tracing::warn!(partition = %format!("{topic}-{partition}"), error = %e, "log cleaning stopped: no space");
+            false
+        }
         Err(e) => {
             tracing::error!(partition = %format!("{topic}-{partition}"), error = %e, "log cleaning failed: the partition is not cleaned again until restart");
             lock(&shared.uncleanable).insert(key);

@@ -25,7 +25,7 @@ use crate::log::{
     write_partition_metadata, AppendInfo, DeletedSegments, FsUsage, LogConfig, LogDirHealth, LogError,
     PartitionLog, ProducerSnapshot, RecordBatchHeader, TimestampType,
 };
-use crate::meta::{MetaStore, TopicRecord};
+use crate::meta::{MetaStore, TopicRecord, WriteHold};
 
 /// A topic a request named that does not exist, by how it was named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +117,10 @@ impl Topic {
     }
 }
 
+/// Free bytes below which metadata (RocksDB) writes are held back: room for its log and a
+/// memtable flush of the small records it keeps.
+const META_WRITE_RESERVE: u64 = 1 << 20;
+
 pub struct LogManager {
     dir: PathBuf,
     /// Topic settings inherit from broker settings, which may change at run time.
@@ -129,7 +133,7 @@ pub struct LogManager {
     /// Whether the log directory still serves (an I/O error takes it offline).
     pub health: Arc<LogDirHealth>,
     /// How full the log directory's filesystem was at the last check.
-    pressure: AtomicU8,
+    pressure: Arc<AtomicU8>,
 }
 
 /// Keel's disk pressure levels (`keel.disk.pressure.*.ratio`).
@@ -197,7 +201,7 @@ impl LogManager {
             topics: RwLock::new(HashMap::new()),
             admin: Mutex::new(()),
             health: LogDirHealth::new(dir),
-            pressure: AtomicU8::new(DiskPressure::None as u8),
+            pressure: Arc::new(AtomicU8::new(DiskPressure::None as u8)),
         };
         let records = manager.meta.topics()?;
         let clean_shutdown = had_clean_shutdown(dir);
@@ -229,6 +233,24 @@ impl LogManager {
         manager.checkpoint_recovery_points()?;
         // From here a crash is an unclean stop.
         clear_clean_shutdown(dir).map_err(LogError::from)?;
+        // Metadata writes degrade as produce does: held back (retriably) on a full filesystem
+        // and above the hard disk pressure threshold, and, measured at each write (one statvfs
+        // per group commit), whenever less than META_WRITE_RESERVE is free, so that RocksDB,
+        // which refuses every write after one failed for want of space, never meets a full
+        // disk.
+        let (health, pressure) = (Arc::clone(&manager.health), Arc::clone(&manager.pressure));
+        let meta_dir = dir.to_path_buf();
+        manager.meta.hold_writes_while(move || {
+            let no_room = fs_usage(&meta_dir)
+                .is_ok_and(|u| u.capacity_bytes.saturating_sub(u.used_bytes) < META_WRITE_RESERVE);
+            if health.is_full() || no_room {
+                WriteHold::Full
+            } else if pressure.load(Ordering::Acquire) == DiskPressure::Hard as u8 {
+                WriteHold::Pressure
+            } else {
+                WriteHold::None
+            }
+        });
         Ok(manager)
     }
 
@@ -600,9 +622,18 @@ impl LogManager {
             let meta = Arc::clone(&self.meta);
             let topic_id = topic.id;
             drop(crate::storage_task::run("segment_roll_flush", move || {
-                if let Err(e) = log.flush_sealed() {
-                    tracing::error!(dir = %log.dir().display(), error = %e, "cannot flush a sealed segment");
-                    return;
+                match log.flush_sealed() {
+                    Ok(()) => {}
+                    // Retried by the next roll or the final flush; its data is fsynced by
+                    // whatever acks=-1 produce needs it meanwhile.
+                    Err(e @ LogError::NoSpace(_)) => {
+                        tracing::warn!(dir = %log.dir().display(), error = %e, "cannot flush a sealed segment yet");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(dir = %log.dir().display(), error = %e, "cannot flush a sealed segment");
+                        return;
+                    }
                 }
                 if let Some(snapshot) = log.take_roll_snapshot() {
                     if let Err(e) =
@@ -904,6 +935,11 @@ impl LogManager {
     /// Refuses a produce to `topic` under disk pressure: every topic above the hard
     /// threshold, all but `keel.priority=critical` ones above the soft one.
     fn check_disk_pressure(&self, topic: &Topic) -> Result<(), BrokerError> {
+        if self.health.is_full() {
+            return Err(BrokerError::DiskPressure(
+                "The log directory's filesystem is full: no topic accepts records; retry later".into(),
+            ));
+        }
         let level = self.disk_pressure();
         let critical =
             || effective(&topic.configs, &self.config, "keel.priority").as_deref() == Some("critical");
@@ -948,6 +984,11 @@ impl LogManager {
         };
         let before = self.disk_pressure();
         self.pressure.store(level as u8, Ordering::Release);
+        // A write that found no space holds produce back until a check finds room: the
+        // filesystem's free space is at least a block, and below the hard threshold.
+        if self.health.is_full() && level != DiskPressure::Hard && usage.capacity_bytes > usage.used_bytes {
+            self.health.clear_full();
+        }
         metrics::gauge!(crate::metrics::DISK_PRESSURE).set(f64::from(u8::from(level != DiskPressure::None)));
         metrics::gauge!(crate::metrics::DISK_PRESSURE_LEVEL).set(level as u8 as f64);
         metrics::gauge!(crate::metrics::LOG_DIR_USED_BYTES).set(usage.used_bytes as f64);

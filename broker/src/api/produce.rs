@@ -125,12 +125,15 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
             broker.appended.notify_waiters();
         }
     }
-    // A partition refused for disk pressure throttles the client (KIP-219): the response says
-    // so and the connection stops reading for that long.
-    let throttle_ms = if results
-        .iter()
-        .any(|r| matches!(r.outcome, Err(BrokerError::DiskPressure(_))))
-    {
+    // A partition refused for disk pressure, or whose write found the filesystem full,
+    // throttles the client (KIP-219): the response says so and the connection stops reading for
+    // that long.
+    let throttle_ms = if results.iter().any(|r| {
+        matches!(
+            r.outcome,
+            Err(BrokerError::DiskPressure(_) | BrokerError::Log(crate::log::LogError::NoSpace(_)))
+        )
+    }) {
         broker
             .dynamic_config
             .value("keel.disk.pressure.throttle.ms")

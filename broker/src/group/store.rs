@@ -123,8 +123,12 @@ fn write_loop(store: &dyn GroupStore, rx: &mpsc::Receiver<Change>) {
         } else {
             let r = store.write(&batch);
             metrics::counter!(crate::metrics::GROUP_STORE_WRITES).increment(1);
-            if let Err(e) = &r {
-                tracing::error!(changes = changes.len(), error = %e, "cannot store group state");
+            match &r {
+                Err(e) if e.is_no_space() => {
+                    tracing::warn!(changes = changes.len(), error = %e, "cannot store group state: the filesystem is full; answered retriably")
+                }
+                Err(e) => tracing::error!(changes = changes.len(), error = %e, "cannot store group state"),
+                Ok(()) => {}
             }
             r
         };

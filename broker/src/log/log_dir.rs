@@ -17,10 +17,21 @@ use super::LogError;
 /// success for data that is gone, so nothing in the directory is written or served again, and
 /// its partitions answer KAFKA_STORAGE_ERROR. The rest of the broker (groups, other
 /// directories) keeps serving.
+///
+/// A write that fails for want of space (ENOSPC, EDQUOT) is different: nothing was made durable
+/// or acknowledged, the file is cut back to its last whole batch, and the directory stays
+/// online; it is marked full instead, so that produce is refused (retriable, like hard disk
+/// pressure) until a disk check finds space again.
 #[derive(Debug)]
 pub struct LogDirHealth {
     dir: PathBuf,
     offline: AtomicBool,
+    full: AtomicBool,
+}
+
+/// Whether `error` says the filesystem has no room (ENOSPC) or the quota is used up (EDQUOT).
+pub(crate) fn is_no_space(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 impl LogDirHealth {
@@ -28,7 +39,32 @@ impl LogDirHealth {
         Arc::new(LogDirHealth {
             dir: dir.to_path_buf(),
             offline: AtomicBool::new(false),
+            full: AtomicBool::new(false),
         })
+    }
+
+    /// Marks the directory full after `what` failed for want of space.
+    pub(super) fn mark_full(&self, what: &str, error: &std::io::Error) {
+        if !self.full.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                %what,
+                %error,
+                "the log directory's filesystem is full: produce is refused (retriable) until space returns"
+            );
+        }
+    }
+
+    /// Whether a write failed for want of space since the last `clear_full`.
+    pub fn is_full(&self) -> bool {
+        self.full.load(Ordering::Acquire)
+    }
+
+    /// A disk check found space again.
+    pub fn clear_full(&self) {
+        if self.full.swap(false, Ordering::AcqRel) {
+            tracing::info!(dir = %self.dir.display(), "the log directory has space again: produce resumes");
+        }
     }
 
     /// Takes the directory offline because `what` failed with `error`.

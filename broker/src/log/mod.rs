@@ -90,6 +90,9 @@ pub enum LogError {
     /// A producer's write that does not fit its transaction's state (INVALID_TXN_STATE).
     #[error("{0}")]
     InvalidTxnState(String),
+    /// A write found the filesystem full: nothing was written (retriable, as disk pressure).
+    #[error("no space left for the log: {0}")]
+    NoSpace(String),
     /// The log directory was taken offline by an earlier I/O error (KAFKA_STORAGE_ERROR).
     #[error("log directory {0} is offline after an I/O error")]
     DirOffline(String),

@@ -14,8 +14,8 @@ use super::cleaner::{last_records, swap, LastRecord};
 use super::control::TxnMarker;
 use super::flusher::FlushQueue;
 use super::log_dir::{
-    delete_segment_files, list_segments, read_log_start_checkpoint, sync_dir, take_segments_below,
-    write_log_start_checkpoint, LogDirHealth,
+    delete_segment_files, is_no_space, list_segments, read_log_start_checkpoint, sync_dir,
+    take_segments_below, write_log_start_checkpoint, LogDirHealth,
 };
 use super::producer_state::{
     CompletedTxn, ProducerSnapshot, ProducerStateEntry, ProducerStateTable, SequenceCheck,
@@ -451,6 +451,22 @@ impl PartitionLog {
         result
     }
 
+    /// A failed write (not an fsync): for want of space, the directory is marked full and the
+    /// error becomes `NoSpace` (nothing was written: the segment was cut back); any other error
+    /// takes the directory offline.
+    fn on_write_error<T>(&self, what: &str, result: Result<T, LogError>) -> Result<T, LogError> {
+        match &result {
+            Err(LogError::Io(e)) if is_no_space(e) => {
+                self.health.mark_full(what, e);
+                Err(LogError::NoSpace(format!(
+                    "{what} in {}: {e}",
+                    self.dir.display()
+                )))
+            }
+            _ => self.on_io_error(what, result),
+        }
+    }
+
     /// Makes the next fsyncs of this log fail, for tests.
     #[cfg(test)]
     pub(crate) fn make_fsync_slow(&self, delay: std::time::Duration) {
@@ -554,7 +570,7 @@ impl PartitionLog {
         let completed = writer.producers.record_marker(marker, info.base_offset, now_ms);
         if let Some(c) = completed {
             let indexed = index_if_aborted(&writer.active, &writer.producers, c);
-            self.on_io_error("transaction index append", indexed)?;
+            self.on_write_error("transaction index append", indexed)?;
         }
         self.update_last_stable_offset(&writer);
         Ok(info)
@@ -575,7 +591,7 @@ impl PartitionLog {
         let last_offset = base_offset + i64::from(header.last_offset_delta());
         let rolled = self.should_roll(&writer.active, batch.len() as u64, last_offset, now_ms, config);
         if rolled {
-            self.on_io_error("segment roll", self.roll(writer, base_offset))?;
+            self.on_write_error("segment roll", self.roll(writer, base_offset))?;
         }
         let stored = rewrite_header(batch, base_offset, config.leader_epoch, append_time);
         let info = BatchInfo {
@@ -591,7 +607,7 @@ impl PartitionLog {
             now_ms,
             config.index_interval_bytes,
         );
-        self.on_io_error("append", written)?;
+        self.on_write_error("append", written)?;
         self.log_end_offset.store(last_offset + 1, Ordering::Release);
         // A single node commits on append: without the flush-before-visible policy the high
         // watermark follows the log end; with it, `flush_until` moves it once the data is
@@ -661,11 +677,17 @@ impl PartitionLog {
             {
                 continue;
             }
-            if let Err(e) = segment.flush() {
-                self.health.take_offline("sealed segment flush", &e);
+            // Data first: a failed fsync is never retried (the directory goes offline); a
+            // failed index write for want of space is, at the next call.
+            let synced = super::durable::sync_data(&segment.file()).map_err(LogError::from);
+            let flushed = self.on_io_error("sealed segment fsync", synced).and_then(|()| {
+                let indexed = segment.flush_indexes().map_err(LogError::from);
+                self.on_write_error("sealed segment index flush", indexed)
+            });
+            if let Err(e) = flushed {
                 // Left for the next call: never counted as durable.
                 lock(&self.sealed_unflushed).extend(sealed[i..].iter().cloned());
-                return Err(e.into());
+                return Err(e);
             }
         }
         self.flush_until(end)
@@ -1042,8 +1064,13 @@ impl PartitionLog {
         self.check_open()?;
         {
             let segments = read(&self.segments);
-            // Another deletion got there first: leave it to the next round.
-            if segments.keys().next() != Some(&doomed[0].base_offset()) {
+            // Another deletion got there first, or the cleaner replaced one of them (same base,
+            // another segment): leave it to the next round.
+            let first_is_first = segments.keys().next() == Some(&doomed[0].base_offset());
+            let unchanged = doomed
+                .iter()
+                .all(|d| segments.get(&d.base_offset()).is_some_and(|s| Arc::ptr_eq(s, d)));
+            if !first_is_first || !unchanged {
                 return Ok(());
             }
         }
@@ -1167,6 +1194,16 @@ impl PartitionLog {
         true
     }
 
+    /// Whether the log still serves (not deleted or retired, its directory online).
+    pub(crate) fn is_open(&self) -> bool {
+        self.check_open().is_ok()
+    }
+
+    /// The base of the oldest sealed segment whose roll flush has not finished.
+    pub(crate) fn first_unflushed_sealed_base(&self) -> Option<i64> {
+        lock(&self.sealed_unflushed).iter().map(|s| s.base_offset()).min()
+    }
+
     /// The log's segments, oldest first (the last is the active one).
     pub(crate) fn segments_list(&self) -> Vec<Arc<LogSegment>> {
         read(&self.segments).values().cloned().collect()
@@ -1212,7 +1249,8 @@ impl PartitionLog {
     ) -> Result<Option<DeletedSegments>, LogError> {
         let base = cleaned.base_offset;
         let _maintenance = lock(&self.maintenance);
-        let still_ours = self.check_open().is_ok() && {
+        let active_base = lock(&self.writer).active.base_offset();
+        let still_ours = self.check_open().is_ok() && old.iter().all(|s| s.base_offset() < active_base) && {
             let segments = read(&self.segments);
             old.iter().all(|s| {
                 segments
@@ -1221,17 +1259,34 @@ impl PartitionLog {
             })
         };
         if !still_ours {
-            swap::remove_suffixed(&self.dir, base, swap::CLEANED)?;
+            swap::abandon(&self.dir, base)?;
             return Ok(None);
         }
-        let swapped = swap::commit(&self.dir, base, end).and_then(|()| {
+        // Before the commit a failure abandons the round (for want of space too: the next round
+        // tries again); after it, the directory is in the middle of a swap that only a restart
+        // completes, so it goes offline.
+        if let Err(e) = swap::prepare(&self.dir, base, end).and_then(|()| swap::commit(&self.dir, base)) {
+            let committed = swap::is_committed(&self.dir, base);
+            if swap::is_test_stop(&e) {
+                return Err(e.into());
+            }
+            if !committed {
+                if let Err(undo) = swap::abandon(&self.dir, base) {
+                    tracing::warn!(dir = %self.dir.display(), error = %undo, "cannot remove an abandoned cleaned segment");
+                }
+                return self.on_write_error("cleaned segment swap", Err(e.into()));
+            }
+            return self.on_io_error("cleaned segment swap", Err(e.into()));
+        }
+        let swapped = (|| {
             for s in old {
                 s.rename_to_deleted()?;
             }
+            sync_dir(&self.dir)?;
             swap::stop_point(3)?;
             swap::complete(&self.dir, base)?;
             swap::stop_point(4)
-        });
+        })();
         self.on_io_error("cleaned segment swap", swapped.map_err(LogError::from))?;
         let config = self.config();
         let segment = load_segment(&LoadSpec {

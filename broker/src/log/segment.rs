@@ -461,6 +461,13 @@ impl LogSegment {
     pub(crate) fn flush(&self) -> io::Result<()> {
         self.seal();
         super::durable::sync_data(&self.file)?;
+        self.flush_indexes()
+    }
+
+    /// The index half of `flush`, after the data is durable: the files are rebuilt from the
+    /// segment if a failed write left them torn, so a failure here (no space) may be retried.
+    pub(crate) fn flush_indexes(&self) -> io::Result<()> {
+        self.seal();
         self.flush_txn_index()?;
         let mut st = self.write_state();
         st.offset_index.persist()?;
@@ -497,7 +504,9 @@ impl LogSegment {
     /// the segment never looks for them under the old names.
     pub(crate) fn rename_to_deleted(&self) -> io::Result<()> {
         self.ensure_loaded();
-        for ext in SEGMENT_FILES {
+        // The `.log` last: a start that finds it knows the segment's other files are where
+        // they were (the cleaner's swap recovery relies on it).
+        for ext in ["index", "timeindex", "txnindex", "log"] {
             let from = segment_file(&self.dir, self.base_offset, ext);
             match std::fs::rename(&from, deleted_name(&from)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),

@@ -89,8 +89,10 @@ impl MetaStore {
     ) -> Result<(), MetaError> {
         let cf = self.cf(CF_CONFIGS);
         if configs.is_empty() {
+            self.writable_for_operator()?;
             self.db.delete_cf_opt(cf, entity.key(), &Self::durable())?;
         } else {
+            self.writable_for_operator()?;
             self.db
                 .put_cf_opt(cf, entity.key(), encode(configs), &Self::durable())?;
         }

@@ -361,6 +361,7 @@ impl MetaStore {
                 }
             }
         }
+        self.writable()?;
         self.db.write_opt(batch, &Self::durable())?;
         Ok(())
     }

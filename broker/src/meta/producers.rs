@@ -40,6 +40,7 @@ impl MetaStore {
                 key: String::from_utf8_lossy(NEXT_PRODUCER_ID).into_owned(),
             })?),
         };
+        self.writable()?;
         self.db.put_cf_opt(
             cf,
             NEXT_PRODUCER_ID,
@@ -98,6 +99,7 @@ impl MetaStore {
         for o in &older[..excess] {
             batch.delete_cf(cf, snapshot_key(topic_id, partition, *o));
         }
+        self.writable()?;
         self.db.write_opt(batch, &WriteOptions::default())?;
         Ok(())
     }
@@ -117,6 +119,7 @@ impl MetaStore {
                 batch.delete_cf(cf, snapshot_key(topic_id, partition, o));
             }
         }
+        self.writable()?;
         self.db.write_opt(batch, &WriteOptions::default())?;
         Ok(())
     }

@@ -67,6 +67,7 @@ impl MetaStore {
     }
 
     pub fn put_topic(&self, topic: &TopicRecord) -> Result<(), MetaError> {
+        self.writable()?;
         self.db.put_cf_opt(
             self.cf(CF_TOPICS),
             topic.name.as_bytes(),
@@ -76,6 +77,7 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Not held back on a full filesystem: deleting a topic is how an operator frees space.
     pub fn delete_topic(&self, name: &str) -> Result<(), MetaError> {
         self.db
             .delete_cf_opt(self.cf(CF_TOPICS), name.as_bytes(), &Self::durable())?;

@@ -118,6 +118,7 @@ impl MetaStore {
         transactional_id: &str,
         record: &TransactionRecord,
     ) -> Result<(), MetaError> {
+        self.writable()?;
         self.db.put_cf_opt(
             self.cf(CF_TRANSACTIONS),
             transactional_id.as_bytes(),
@@ -128,6 +129,7 @@ impl MetaStore {
     }
 
     pub fn delete_transaction(&self, transactional_id: &str) -> Result<(), MetaError> {
+        self.writable()?;
         self.db.delete_cf_opt(
             self.cf(CF_TRANSACTIONS),
             transactional_id.as_bytes(),

@@ -113,10 +113,13 @@ pub fn cleanable(log: &PartitionLog, checkpoint: Option<i64>, now_ms: i64) -> Cl
     };
     let segments = log.segments_list();
     let active_base = segments.last().map_or(log_end, |s| s.base_offset());
+    // Keel's own bounds on top of Kafka's: only durable data is rewritten, and no segment whose
+    // roll flush (index files) has not finished, since that flush writes by file name.
     let mut uncleanable = log
         .last_stable_offset()
         .min(active_base)
-        .min(log.recovery_point());
+        .min(log.recovery_point())
+        .min(log.first_unflushed_sealed_base().unwrap_or(i64::MAX));
     if config.min_compaction_lag_ms > 0 {
         let recent = now_ms.saturating_sub(config.min_compaction_lag_ms);
         if let Some(s) = segments
@@ -127,13 +130,13 @@ pub fn cleanable(log: &PartitionLog, checkpoint: Option<i64>, now_ms: i64) -> Cl
             uncleanable = uncleanable.min(s.base_offset());
         }
     }
-    // Whole segments only: the one holding the uncleanable offset is not cleaned.
+    // Whole segments only: the one holding the uncleanable offset is not cleaned (nothing is
+    // when the first dirty offset lies in it or after it).
     let first_uncleanable = segments
         .iter()
         .rev()
         .find(|s| s.base_offset() <= uncleanable)
-        .map_or(uncleanable, |s| s.base_offset())
-        .max(first_dirty);
+        .map_or(uncleanable, |s| s.base_offset());
     let (mut clean_bytes, mut dirty_bytes) = (0, 0);
     let mut overdue_since = i64::MAX;
     for s in &segments {
@@ -143,6 +146,9 @@ pub fn cleanable(log: &PartitionLog, checkpoint: Option<i64>, now_ms: i64) -> Cl
         }
         if next > first_dirty && base < first_uncleanable {
             dirty_bytes += s.size();
+        }
+        // Kafka's maxCompactionDelay: every non-active segment from the first dirty one.
+        if next > first_dirty && base != active_base {
             if let Some(ts) = s.first_batch_timestamp().filter(|&t| t > 0) {
                 overdue_since = overdue_since.min(ts);
             }
@@ -186,6 +192,9 @@ pub fn clean(
     deleted: &mut Vec<DeletedSegments>,
 ) -> Result<Option<CleanStats>, LogError> {
     let segments = log.segments_list();
+    if range.first_dirty >= range.first_uncleanable {
+        return Ok(None);
+    }
     let mut stats = CleanStats {
         segments_before: segments.len(),
         ..CleanStats::default()
@@ -196,7 +205,7 @@ pub fn clean(
         .cloned()
         .collect();
     build_offset_map(log, &segments, &dirty, range, map, opts, &mut stats)?;
-    if opts.abort.load(Ordering::Acquire) {
+    if opts.abort.load(Ordering::Acquire) || !log.is_open() {
         return Ok(None);
     }
     let end_offset = map.latest_offset() + 1;
@@ -344,7 +353,7 @@ fn build_offset_map(
         let mut batches = SegmentBatches::new(segment, from, opts.io_buffer);
         while let Some((batch, h, read)) = batches.next_batch()? {
             (opts.throttle)(read);
-            if opts.abort.load(Ordering::Acquire) {
+            if opts.abort.load(Ordering::Acquire) || !log.is_open() {
                 return Ok(());
             }
             if h.is_control() {
@@ -404,8 +413,7 @@ fn clean_group(
         let mut batches = SegmentBatches::new(segment, 0, opts.io_buffer);
         while let Some((batch, h, read)) = batches.next_batch()? {
             (opts.throttle)(read);
-            if opts.abort.load(Ordering::Acquire) {
-                out.discard();
+            if opts.abort.load(Ordering::Acquire) || !log.is_open() {
                 return Ok(None);
             }
             stats.bytes_read += batch.len() as u64;
@@ -424,7 +432,14 @@ fn clean_group(
             (opts.throttle)(written);
         }
     }
-    let cleaned = out.finish()?;
+    // As Kafka: the cleaned segment keeps the last old one's modification time, which is
+    // its age for retention when its batches carry no timestamp.
+    let modified = group[group.len() - 1]
+        .file()
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok();
+    let cleaned = out.finish(modified)?;
     log.replace_segments(group, cleaned, end)
 }
 

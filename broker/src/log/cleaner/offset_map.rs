@@ -11,12 +11,16 @@ use std::hash::BuildHasher;
 
 #[derive(Clone, Copy)]
 struct Slot {
-    hash: u128,
+    /// Two halves, not a u128, so that a slot is 24 bytes (a u128 aligns it to 32).
+    hash: [u64; 2],
     /// -1: empty. Offsets of records are never negative.
     offset: i64,
 }
 
-const EMPTY: Slot = Slot { hash: 0, offset: -1 };
+const EMPTY: Slot = Slot {
+    hash: [0, 0],
+    offset: -1,
+};
 const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
 /// The table starts this small and doubles as it fills, up to what the memory allows, so an
 /// idle cleaner holds next to nothing.
@@ -60,10 +64,8 @@ impl OffsetMap {
         self.latest_offset = -1;
     }
 
-    fn hash(&self, key: &[u8]) -> u128 {
-        let a = self.hashers.0.hash_one(key);
-        let b = self.hashers.1.hash_one(key);
-        (u128::from(a) << 64) | u128::from(b)
+    fn hash(&self, key: &[u8]) -> [u64; 2] {
+        [self.hashers.0.hash_one(key), self.hashers.1.hash_one(key)]
     }
 
     /// The most keys the map takes (Kafka's `slots * loadFactor`).
@@ -80,9 +82,9 @@ impl OffsetMap {
         self.entries >= self.capacity()
     }
 
-    fn find(&self, hash: u128) -> usize {
+    fn find(&self, hash: [u64; 2]) -> usize {
         let mask = self.slots.len() - 1;
-        let mut i = (hash as usize) & mask;
+        let mut i = (hash[1] as usize) & mask;
         loop {
             let s = &self.slots[i];
             if s.offset < 0 || s.hash == hash {
@@ -154,6 +156,11 @@ mod tests {
         assert_eq!(map.get(b"absent"), -1);
         map.clear();
         assert_eq!((map.len(), map.get(b"key-1")), (0, -1));
+    }
+
+    #[test]
+    fn a_slot_is_24_bytes() {
+        assert_eq!(SLOT_BYTES, 24);
     }
 
     #[test]

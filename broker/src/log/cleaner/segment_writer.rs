@@ -14,7 +14,10 @@ use crate::log::time_index::TimeIndex;
 use crate::log::txn_index::{AbortedTxn, TransactionIndex};
 use crate::log::{LogError, RecordBatchHeader};
 
+/// Removes its files when dropped unfinished (a round stopped or failed), so that no
+/// `.cleaned` file outlives its round.
 pub(crate) struct CleanedSegment {
+    finished: bool,
     dir: PathBuf,
     base_offset: i64,
     file: File,
@@ -48,6 +51,7 @@ impl CleanedSegment {
             base_offset,
         );
         Ok(CleanedSegment {
+            finished: false,
             dir: dir.to_path_buf(),
             base_offset,
             file,
@@ -77,22 +81,30 @@ impl CleanedSegment {
         self.txn_index.append(txn)
     }
 
-    /// Seals the segment and makes its data, then its indexes, durable.
-    pub(crate) fn finish(mut self) -> io::Result<CleanedFiles> {
+    /// Seals the segment and makes its data, then its indexes, durable; the files take
+    /// `modified` as their modification time.
+    pub(crate) fn finish(mut self, modified: Option<std::time::SystemTime>) -> io::Result<CleanedFiles> {
         self.state.seal();
+        if let Some(t) = modified {
+            self.file.set_modified(t)?;
+        }
         crate::log::durable::sync_data(&self.file)?;
         self.state.offset_index.persist()?;
         self.state.time_index.persist()?;
         self.txn_index.flush()?;
+        self.finished = true;
         Ok(CleanedFiles {
             base_offset: self.base_offset,
         })
     }
+}
 
-    /// Drops a round's unfinished output.
-    pub(crate) fn discard(self) {
-        if let Err(e) = super::swap::remove_suffixed(&self.dir, self.base_offset, CLEANED) {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove an unfinished cleaned segment");
+impl Drop for CleanedSegment {
+    fn drop(&mut self) {
+        if !self.finished {
+            if let Err(e) = super::swap::remove_suffixed(&self.dir, self.base_offset, CLEANED) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove an unfinished cleaned segment");
+            }
         }
     }
 }

@@ -5,9 +5,10 @@
 //!    rename);
 //! 2. each `.cleaned` file is renamed `.swap`, the `.log` last, and the directory fsynced: the
 //!    commit point. From here a crash completes the swap; before it, a crash undoes it;
-//! 3. the group's old segments are renamed `.deleted` (a fetch reading one keeps its file);
-//! 4. the `.swap` files get their final names and the directory is fsynced; the range file
-//!    goes.
+//! 3. the group's old segments are renamed `.deleted` (a fetch reading one keeps its file;
+//!    each segment's `.log` last), and the directory fsynced;
+//! 4. the `.swap` files get their final names (the `.log` last) and the directory is fsynced;
+//!    the range file goes.
 //!
 //! `finish_interrupted` runs before a partition's segments are listed at open: `.cleaned` files
 //! (a round that never committed) are removed, and a `.log.swap` is completed: every other
@@ -26,6 +27,7 @@ pub(crate) const CLEANED: &str = ".cleaned";
 pub(crate) const SWAP: &str = ".swap";
 const RANGE_FILE: &str = "cleaner-swap-range";
 const EXTS: [&str; 4] = ["index", "timeindex", "txnindex", "log"];
+const INDEX_EXTS: [&str; 3] = ["index", "timeindex", "txnindex"];
 
 /// `<base>.<ext><suffix>` in `dir`.
 pub(crate) fn file_with_suffix(dir: &Path, base_offset: i64, ext: &str, suffix: &str) -> PathBuf {
@@ -59,6 +61,11 @@ thread_local! {
     pub(crate) static STOP_AFTER: std::cell::Cell<Option<u8>> = const { std::cell::Cell::new(None) };
 }
 
+/// Whether `error` is a test's simulated crash (which, as a crash, leaves everything as it is).
+pub(crate) fn is_test_stop(error: &io::Error) -> bool {
+    cfg!(test) && error.to_string().starts_with("test stop after swap step")
+}
+
 /// A test's simulated crash after `step`; nothing outside tests.
 pub(crate) fn stop_point(step: u8) -> io::Result<()> {
     #[cfg(test)]
@@ -69,8 +76,9 @@ pub(crate) fn stop_point(step: u8) -> io::Result<()> {
     Ok(())
 }
 
-/// Steps 1 and 2: the range recorded, then the `.cleaned` files renamed `.swap`, durably.
-pub(crate) fn commit(dir: &Path, base_offset: i64, end: i64) -> io::Result<()> {
+/// Step 1 and the first half of 2: the range recorded and the index files renamed `.swap`.
+/// Nothing is committed yet: on an error the caller abandons the round (`abandon`).
+pub(crate) fn prepare(dir: &Path, base_offset: i64, end: i64) -> io::Result<()> {
     let tmp = dir.join(format!("{RANGE_FILE}.tmp"));
     {
         let f = std::fs::File::create(&tmp)?;
@@ -80,19 +88,45 @@ pub(crate) fn commit(dir: &Path, base_offset: i64, end: i64) -> io::Result<()> {
     std::fs::rename(&tmp, dir.join(RANGE_FILE))?;
     sync_dir(dir)?;
     stop_point(1)?;
-    for ext in EXTS {
+    for ext in INDEX_EXTS {
         rename_if_exists(
             &file_with_suffix(dir, base_offset, ext, CLEANED),
             &file_with_suffix(dir, base_offset, ext, SWAP),
         )?;
     }
+    Ok(())
+}
+
+/// The commit point: `.log.cleaned` renamed `.log.swap`, and the directory fsynced.
+pub(crate) fn commit(dir: &Path, base_offset: i64) -> io::Result<()> {
+    std::fs::rename(
+        file_with_suffix(dir, base_offset, "log", CLEANED),
+        file_with_suffix(dir, base_offset, "log", SWAP),
+    )?;
     sync_dir(dir)?;
     stop_point(2)
 }
 
-/// Step 4: the `.swap` files under their final names, durably, and the range file gone.
+/// Whether the swap at `base_offset` reached its commit point (`.log.swap` exists).
+pub(crate) fn is_committed(dir: &Path, base_offset: i64) -> bool {
+    file_with_suffix(dir, base_offset, "log", SWAP).exists()
+}
+
+/// Undoes a round that failed before its commit: its `.cleaned` and `.swap` files and the
+/// range file go.
+pub(crate) fn abandon(dir: &Path, base_offset: i64) -> io::Result<()> {
+    remove_suffixed(dir, base_offset, CLEANED)?;
+    remove_suffixed(dir, base_offset, SWAP)?;
+    match std::fs::remove_file(dir.join(RANGE_FILE)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Step 4: the `.swap` files under their final names (the `.log` last: while it is still
+/// `.swap`, a start completes the swap), durably, and the range file gone.
 pub(crate) fn complete(dir: &Path, base_offset: i64) -> io::Result<()> {
-    for ext in EXTS.iter().rev() {
+    for ext in EXTS {
         rename_if_exists(
             &file_with_suffix(dir, base_offset, ext, SWAP),
             &segment_file(dir, base_offset, ext),
@@ -133,6 +167,7 @@ pub(crate) fn finish_interrupted(dir: &Path) -> io::Result<bool> {
     let mut cleaned = Vec::new();
     let mut swap_logs = Vec::new();
     let mut swap_other = Vec::new();
+    let mut bases_seen = std::collections::BTreeSet::new();
     let mut segment_logs = Vec::new();
     let mut range_file = false;
     for entry in std::fs::read_dir(dir)? {
@@ -148,6 +183,7 @@ pub(crate) fn finish_interrupted(dir: &Path) -> io::Result<bool> {
         let Some(base) = (stem.len() == 20).then(|| stem.parse::<i64>().ok()).flatten() else {
             continue;
         };
+        bases_seen.insert(base);
         match ext {
             "log" => segment_logs.push(base),
             "log.swap" => swap_logs.push(base),
@@ -175,8 +211,14 @@ pub(crate) fn finish_interrupted(dir: &Path) -> io::Result<bool> {
             Some(end) => end,
             None => swap_next_offset(dir, base)?,
         };
-        for &old in segment_logs.iter().filter(|&&b| b >= base && b < end) {
-            delete_segment_files_at(dir, old)?;
+        // An old segment's `.log` still in the range: the old segments were not all renamed
+        // `.deleted` yet (each renames its `.log` last), so the final renames had not begun and
+        // every file of the range without a suffix is old. Otherwise they had: what is left at
+        // `base` without a suffix was renamed from `.swap` already.
+        if segment_logs.iter().any(|&b| b >= base && b < end) {
+            for &old in bases_seen.iter().filter(|&&b| b >= base && b < end) {
+                delete_segment_files_at(dir, old)?;
+            }
         }
         // The old segment at `base` is gone with the others: the swap's files take its names.
         for ext in EXTS {
