@@ -181,10 +181,7 @@ async fn keyed_topics_in_every_codec_compact_to_the_latest_value_per_key() {
 /// How many times `kill_9_during_cleaning_loses_nothing_acknowledged` kills the broker: 10 in
 /// the test suite, more through `scripts/kill-loop.sh` (`KEEL_CLEANER_KILL_ROUNDS`).
 fn cleaner_kill_rounds() -> usize {
-    std::env::var("KEEL_CLEANER_KILL_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10)
+    crate::restart::rounds_from_env("KEEL_CLEANER_KILL_ROUNDS", 10)
 }
 
 /// kill -9 at random points while the cleaner works (its I/O budget keeps each round long, so

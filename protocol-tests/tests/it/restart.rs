@@ -279,10 +279,15 @@ pub(crate) fn free_port() -> u16 {
 /// How many times `kill_9_loop_under_acks_all_load_loses_no_acknowledged_record` kills the
 /// broker: 20 in the test suite, more through `scripts/kill-loop.sh N`.
 fn kill_rounds() -> usize {
-    std::env::var("KEEL_KILL_LOOP_ROUNDS")
+    rounds_from_env("KEEL_KILL_LOOP_ROUNDS", 20)
+}
+
+/// A kill loop's round count: `var` if set (the long scripts), else `default`.
+pub(crate) fn rounds_from_env(var: &str, default: usize) -> usize {
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
+        .unwrap_or(default)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
