@@ -516,6 +516,7 @@ impl LogManager {
         LogConfig {
             segment_bytes: num("segment.bytes").max(14) as u64,
             segment_ms: num("segment.ms").max(1),
+            segment_jitter_ms: num("segment.jitter.ms").max(0),
             index_interval_bytes: num("index.interval.bytes").clamp(0, u32::MAX as i64) as u32,
             max_message_bytes: num("max.message.bytes").max(0) as usize,
             timestamp_type,

@@ -183,6 +183,8 @@ pub static BROKER_CONFIGS: &[ConfigDef] = &[
     def("log.segment.bytes", Kind::Int, "1073741824", "Segment size at which the log rolls (topic: segment.bytes).").cluster_wide().at_least(14),
     opt("log.roll.ms", Kind::Long, "Segment age at which the log rolls (topic: segment.ms); log.roll.hours when unset.").cluster_wide().at_least(1),
     def("log.roll.hours", Kind::Int, "168", "Segment age in hours at which the log rolls.").at_least(1),
+    opt("log.roll.jitter.ms", Kind::Long, "Largest random amount taken off each segment's roll age, so that partitions do not all roll at once (topic: segment.jitter.ms); log.roll.jitter.hours when unset.").cluster_wide().at_least(0),
+    def("log.roll.jitter.hours", Kind::Int, "0", "log.roll.jitter.ms in hours.").at_least(0),
     opt("log.retention.ms", Kind::Long, "Retention time (topic: retention.ms); log.retention.minutes, then log.retention.hours when unset.").cluster_wide(),
     opt("log.retention.minutes", Kind::Int, "Retention time in minutes."),
     def("log.retention.hours", Kind::Int, "168", "Retention time in hours."),

@@ -245,6 +245,7 @@ impl Config {
         };
         match key {
             "log.roll.ms" => num("log.roll.hours").map(|h| (h * 3_600_000).to_string()),
+            "log.roll.jitter.ms" => num("log.roll.jitter.hours").map(|h| (h * 3_600_000).to_string()),
             "log.retention.ms" => num("log.retention.minutes")
                 .map(|m| m * 60_000)
                 .or_else(|| num("log.retention.hours").map(|h| h * 3_600_000))

@@ -193,9 +193,9 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     t(
         "segment.jitter.ms",
         Kind::Long,
-        None,
+        Some("log.roll.jitter.ms"),
         "0",
-        "Random jitter subtracted from segment.ms.",
+        "Largest random amount taken off each segment's roll age (segment.ms), so that partitions do not all roll at once.",
     ),
     t(
         "segment.ms",

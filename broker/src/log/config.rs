@@ -15,6 +15,9 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// `segment.ms`: roll when the active segment's first append is older than this.
     pub segment_ms: i64,
+    /// `segment.jitter.ms`: each segment rolls up to this much earlier than `segment.ms`
+    /// (Kafka's rollJitterMs), by an amount fixed per segment.
+    pub segment_jitter_ms: i64,
     /// `index.interval.bytes`: bytes between sparse index entries.
     pub index_interval_bytes: u32,
     /// `max.message.bytes`: the largest batch accepted by `append`.
@@ -59,6 +62,7 @@ impl Default for LogConfig {
         LogConfig {
             segment_bytes: 1024 * 1024 * 1024,
             segment_ms: 7 * 24 * 60 * 60 * 1000,
+            segment_jitter_ms: 0,
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
@@ -86,6 +90,24 @@ impl LogConfig {
         self.segment_bytes.clamp(1, i32::MAX as u64)
     }
 
+    /// The roll age of the segment at `base_offset`: `max_segment_ms` less its jitter, a
+    /// value in `[0, segment.jitter.ms)` derived from the segment's base offset (Kafka draws it
+    /// at random when the segment is made; a hash keeps it the same across restarts), bounded
+    /// as Kafka bounds it by the roll age itself.
+    pub fn roll_ms(&self, base_offset: i64) -> i64 {
+        let max = self.max_segment_ms();
+        let jitter = self.segment_jitter_ms.min(max);
+        if jitter <= 0 {
+            return max;
+        }
+        // splitmix64 of the base offset: spread evenly, cheap, no state.
+        let mut z = (base_offset as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        max - (z % jitter as u64) as i64
+    }
+
     /// Kafka's `maxSegmentMs`: a compacted log rolls by `max.compaction.lag.ms` too, so that
     /// its records become cleanable in time.
     pub fn max_segment_ms(&self) -> i64 {
@@ -94,5 +116,43 @@ impl LogConfig {
         } else {
             self.segment_ms
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_roll_up_to_the_jitter_early_each_by_its_own_amount() {
+        let config = LogConfig {
+            segment_ms: 10_000,
+            segment_jitter_ms: 3_000,
+            ..LogConfig::default()
+        };
+        let ages: Vec<i64> = (0..200).map(|base| config.roll_ms(base * 1000)).collect();
+        assert!(ages.iter().all(|a| (7_001..=10_000).contains(a)), "{ages:?}");
+        let distinct: std::collections::HashSet<_> = ages.iter().collect();
+        assert!(
+            distinct.len() > 100,
+            "spread over the jitter: {} values",
+            distinct.len()
+        );
+        assert_eq!(
+            config.roll_ms(5),
+            config.roll_ms(5),
+            "the same segment keeps its age"
+        );
+        let plain = LogConfig {
+            segment_jitter_ms: 0,
+            ..config
+        };
+        assert_eq!(plain.roll_ms(42), 10_000);
+        // A jitter above the roll age is bounded by it.
+        let wild = LogConfig {
+            segment_jitter_ms: 50_000,
+            ..config
+        };
+        assert!((1..=10_000).contains(&wild.roll_ms(7)));
     }
 }

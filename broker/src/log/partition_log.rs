@@ -642,7 +642,7 @@ impl PartitionLog {
             && (active.size() + batch_size > config.effective_segment_bytes()
                 || active
                     .rolling_ts()
-                    .is_some_and(|t| now_ms.saturating_sub(t) > config.max_segment_ms())
+                    .is_some_and(|t| now_ms.saturating_sub(t) > config.roll_ms(active.base_offset()))
                 || last_offset - active.base_offset() > i64::from(i32::MAX))
     }
 
