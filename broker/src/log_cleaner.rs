@@ -142,8 +142,28 @@ fn setting<T: std::str::FromStr>(broker: &Broker, key: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// The scheduling priority of the cleaner threads (a nice value). Cleaning is background
+/// work that may take a whole core for seconds; at nice 10 a busy cleaner gets about a tenth of
+/// the CPU that produce and fetch threads get when both want it, and all of an idle machine.
+const CLEANER_NICE: libc::c_int = 10;
+
+/// Lowers the calling thread's scheduling priority to `CLEANER_NICE` (Linux applies nice per
+/// thread). A failure is logged and cleaning goes on at normal priority.
+#[allow(unsafe_code)]
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take no pointers; they change only this thread's priority.
+    let rc = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, CLEANER_NICE)
+    };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower the log cleaner's priority");
+    }
+}
+
 fn run(broker: Weak<Broker>, shared: Arc<Shared>, n: usize, threads: usize) {
     let _span = tracing::info_span!("log_cleaner", thread = n).entered();
+    lower_priority();
     let mut map: Option<(usize, f64, OffsetMap)> = None;
     while !shared.stop.load(Ordering::Acquire) {
         let Some(b) = broker.upgrade() else { return };

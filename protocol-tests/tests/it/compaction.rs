@@ -368,3 +368,54 @@ async fn a_minimum_compaction_lag_above_the_maximum_is_an_invalid_config() {
         0
     );
 }
+
+/// The cleaner yields the CPU to produce and fetch: its threads run at nice 10, the others at
+/// the broker's own priority.
+#[test]
+fn cleaner_threads_run_below_the_priority_of_request_threads() {
+    let broker = TestBroker::start();
+    let tasks = PathBuf::from(format!("/proc/{}/task", broker.pid()));
+    // Thread names are cut to 15 bytes in /proc: "keel-log-cleane".
+    let mut cleaners = Vec::new();
+    let mut others = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The thread lowers its own priority as it starts: look until it has.
+    while cleaners != [10] && Instant::now() < deadline {
+        cleaners.clear();
+        others.clear();
+        for task in std::fs::read_dir(&tasks)
+            .expect("list the broker's threads")
+            .flatten()
+        {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            // comm is in parentheses and may hold spaces; the fields after it are fixed.
+            let Some((head, tail)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let comm = head
+                .split_once('(')
+                .map(|(_, c)| c.to_owned())
+                .unwrap_or_default();
+            // tail: " state ppid ..."; nice is field 19 of stat, the 17th after comm.
+            let nice: i32 = tail
+                .split_whitespace()
+                .nth(16)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(i32::MIN);
+            if comm.starts_with("keel-log-clean") {
+                cleaners.push(nice);
+            } else {
+                others.push(nice);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        cleaners,
+        vec![10],
+        "one cleaner thread (log.cleaner.threads=1), at nice 10"
+    );
+    assert!(!others.is_empty() && others.iter().all(|&n| n == 0), "{others:?}");
+}
