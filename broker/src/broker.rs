@@ -2,7 +2,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::alter::Alteration;
@@ -11,6 +10,7 @@ use crate::config::group::{ConsumerGroupConfig, GroupCoordinatorConfig};
 use crate::config::{Config, DynamicBrokerConfig, Level};
 use crate::connection_limit::ConnectionLimit;
 use crate::error::BrokerError;
+use crate::fetch_session::FetchSessionCache;
 use crate::group::GroupCoordinator;
 use crate::log::Flusher;
 use crate::log_cleaner::LogCleaner;
@@ -31,18 +31,20 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     /// Ids for idempotent producers.
     pub producer_ids: ProducerIdManager,
+    /// Incremental fetch sessions (KIP-227).
+    pub fetch_sessions: FetchSessionCache,
     /// The transaction coordinator.
     pub txn: TransactionCoordinator,
     /// Group commit of acks=-1 produces and the background fsyncs of the others.
     pub flusher: Flusher,
     /// The log cleaner's threads (compaction).
     pub cleaner: LogCleaner,
-    /// Woken when records may have become readable (after an append, or with
-    /// `log.flush.before.visible` after an fsync), so long-polling fetches wait on data rather
-    /// than on a timer.
-    pub appended: Arc<Notify>,
     /// Serialises changes to the dynamic broker settings (read, change, persist, apply).
     broker_config_writes: Mutex<()>,
+    /// Reads made by fetches, so tests can tell a long poll woken for nothing from one woken
+    /// for data.
+    #[cfg(test)]
+    pub(crate) fetch_reads: std::sync::atomic::AtomicU64,
     /// `max.connections`, which AlterConfigs may change.
     pub connection_limit: Arc<ConnectionLimit>,
 }
@@ -106,11 +108,9 @@ impl Broker {
             group_configs,
             shutdown.clone(),
         )?;
-        let appended = Arc::new(Notify::new());
-        let flusher = Flusher::new(
-            std::time::Duration::from_millis(config.flush_background_interval_ms),
-            Arc::clone(&appended),
-        );
+        let flusher = Flusher::new(std::time::Duration::from_millis(
+            config.flush_background_interval_ms,
+        ));
         let broker = Arc::new(Broker {
             dynamic_config,
             node_id: id.node_id,
@@ -118,12 +118,14 @@ impl Broker {
             logs,
             groups,
             producer_ids: ProducerIdManager::default(),
+            fetch_sessions: FetchSessionCache::new(config.fetch_session_cache_slots),
             txn,
             meta,
             flusher,
             cleaner: LogCleaner::new(&dir),
-            appended,
             broker_config_writes: Mutex::new(()),
+            #[cfg(test)]
+            fetch_reads: Default::default(),
             connection_limit,
             config,
         });
@@ -150,7 +152,7 @@ impl Broker {
     }
 
     /// Writes the markers of transactions in a Prepare state and completes them, on a storage
-    /// thread, then wakes the fetches waiting for the last stable offset to move.
+    /// thread (the markers move the last stable offset, which wakes the fetches waiting on it).
     pub fn complete_transactions(self: &Arc<Self>, ids: Vec<String>) {
         if ids.is_empty() {
             return;
@@ -163,7 +165,6 @@ impl Broker {
                     .txn
                     .complete(&broker.meta, &broker.logs, &broker.groups, &id);
             }
-            broker.appended.notify_waiters();
         }));
     }
 

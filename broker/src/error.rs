@@ -3,6 +3,7 @@
 use kafka_protocol::error::ResponseError;
 
 use crate::config::alter::AlterError;
+use crate::fetch_session::FetchSessionError;
 use crate::group::GroupError;
 use crate::log::LogError;
 use crate::meta::MetaError;
@@ -78,6 +79,8 @@ pub enum BrokerError {
     Log(#[from] LogError),
     #[error(transparent)]
     Txn(#[from] TxnError),
+    #[error(transparent)]
+    FetchSession(#[from] FetchSessionError),
     /// A transactional produce without a transactional id in the request.
     #[error("{0}")]
     TransactionalIdAuthorizationFailed(String),
@@ -142,6 +145,11 @@ impl BrokerError {
                 TxnError::NotInTransaction(_) => E::InvalidTxnState,
                 TxnError::TransactionalIdNotFound => E::TransactionalIdNotFound,
                 TxnError::Storage(_) | TxnError::Marker(_) => E::CoordinatorNotAvailable,
+            },
+            BrokerError::FetchSession(e) => match e {
+                FetchSessionError::NotFound => E::FetchSessionIdNotFound,
+                FetchSessionError::InvalidEpoch => E::InvalidFetchSessionEpoch,
+                FetchSessionError::TopicIdMismatch => E::FetchSessionTopicIdError,
             },
             BrokerError::TaskFailed(_) => E::UnknownServerError,
             BrokerError::Group(e) => match e {

@@ -16,6 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "log_cleaner",
             "group",
             "producer_ids",
+            "fetch_session",
             "txn",
             "connection_limit",
             "error",

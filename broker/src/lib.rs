@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod connection_limit;
 pub mod error;
+pub mod fetch_session;
 pub mod fuzzing;
 pub mod group;
 pub mod kafka_uuid;

@@ -126,7 +126,7 @@ pub struct LogManager {
     /// Topic settings inherit from broker settings, which may change at run time.
     config: Arc<DynamicBrokerConfig>,
     meta: Arc<MetaStore>,
-    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    topics: RwLock<TopicMap>,
     /// Serialises administrative changes (create, delete, alter) so that the check-then-act of
     /// each is atomic; produce and fetch never take it.
     admin: Mutex<()>,
@@ -134,6 +134,41 @@ pub struct LogManager {
     pub health: Arc<LogDirHealth>,
     /// How full the log directory's filesystem was at the last check.
     pressure: Arc<AtomicU8>,
+}
+
+/// The topics by name and by id (Produce and Fetch name topics by id from v13 on, KIP-516).
+#[derive(Default)]
+struct TopicMap {
+    by_name: HashMap<String, Arc<Topic>>,
+    by_id: HashMap<uuid::Uuid, Arc<Topic>>,
+}
+
+impl TopicMap {
+    /// Adds `topic`, or replaces the topic of its name (a new snapshot of it).
+    fn insert(&mut self, topic: Arc<Topic>) {
+        if let Some(old) = self.by_name.insert(topic.name.clone(), topic.clone()) {
+            self.by_id.remove(&old.id);
+        }
+        self.by_id.insert(topic.id, topic);
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(old) = self.by_name.remove(name) {
+            self.by_id.remove(&old.id);
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&Arc<Topic>> {
+        self.by_name.get(name)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<Topic>> {
+        self.by_name.values()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        self.by_name.keys()
+    }
 }
 
 /// Keel's disk pressure levels (`keel.disk.pressure.*.ratio`).
@@ -198,7 +233,7 @@ impl LogManager {
             dir: dir.to_path_buf(),
             config,
             meta,
-            topics: RwLock::new(HashMap::new()),
+            topics: RwLock::new(TopicMap::default()),
             admin: Mutex::new(()),
             health: LogDirHealth::new(dir),
             pressure: Arc::new(AtomicU8::new(DiskPressure::None as u8)),
@@ -212,19 +247,16 @@ impl LogManager {
             "recovering the log directory"
         );
         let mut opened = manager.open_all_partitions(&records, clean_shutdown, &recovery_points)?;
-        let mut topics = HashMap::new();
+        let mut topics = TopicMap::default();
         for record in records {
             let partitions = opened.remove(&record.name).unwrap_or_default();
             tracing::info!(topic = %record.name, partitions = record.partitions, "topic loaded");
-            topics.insert(
-                record.name.clone(),
-                Arc::new(Topic {
-                    name: record.name,
-                    id: record.id,
-                    partitions,
-                    configs: record.configs,
-                }),
-            );
+            topics.insert(Arc::new(Topic {
+                name: record.name,
+                id: record.id,
+                partitions,
+                configs: record.configs,
+            }));
         }
         manager.clean_up_partition_dirs(&topics)?;
         *manager.topics.write().unwrap_or_else(|e| e.into_inner()) = topics;
@@ -373,7 +405,7 @@ impl LogManager {
     /// did not finish (removed now), and partition directories no topic owns (a deletion under
     /// the older layout, or metadata lost), which are renamed `<name>.<id>-stray`, as Kafka does
     /// with stray logs: never served, and kept for an operator to look at.
-    fn clean_up_partition_dirs(&self, topics: &HashMap<String, Arc<Topic>>) -> Result<(), BrokerError> {
+    fn clean_up_partition_dirs(&self, topics: &TopicMap) -> Result<(), BrokerError> {
         let mut changed = false;
         for entry in std::fs::read_dir(&self.dir).map_err(LogError::from)? {
             let entry = entry.map_err(LogError::from)?;
@@ -538,11 +570,11 @@ impl LogManager {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, TopicMap> {
         self.topics.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, TopicMap> {
         self.topics.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -551,7 +583,7 @@ impl LogManager {
     }
 
     pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
-        self.read().values().find(|t| t.id == id).cloned()
+        self.read().by_id.get(&id).cloned()
     }
 
     /// Every topic, sorted by name.
@@ -808,7 +840,7 @@ impl LogManager {
             configs,
         });
         self.meta.put_topic(&topic.record())?;
-        self.write().insert(name.to_string(), topic.clone());
+        self.write().insert(topic.clone());
         tracing::info!(topic = %name, partitions, "topic created");
         Ok(topic)
     }
@@ -887,7 +919,7 @@ impl LogManager {
             configs: topic.configs.clone(),
         });
         self.meta.put_topic(&grown.record())?;
-        self.write().insert(name.to_string(), grown);
+        self.write().insert(grown);
         tracing::info!(topic = %name, from = current, to = count, "partitions added");
         Ok(())
     }
@@ -919,7 +951,7 @@ impl LogManager {
         });
         self.meta.put_topic(&updated.record())?;
         self.apply_log_config(&updated);
-        self.write().insert(name.to_string(), updated);
+        self.write().insert(updated);
         tracing::info!(topic = %name, "topic configuration altered");
         Ok(())
     }

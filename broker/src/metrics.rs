@@ -17,6 +17,16 @@ pub const TOPIC_PARTITION_CURRENT_OFFSET: &str = "kafka_topic_partition_current_
 pub const TOPIC_PARTITION_OLDEST_OFFSET: &str = "kafka_topic_partition_oldest_offset";
 pub const PRODUCE_BYTES: &str = "keel_produce_bytes_total";
 pub const FETCH_BYTES: &str = "keel_fetch_bytes_total";
+/// Incremental fetch sessions cached (Kafka's NumIncrementalFetchSessions).
+pub const FETCH_SESSIONS: &str = "keel_fetch_sessions";
+/// Partitions those sessions cache (Kafka's NumIncrementalFetchPartitionsCached).
+pub const FETCH_SESSION_PARTITIONS: &str = "keel_fetch_session_partitions";
+/// Sessions created by full fetches.
+pub const FETCH_SESSIONS_CREATED: &str = "keel_fetch_sessions_created_total";
+/// Incremental fetches served on a session.
+pub const FETCH_INCREMENTAL: &str = "keel_fetch_incremental_total";
+/// Sessions evicted to make room for new ones (Kafka's IncrementalFetchSessionEvictionsPerSec).
+pub const FETCH_SESSION_EVICTIONS: &str = "keel_fetch_session_evictions_total";
 /// Produced batches recognised as an idempotent producer's retry of one already in the log:
 /// answered with the original's offsets, not written again.
 pub const PRODUCE_DUPLICATE_BATCHES: &str = "keel_produce_duplicate_batches_total";

@@ -112,17 +112,14 @@ pub async fn handle(ctx: Arc<RequestContext>, req: ProduceRequest) -> Reply<Prod
     let waits_for_fsync = acks == -1 && broker.config.flush_acks_all;
     if appended > 0 {
         metrics::counter!(crate::metrics::PRODUCE_BYTES).increment(appended as u64);
-        if broker.config.flush_before_visible {
-            // Readable only once durable: the flusher wakes the fetches after the fsync.
-            if !waits_for_fsync {
-                for (log, info) in results.iter().filter_map(|r| r.outcome.as_ref().ok()) {
-                    broker
-                        .flusher
-                        .flush_in_background(Arc::clone(log), info.last_offset);
-                }
+        // Readable only once durable: the fsync moves the high watermark, which wakes the
+        // partition's waiting fetches (without the policy the append itself did).
+        if broker.config.flush_before_visible && !waits_for_fsync {
+            for (log, info) in results.iter().filter_map(|r| r.outcome.as_ref().ok()) {
+                broker
+                    .flusher
+                    .flush_in_background(Arc::clone(log), info.last_offset);
             }
-        } else {
-            broker.appended.notify_waiters();
         }
     }
     // A partition refused for disk pressure, or whose write found the filesystem full,

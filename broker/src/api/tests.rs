@@ -149,6 +149,97 @@ async fn a_slow_disk_on_one_partition_stalls_neither_other_fetches_nor_heartbeat
     assert_eq!(slow.responses[0].partition_responses[0].error_code, 0);
 }
 
+fn fetch_reads(broker: &Broker) -> u64 {
+    broker.fetch_reads.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A caught-up consumer's long poll on `topic`: partition 0 from offset 0.
+fn long_poll(broker: &Arc<Broker>, topic: &str, min_bytes: i32) -> tokio::task::JoinHandle<FetchResponse> {
+    let req = fetch_request(topic)
+        .with_max_wait_ms(3_000)
+        .with_min_bytes(min_bytes);
+    let ctx = context(broker, ApiKey::Fetch, 12);
+    tokio::spawn(async move { resolve(super::fetch::handle(ctx, req).await).await })
+}
+
+async fn produce(broker: &Arc<Broker>, topic: &str) {
+    let produced =
+        resolve(super::produce::handle(context(broker, ApiKey::Produce, 9), produce_request(topic)).await)
+            .await;
+    assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+}
+
+/// Kafka's delayed fetch watches the partitions it asked for: appends elsewhere neither wake
+/// it nor make it read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_is_woken_by_its_own_partitions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path());
+    for topic in ["watched", "busy"] {
+        broker.logs.create_topic(topic, 1, 1, Default::default()).unwrap();
+    }
+    let fetch = long_poll(&broker, "watched", 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fetch_reads(&broker), 1, "the first read found nothing");
+    for _ in 0..20 {
+        produce(&broker, "busy").await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!fetch.is_finished());
+    assert_eq!(
+        fetch_reads(&broker),
+        1,
+        "appends to another topic made the fetch read again"
+    );
+
+    let started = std::time::Instant::now();
+    produce(&broker, "watched").await;
+    let fetched = tokio::time::timeout(Duration::from_secs(2), fetch)
+        .await
+        .expect("an append to the watched partition ends the long poll")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let partition = &fetched.responses[0].partitions[0];
+    assert_eq!((partition.error_code, partition.high_watermark), (0, 3));
+    assert!(partition.records.as_ref().is_some_and(|r| !r.is_empty()));
+    assert_eq!(fetch_reads(&broker), 2);
+}
+
+/// min_bytes is counted from the high watermark's position, without reading: batches that do
+/// not reach it leave the fetch waiting and unread; the one that does ends it with everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_counts_min_bytes_from_positions_and_reads_once_they_are_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open_broker(dir.path());
+    broker.logs.create_topic("t", 1, 1, Default::default()).unwrap();
+    let one_batch = batch(3).len() as i32;
+    let fetch = long_poll(&broker, "t", one_batch * 5 / 2);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..2 {
+        produce(&broker, "t").await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!fetch.is_finished(), "two batches are below min_bytes");
+    assert_eq!(
+        fetch_reads(&broker),
+        1,
+        "the fetch read again before min_bytes arrived"
+    );
+
+    produce(&broker, "t").await;
+    let fetched = tokio::time::timeout(Duration::from_secs(2), fetch)
+        .await
+        .expect("the third batch reaches min_bytes")
+        .unwrap();
+    let partition = &fetched.responses[0].partitions[0];
+    assert_eq!((partition.error_code, partition.high_watermark), (0, 9));
+    assert_eq!(
+        partition.records.as_ref().map(|r| r.len() as i32),
+        Some(3 * one_batch)
+    );
+    assert_eq!(fetch_reads(&broker), 2);
+}
+
 /// KAFKA_STORAGE_ERROR.
 const KAFKA_STORAGE_ERROR: i16 = 56;
 

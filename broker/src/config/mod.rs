@@ -63,6 +63,8 @@ pub struct Config {
     pub socket_response_max_queued_bytes: usize,
     /// `fetch.max.bytes`.
     pub fetch_max_bytes: i32,
+    /// `max.incremental.fetch.session.cache.slots`.
+    pub fetch_session_cache_slots: usize,
     /// `connections.max.idle.ms`.
     pub connections_max_idle_ms: u64,
     pub max_connections: usize,
@@ -190,6 +192,7 @@ impl Config {
             socket_request_max_bytes: int("socket.request.max.bytes")? as i32,
             socket_response_max_queued_bytes: int("socket.response.max.queued.bytes")?.max(1) as usize,
             fetch_max_bytes: int("fetch.max.bytes")? as i32,
+            fetch_session_cache_slots: int("max.incremental.fetch.session.cache.slots")?.max(0) as usize,
             connections_max_idle_ms: int("connections.max.idle.ms")?.max(1) as u64,
             max_connections: int("max.connections")? as usize,
             flush_acks_all: boolean("log.flush.acks.all"),

@@ -52,9 +52,6 @@ pub struct Flusher {
     flushes: Arc<AtomicU64>,
     /// How long a background request may wait, so that one fsync covers what comes meanwhile.
     background_interval: Duration,
-    /// Woken after every fsync pass: with `log.flush.before.visible` the high watermark may
-    /// have moved, and fetches long-polling for data wait on it.
-    durable: Arc<Notify>,
 }
 
 fn stopped() -> LogError {
@@ -62,11 +59,10 @@ fn stopped() -> LogError {
 }
 
 impl Flusher {
-    pub fn new(background_interval: Duration, durable: Arc<Notify>) -> Flusher {
+    pub fn new(background_interval: Duration) -> Flusher {
         Flusher {
             flushes: Arc::default(),
             background_interval,
-            durable,
         }
     }
 
@@ -183,7 +179,6 @@ impl Flusher {
             }
             self.flushes.fetch_add(1, Ordering::AcqRel);
             metrics::counter!(crate::metrics::LOG_FLUSHES).increment(1);
-            self.durable.notify_waiters();
         }
     }
 
@@ -203,7 +198,7 @@ mod tests {
     use crate::log::LogConfig;
 
     fn flusher() -> Flusher {
-        Flusher::new(Duration::from_millis(5), Arc::new(Notify::new()))
+        Flusher::new(Duration::from_millis(5))
     }
 
     fn open(config: LogConfig) -> (tempfile::TempDir, Arc<PartitionLog>) {
@@ -452,9 +447,10 @@ mod tests {
             flush_before_visible: true,
             ..LogConfig::default()
         });
-        let durable = Arc::new(Notify::new());
-        let flusher = Flusher::new(Duration::from_millis(20), Arc::clone(&durable));
-        let woken = durable.notified();
+        let flusher = Flusher::new(Duration::from_millis(20));
+        // With flush-before-visible the fsync is what moves the high watermark, and so what
+        // wakes this partition's readers.
+        let woken = log.progressed();
         tokio::pin!(woken);
         woken.as_mut().enable();
         for _ in 0..5 {
@@ -466,6 +462,14 @@ mod tests {
             .await
             .expect("readers woken after the background fsync");
         assert_eq!((log.recovery_point(), log.high_watermark()), (10, 10));
+        // Readers are woken from inside the pass; the flusher counts it once the pass returns.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while flusher.flushes() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the pass ends");
         assert_eq!(
             (flusher.flushes(), log.data_syncs()),
             (1, 1),
@@ -476,7 +480,7 @@ mod tests {
     #[tokio::test]
     async fn a_producer_waiting_cuts_the_background_wait_short() {
         let (_dir, log) = log_with(0);
-        let flusher = Flusher::new(Duration::from_secs(60), Arc::new(Notify::new()));
+        let flusher = Flusher::new(Duration::from_secs(60));
         let first = log.append(&batch(1), 0).unwrap();
         flusher.flush_in_background(Arc::clone(&log), first.last_offset);
         tokio::task::yield_now().await;

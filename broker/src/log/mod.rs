@@ -41,7 +41,7 @@ pub use log_dir::{
     fs_usage, read_partition_metadata, sync_dir, write_partition_metadata, FsUsage, LogDirHealth,
 };
 pub use offset_lookup::{FoundOffset, OffsetSpec};
-pub use partition_log::{AppendInfo, DeletedSegments, PartitionLog, ReadResult};
+pub use partition_log::{AppendInfo, DeletedSegments, LogPosition, PartitionLog, ReadResult};
 pub use producer_state::{
     BatchMetadata, CompletedTxn, ProducerSnapshot, ProducerStateEntry, ProducerStateTable, BATCHES_TO_RETAIN,
 };

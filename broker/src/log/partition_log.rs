@@ -53,6 +53,10 @@ pub struct ReadResult {
     /// For a read_committed read: the aborted transactions overlapping `records`, oldest
     /// first, so the consumer can drop their records. Empty otherwise.
     pub aborted_transactions: Vec<AbortedTxn>,
+    /// Set when nothing was read because the fetch offset is the high watermark (a consumer
+    /// that has caught up): the high watermark's place, from which a waiting fetch counts the
+    /// bytes appended since.
+    pub caught_up_at: Option<LogPosition>,
 }
 
 /// Segments retention took out of a log, their files renamed `.deleted`, to be removed after
@@ -95,12 +99,23 @@ impl DeletedSegments {
     }
 }
 
-/// The high watermark with its place in the log, so readers can bound reads by position.
-#[derive(Debug, Clone, Copy)]
-struct HighWatermark {
-    offset: i64,
-    segment_base: i64,
-    position: u64,
+/// An offset with its place in the log: the segment it lies in and its byte position there
+/// (Kafka's LogOffsetMetadata). The high watermark is kept as one, so readers bound reads by
+/// position and a waiting fetch counts new bytes without reading them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogPosition {
+    pub offset: i64,
+    pub segment_base: i64,
+    pub position: u64,
+}
+
+impl LogPosition {
+    /// The bytes from `self` to `later` when both lie in one segment; `None` when they do not
+    /// (a roll in between, or the log was truncated), which Kafka's delayed fetch takes as
+    /// enough to read again.
+    pub fn bytes_until(&self, later: &LogPosition) -> Option<u64> {
+        (self.segment_base == later.segment_base).then(|| later.position.saturating_sub(self.position))
+    }
 }
 
 struct Writer {
@@ -116,7 +131,7 @@ pub struct PartitionLog {
     config: RwLock<LogConfig>,
     writer: Mutex<Writer>,
     segments: RwLock<BTreeMap<i64, Arc<LogSegment>>>,
-    high_watermark: RwLock<HighWatermark>,
+    high_watermark: RwLock<LogPosition>,
     hw_offset: AtomicI64,
     log_end_offset: AtomicI64,
     log_start_offset: AtomicI64,
@@ -142,6 +157,9 @@ pub struct PartitionLog {
     /// cleaner's swap), so the cleaner's checks that its segments are still the log's hold
     /// through its swap. Taken before the writer lock, never by produce or fetch.
     maintenance: Mutex<()>,
+    /// Woken whenever what a reader may see moves (the high watermark, the last stable
+    /// offset, a truncation): a long-polling fetch waits on the partitions it asked for only.
+    progress: tokio::sync::Notify,
     /// Tests make the next fsyncs of this log fail, as a dying disk's would.
     #[cfg(test)]
     failing_fsyncs: AtomicBool,
@@ -275,7 +293,7 @@ impl PartitionLog {
         let log_start = checkpoint.map_or(first_base, |c| c.clamp(first_base, log_end));
         // Segments wholly below the log start are what a crash left of a deletion.
         delete_segment_files(dir, &take_segments_below(&mut segments, log_start))?;
-        let hw = HighWatermark {
+        let hw = LogPosition {
             offset: log_end,
             segment_base: active.base_offset(),
             position: active.size(),
@@ -301,6 +319,7 @@ impl PartitionLog {
             health,
             flush_queue: FlushQueue::default(),
             maintenance: Mutex::new(()),
+            progress: tokio::sync::Notify::new(),
             #[cfg(test)]
             failing_fsyncs: AtomicBool::new(false),
             #[cfg(test)]
@@ -369,12 +388,25 @@ impl PartitionLog {
     }
 
     /// Moves the high watermark forward to `hw` (never back).
-    fn advance_high_watermark(&self, hw: HighWatermark) {
+    fn advance_high_watermark(&self, hw: LogPosition) {
         let mut current = write(&self.high_watermark);
         if hw.offset > current.offset {
             *current = hw;
             self.hw_offset.store(hw.offset, Ordering::Release);
+            drop(current);
+            self.progress.notify_waiters();
         }
+    }
+
+    /// The high watermark with its place in the log.
+    pub fn high_watermark_position(&self) -> LogPosition {
+        *read(&self.high_watermark)
+    }
+
+    /// Resolves when what readers may see next moves. Register (enable) it before checking the
+    /// log, so a move between the check and the wait is not missed.
+    pub fn progressed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.progress.notified()
     }
 
     /// Recomputes the last stable offset after the open transactions or the high watermark
@@ -387,7 +419,9 @@ impl PartitionLog {
             .first_unstable_offset()
             .map_or(hw, |first| first.min(hw))
             .max(self.log_start_offset());
-        self.last_stable_offset.store(lso, Ordering::Release);
+        if self.last_stable_offset.swap(lso, Ordering::AcqRel) != lso {
+            self.progress.notify_waiters();
+        }
     }
 
     pub fn last_stable_offset(&self) -> i64 {
@@ -613,7 +647,7 @@ impl PartitionLog {
         // watermark follows the log end; with it, `flush_until` moves it once the data is
         // durable.
         if !config.flush_before_visible {
-            self.advance_high_watermark(HighWatermark {
+            self.advance_high_watermark(LogPosition {
                 offset: last_offset + 1,
                 segment_base: active.base_offset(),
                 position: active.size(),
@@ -739,7 +773,7 @@ impl PartitionLog {
 
     /// How far a reader may read in `segment`: the high watermark's position in its own
     /// segment, the whole of an earlier (sealed) one.
-    fn read_limit(segment: &LogSegment, hw: &HighWatermark) -> Option<u64> {
+    fn read_limit(segment: &LogSegment, hw: &LogPosition) -> Option<u64> {
         use std::cmp::Ordering::*;
         match segment.base_offset().cmp(&hw.segment_base) {
             Less => Some(segment.size()),
@@ -776,9 +810,13 @@ impl PartitionLog {
             last_stable_offset: self.last_stable_offset(),
             log_start_offset: log_start,
             aborted_transactions: Vec::new(),
+            caught_up_at: None,
         };
         if fetch_offset >= hw.offset {
-            return Ok(result(Bytes::new()));
+            return Ok(ReadResult {
+                caught_up_at: (fetch_offset == hw.offset).then_some(hw),
+                ..result(Bytes::new())
+            });
         }
         let mut next = self.floor_segment(fetch_offset);
         while let Some(segment) = next {
@@ -889,7 +927,7 @@ impl PartitionLog {
         let (active, durable_hw) = {
             let writer = lock(&self.writer);
             let active = Arc::clone(&writer.active);
-            let hw = HighWatermark {
+            let hw = LogPosition {
                 offset: self.log_end_offset(),
                 segment_base: active.base_offset(),
                 position: active.size(),
@@ -1151,7 +1189,7 @@ impl PartitionLog {
         writer.active = segment;
         writer.producers.clear();
         lock(&self.roll_snapshot).take();
-        *write(&self.high_watermark) = HighWatermark {
+        *write(&self.high_watermark) = LogPosition {
             offset: start_offset,
             segment_base: start_offset,
             position: 0,
@@ -1165,6 +1203,7 @@ impl PartitionLog {
         ] {
             a.store(start_offset, Ordering::Release);
         }
+        self.progress.notify_waiters();
         Ok(())
     }
 

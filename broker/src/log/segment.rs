@@ -5,6 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -443,9 +444,37 @@ impl LogSegment {
         Ok(None)
     }
 
+    /// Reads `from..to` into a buffer of its own, which the fetch response then references: the
+    /// buffer is not zeroed first, since the read fills it (or fails).
+    #[allow(unsafe_code)]
     fn read_range(&self, from: u64, to: u64) -> Result<Bytes, LogError> {
-        let mut buf = vec![0u8; (to - from) as usize];
-        self.file.read_exact_at(&mut buf, from)?;
+        let len = (to - from) as usize;
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
+        let mut filled = 0;
+        while filled < len {
+            // SAFETY: pread writes at most `len - filled` bytes into the spare capacity past
+            // `filled`, which this Vec owns; only bytes it reports written are counted.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    buf.as_mut_ptr().add(filled).cast(),
+                    len - filled,
+                    (from + filled as u64) as libc::off_t,
+                )
+            };
+            match n {
+                n if n > 0 => filled += n as usize,
+                0 => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        // SAFETY: the loop above initialised all `len` bytes.
+        unsafe { buf.set_len(len) };
         Ok(Bytes::from(buf))
     }
 

@@ -5,17 +5,18 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, HeaderVersion, Request};
 use tracing::Instrument;
 
+use super::frame::{Frame, SplicingBuf};
 use crate::api::{self, BoxFuture, Reply, RequestContext};
 
-/// A handler's reply, encoded as a response frame body (header included).
+/// A handler's reply, encoded as a response frame (size prefix and header included).
 pub enum EncodedReply {
-    Ready(Bytes),
-    Deferred(tokio::task::JoinHandle<Result<Bytes, String>>),
+    Ready(Frame),
+    Deferred(tokio::task::JoinHandle<Result<Frame, String>>),
     Nothing,
 }
 
@@ -299,28 +300,43 @@ where
 }
 
 /// Encodes a response frame: size prefix, response header (v0 or v1 by the API's rules), body.
-pub fn encode_response<R: Encodable + HeaderVersion>(
+/// A fetch's record sets are referenced, not copied (`SplicingBuf`).
+pub fn encode_response<R: Encodable + HeaderVersion + 'static>(
     correlation_id: i32,
     version: i16,
     response: &R,
-) -> Result<Bytes, String> {
+) -> Result<Frame, String> {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
     let header_version = R::header_version(version);
-    let result = (|| -> Result<Bytes, String> {
+    let result = (|| -> Result<Frame, String> {
         let size = header.compute_size(header_version).map_err(|e| e.to_string())?
             + response.compute_size(version).map_err(|e| e.to_string())?;
-        let mut buf = BytesMut::with_capacity(4 + size);
-        buf.extend_from_slice(&(size as i32).to_be_bytes());
+        let mut buf = SplicingBuf::new(4 + size, record_sets(response));
+        buf.put_slice(&(size as i32).to_be_bytes());
         header
             .encode(&mut buf, header_version)
             .map_err(|e| e.to_string())?;
         response.encode(&mut buf, version).map_err(|e| e.to_string())?;
-        Ok(buf.freeze())
+        Ok(buf.finish())
     })();
     if let Err(e) = &result {
         tracing::error!(error = %e, version, "failed to encode a response");
     }
     result
+}
+
+/// The record sets of a fetch response, in the order they are encoded: the bytes worth
+/// referencing rather than copying. Every other response is small.
+fn record_sets(response: &dyn std::any::Any) -> Vec<Bytes> {
+    let Some(fetch) = response.downcast_ref::<FetchResponse>() else {
+        return Vec::new();
+    };
+    fetch
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.clone())
+        .collect()
 }
 
 #[cfg(test)]

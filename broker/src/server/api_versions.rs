@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 
 use super::api_table::{encode_response, SUPPORTED_APIS};
+use super::frame::Frame;
 use crate::api::{Reply, RequestContext};
 
 fn response() -> ApiVersionsResponse {
@@ -31,7 +31,7 @@ pub async fn handle(_ctx: Arc<RequestContext>, _req: ApiVersionsRequest) -> Repl
 
 /// The KIP-511 answer to an ApiVersions version we do not support: a v0 response carrying
 /// UNSUPPORTED_VERSION and our table, so the client can retry with a version we know.
-pub fn unsupported_version_reply(correlation_id: i32) -> Bytes {
+pub fn unsupported_version_reply(correlation_id: i32) -> Frame {
     let r = response().with_error_code(ResponseError::UnsupportedVersion.code());
     // Encoding a default-built v0 ApiVersionsResponse cannot fail.
     encode_response(correlation_id, 0, &r).unwrap_or_default()

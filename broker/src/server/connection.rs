@@ -23,6 +23,7 @@ use tracing::Instrument;
 
 use super::api_table::{self, EncodedReply};
 use super::api_versions;
+use super::frame::Frame;
 use crate::api::{Endpoint, ReplyBudget, RequestContext};
 use crate::broker::Broker;
 
@@ -162,10 +163,10 @@ async fn read_requests(
                 Ok(reply) => reply,
                 Err(reason) => return Stop::Violation(reason),
             };
-        if let EncodedReply::Ready(bytes) = &reply {
+        if let EncodedReply::Ready(frame) = &reply {
             // A reply already made holds its size until written; waiting for that room here
             // is what stops a client that does not read from being read.
-            reserved += replies.budget.reserve(bytes.len()).await;
+            reserved += replies.budget.reserve(frame.len()).await;
         }
         replies.outstanding.fetch_add(1, Ordering::AcqRel);
         if replies.tx.send(QueuedReply { reply, reserved }).await.is_err() {
@@ -335,8 +336,8 @@ async fn write_replies(
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     while let Some(QueuedReply { reply, reserved }) = rx.recv().await {
-        let bytes = match reply {
-            EncodedReply::Ready(b) => Some(b),
+        let frame = match reply {
+            EncodedReply::Ready(frame) => Some(frame),
             EncodedReply::Deferred(task) => {
                 // Replies already buffered must not wait behind one that is still pending.
                 if !task.is_finished() && writer.flush().await.is_err() {
@@ -344,7 +345,7 @@ async fn write_replies(
                     return;
                 }
                 match task.await {
-                    Ok(Ok(bytes)) => Some(bytes),
+                    Ok(Ok(frame)) => Some(frame),
                     Ok(Err(_)) | Err(_) => {
                         // Already logged where it failed; the client must not wait for a
                         // reply that will never come.
@@ -355,11 +356,8 @@ async fn write_replies(
             }
             EncodedReply::Nothing => None,
         };
-        if let Some(mut bytes) = bytes {
-            let mut ok = true;
-            while bytes.has_remaining() && ok {
-                ok = writer.write_all_buf(&mut bytes).await.is_ok();
-            }
+        if let Some(frame) = frame {
+            let mut ok = write_frame(&mut writer, frame).await.is_ok();
             // Flush when nothing else is queued, so pipelined replies share a syscall.
             if ok && rx.is_empty() {
                 ok = writer.flush().await.is_ok();
@@ -374,4 +372,43 @@ async fn write_replies(
     }
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
+}
+
+/// At most this many parts go to one `writev` (Linux takes 1024).
+const MAX_IOVECS: usize = 64;
+
+/// Writes a frame's parts in order. Small frames gather in the buffer, so pipelined replies
+/// share a syscall; a large one (a fetch's) goes to the socket as `writev`s of its parts, which
+/// the buffer passes through, so record data is not copied on its way out.
+async fn write_frame(writer: &mut BufWriter<OwnedWriteHalf>, frame: Frame) -> std::io::Result<()> {
+    let mut parts = frame.into_parts();
+    let mut first = 0;
+    loop {
+        while parts.get(first).is_some_and(Bytes::is_empty) {
+            first += 1;
+        }
+        if first == parts.len() {
+            return Ok(());
+        }
+        let mut written = {
+            let slices: Vec<std::io::IoSlice<'_>> = parts[first..]
+                .iter()
+                .take(MAX_IOVECS)
+                .map(|p| std::io::IoSlice::new(p))
+                .collect();
+            writer.write_vectored(&slices).await?
+        };
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let part = &mut parts[first];
+            let n = written.min(part.len());
+            part.advance(n);
+            written -= n;
+            if part.is_empty() {
+                first += 1;
+            }
+        }
+    }
 }

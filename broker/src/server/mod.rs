@@ -5,6 +5,7 @@
 pub mod api_table;
 mod api_versions;
 mod connection;
+mod frame;
 pub use connection::{parse_request, ParsedRequest};
 pub mod metrics_endpoint;
 

@@ -11,6 +11,7 @@ mod compaction;
 mod coordinator;
 mod disk_pressure;
 mod dynamic_configs;
+mod fetch_sessions;
 mod groups;
 mod groups_rdkafka;
 mod groups_tools;

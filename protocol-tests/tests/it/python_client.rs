@@ -8,7 +8,7 @@ use crate::broker::TestBroker;
 
 /// Runs `python/<script> <bootstrap>` with the test venv's Python; returns its stdout after
 /// checking it exited 0.
-fn run_script(script: &str, bootstrap: &str) -> String {
+pub(crate) fn run_script(script: &str, bootstrap: &str) -> String {
     // scripts/test.sh points KEEL_PYTHON at a venv with kafka-python and aiokafka installed.
     let python = std::env::var("KEEL_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
