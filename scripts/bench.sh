@@ -358,6 +358,7 @@ for state in idle cleaning; do
     done
   fi
   secs="$(grep -o 'seconds=[0-9.]*' <<<"$cleaned" | cut -d= -f2 || true)"
+  [ -n "$secs" ] && secs="$(awk -v s="$secs" 'BEGIN { printf "%.2f", s }')"
   read_bytes="$(grep -o 'bytes_read=[0-9]*' <<<"$cleaned" | cut -d= -f2 || true)"
   line="state=$state rate=$rate messages=$count p50=$p50 p99=$p99 max=$pmax cpu_s=$(awk -v t=$((t1 - t0)) -v hz="$clk_tck" 'BEGIN { printf "%.1f", t / hz }') cleaner_s=${secs:-none} cleaner_read_mb=$(awk -v b="${read_bytes:-0}" 'BEGIN { printf "%.0f", b / 1e6 }')"
   echo "$line" >&2

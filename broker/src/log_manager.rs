@@ -647,6 +647,9 @@ impl LogManager {
         let info = log.append_checked(records, &header, now_ms, |h| {
             check_transaction(h, &topic.name, partition)
         })?;
+        if !info.duplicate {
+            log.start_writeback();
+        }
         if info.rolled {
             // The sealed segment's fsync (up to a whole segment) does not hold up this produce
             // or the partition's writer: it runs as a storage task of its own. The producer

@@ -398,6 +398,15 @@ impl PartitionLog {
         }
     }
 
+    /// Starts writing the active segment's new bytes to disk without waiting
+    /// (`LogSegment::start_writeback`). Called after an append, outside the writer lock.
+    pub fn start_writeback(&self) {
+        let active = read(&self.segments).values().next_back().cloned();
+        if let Some(active) = active {
+            active.start_writeback();
+        }
+    }
+
     /// The high watermark with its place in the log.
     pub fn high_watermark_position(&self) -> LogPosition {
         *read(&self.high_watermark)
