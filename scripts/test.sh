@@ -33,5 +33,9 @@ if [ $# -eq 0 ]; then
   # The benchmark's short version: every kind of run once with tiny counts, so the script and
   # what it checks (every message delivered and read back, a clean stop) keep working.
   scripts/bench.sh --smoke >/dev/null || status=$?
+  # The instruction count's short version (one small round under callgrind): the script and
+  # its checks keep working; its figures are scripts/bench-instructions.sh's own to give.
+  BENCH_INSTR_MESSAGES=2000 BENCH_INSTR_ROUNDS=1 BENCH_INSTR_IDLE_SECONDS=2 \
+    scripts/bench-instructions.sh >/dev/null || status=$?
 fi
 exit $status

@@ -147,16 +147,30 @@ fn setting<T: std::str::FromStr>(broker: &Broker, key: &str, default: T) -> T {
 /// the CPU that produce and fetch threads get when both want it, and all of an idle machine.
 const CLEANER_NICE: libc::c_int = 10;
 
-/// Lowers the calling thread's scheduling priority to `CLEANER_NICE` (Linux applies nice per
-/// thread). A failure is logged and cleaning goes on at normal priority.
+/// Linux's IOPRIO_CLASS_IDLE, shifted into place (IOPRIO_CLASS_SHIFT is 13): the thread's
+/// reads and writes are served when the disk has nothing else to do.
+const IOPRIO_IDLE: libc::c_int = 3 << 13;
+/// IOPRIO_WHO_PROCESS: the target of ioprio_set is a thread id.
+const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+
+/// Lowers the calling thread's CPU priority to `CLEANER_NICE` and its I/O priority to the idle
+/// class (Linux applies both per thread). A cleaner reading a cold log at the disk's full speed
+/// otherwise queues the producers' fsyncs behind its reads: produce p99 went from 45 to 200 ms
+/// on this project's test machine. The idle class holds where the block scheduler honours
+/// priorities (mq-deadline, bfq); the I/O budget (`log.cleaner.io.max.bytes.per.second`) bounds
+/// the cleaner everywhere. A failure is logged and cleaning goes on at normal priority.
 #[allow(unsafe_code)]
 fn lower_priority() {
-    // SAFETY: gettid and setpriority take no pointers; they change only this thread's priority.
-    let rc = unsafe {
+    // SAFETY: gettid, setpriority and ioprio_set take no pointers; they change only this
+    // thread's priorities.
+    let (nice, io) = unsafe {
         let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, CLEANER_NICE)
+        (
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, CLEANER_NICE),
+            libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, IOPRIO_IDLE),
+        )
     };
-    if rc != 0 {
+    if nice != 0 || io != 0 {
         tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower the log cleaner's priority");
     }
 }
