@@ -40,17 +40,20 @@ def main(bootstrap):
     consumer.seek_to_beginning(*partitions)
     seen = {}
 
+    def poll_once():
+        for records in consumer.poll(timeout_ms=200).values():
+            for r in records:
+                value = r.value.decode()
+                if value in seen:
+                    fail(f"{value} read twice (offsets {seen[value]} and {r.offset})")
+                seen[value] = r.offset
+
     def poll_until(count, what, timeout=60.0):
         deadline = time.monotonic() + timeout
         while len(seen) < count:
             if time.monotonic() > deadline:
                 fail(f"{what}: {len(seen)} of {count} records after {timeout} s")
-            for records in consumer.poll(timeout_ms=200).values():
-                for r in records:
-                    value = r.value.decode()
-                    if value in seen:
-                        fail(f"{value} read twice (offsets {seen[value]} and {r.offset})")
-                    seen[value] = r.offset
+            poll_once()
 
     poll_until(BACKLOG, "backlog")
     print(f"read the backlog: {BACKLOG} records", flush=True)
@@ -59,12 +62,7 @@ def main(bootstrap):
         producer.send(TOPIC, value=f"l{i}".encode(), partition=(i * 5) % PARTITIONS)
         if i % 20 == 19:
             producer.flush()
-            for records in consumer.poll(timeout_ms=200).values():
-                for r in records:
-                    value = r.value.decode()
-                    if value in seen:
-                        fail(f"{value} read twice")
-                    seen[value] = r.offset
+            poll_once()
     producer.flush()
     poll_until(BACKLOG + LIVE, "live records")
     missing = [f"b{i}" for i in range(BACKLOG) if f"b{i}" not in seen]

@@ -218,6 +218,15 @@ fn respond(
 struct Watched {
     log: Arc<PartitionLog>,
     caught_up_at: Option<LogPosition>,
+    /// The high watermark and last stable offset the read saw: a partition without a place to
+    /// count from is read again once either has moved.
+    seen: (i64, i64),
+}
+
+impl Watched {
+    fn moved(&self) -> bool {
+        (self.log.high_watermark(), self.log.last_stable_offset()) != self.seen
+    }
 }
 
 /// Waits until the watched partitions hold `wanted` bytes more than when they were read, one
@@ -232,12 +241,15 @@ async fn wait_for_bytes(watched: &[Watched], wanted: u64, deadline: tokio::time:
         }
         let mut arrived = 0u64;
         for w in watched {
-            if let Some(at) = &w.caught_up_at {
-                match at.bytes_until(&w.log.high_watermark_position()) {
+            match &w.caught_up_at {
+                Some(at) => match at.bytes_until(&w.log.high_watermark_position()) {
                     Some(n) => arrived += n,
                     // A roll or a truncation since: read again, as Kafka's delayed fetch does.
                     None => return,
-                }
+                },
+                // Moved between the read and the registration above, whose wake-up is gone.
+                None if w.moved() => return,
+                None => {}
             }
         }
         if arrived >= wanted {
@@ -352,6 +364,7 @@ fn read_once(
                         read.watched.push(Watched {
                             log: Arc::clone(&log),
                             caught_up_at: result.caught_up_at.filter(|_| !read_committed),
+                            seen: (result.high_watermark, result.last_stable_offset),
                         });
                         let n = result.records.len();
                         read.bytes += n;
