@@ -36,7 +36,8 @@ impl Frame {
         self.parts
     }
 
-    /// The whole frame in one buffer (a copy): for tests and the fuzzer.
+    /// The whole frame in one buffer (a copy), for tests to compare encodings.
+    #[cfg(test)]
     pub fn to_bytes(&self) -> Bytes {
         match self.parts.as_slice() {
             [one] => one.clone(),
